@@ -1,0 +1,198 @@
+// Package redistest gives tests a real Redis server and an isolated
+// namespace per test. It depends only on the standard library and go-redis,
+// so any package's tests can use it without an import cycle.
+//
+// In TestMain call redistest.Main(m). It uses REDIS_URL when set; otherwise
+// it starts redis-server on a free loopback port with persistence off, and
+// stops it when the tests end. Tests then call New(t) for a client and a
+// unique namespace whose keys are deleted when the test ends, so tests can run
+// in parallel without FLUSHDB.
+package redistest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	mu     sync.Mutex
+	addr   string // host:port of the server tests use
+	server *Server
+)
+
+// Main runs the package's tests against a Redis server and exits.
+func Main(m *testing.M) {
+	code, err := run(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "redistest:", err)
+		os.Exit(2)
+	}
+	os.Exit(code)
+}
+
+func run(m *testing.M) (int, error) {
+	if url := os.Getenv("REDIS_URL"); url != "" {
+		opt, err := redis.ParseURL(url)
+		if err != nil {
+			return 0, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		addr = opt.Addr
+		return m.Run(), nil
+	}
+	srv, err := Start()
+	if err != nil {
+		return 0, err
+	}
+	server = srv
+	addr = srv.Addr
+	defer srv.Stop()
+	return m.Run(), nil
+}
+
+// Addr returns the address of the test server (valid after Main started it).
+func Addr() string {
+	mu.Lock()
+	defer mu.Unlock()
+	return addr
+}
+
+// Server is a redis-server child process.
+type Server struct {
+	Addr string
+	Port int
+	cmd  *exec.Cmd
+	dir  string
+}
+
+// Start launches redis-server on a free loopback port with persistence off
+// and waits until it answers PING.
+func Start() (*Server, error) {
+	return StartOnPort(0)
+}
+
+// StartOnPort launches redis-server on port (0 = a free one). Tests that
+// restart Redis use it to come back on the same port.
+func StartOnPort(port int) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server not found on PATH (install Debian's redis-server, or set REDIS_URL): %w", err)
+	}
+	if port == 0 {
+		if port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", "redistest-*")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start redis-server: %w", err)
+	}
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, cmd: cmd, dir: dir}
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer rdb.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := rdb.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			s.Stop()
+			return nil, fmt.Errorf("redis-server on %s did not answer PING: %w", s.Addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills the server and removes its directory.
+func (s *Server) Stop() {
+	if s.cmd.Process != nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+	}
+	os.RemoveAll(s.dir)
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// Namespace returns a namespace unique to this test: the test name plus a
+// random suffix, safe for key names and hash tags.
+func Namespace(t testing.TB) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	name := unsafeChars.ReplaceAllString(t.Name(), "_")
+	if len(name) > 40 {
+		name = name[len(name)-40:]
+	}
+	return "t_" + strings.Trim(name, "_") + "_" + hex.EncodeToString(b[:])
+}
+
+// Client returns a new client to the test server, closed when t ends.
+func Client(t testing.TB) *redis.Client {
+	t.Helper()
+	a := Addr()
+	if a == "" {
+		t.Fatal("redistest: no server; call redistest.Main(m) from TestMain")
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: a})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// New returns a client and a unique namespace; every key of the namespace
+// (pattern "{ns}:*") is deleted when t ends.
+func New(t testing.TB) (*redis.Client, string) {
+	t.Helper()
+	rdb := Client(t)
+	ns := Namespace(t)
+	t.Cleanup(func() { DeleteNamespace(rdb, ns) })
+	return rdb, ns
+}
+
+// DeleteNamespace deletes every key "{ns}:*".
+func DeleteNamespace(rdb redis.UniversalClient, ns string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	iter := rdb.Scan(ctx, 0, "{"+ns+"}:*", 1000).Iterator()
+	var batch []string
+	for iter.Next(ctx) {
+		batch = append(batch, iter.Val())
+		if len(batch) == 1000 {
+			rdb.Unlink(ctx, batch...)
+			batch = batch[:0]
+		}
+	}
+	if len(batch) > 0 {
+		rdb.Unlink(ctx, batch...)
+	}
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The project's test command (README "Quick start", .ci/run). Installs Debian's
+# redis-server when it is missing, then runs gofmt, go vet and the race-enabled
+# test suite. Each test package starts its own redis-server on a free loopback
+# port (internal/redistest), or uses REDIS_URL when set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "redis-server not found; installing Debian's redis-server package" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  # The package starts a system service; the tests run their own servers.
+  $SUDO systemctl stop redis-server >/dev/null 2>&1 || $SUDO service redis-server stop >/dev/null 2>&1 || true
+fi
+redis-server --version
+
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+go vet ./...
+go test -race -count=1 -timeout 12m "$@" ./...

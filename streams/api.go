@@ -1,0 +1,339 @@
+package streams
+
+// CONTRACT FILE. The types and method signatures below are the interface the
+// worker and client packages are written against. Bodies returning
+// errNotImplemented are placeholders being implemented by the streams work;
+// none may remain when that work lands.
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var errNotImplemented = errors.New("streams: not implemented")
+
+// Errors returned by Store methods. Match with errors.Is.
+var (
+	// ErrNotFound: no record for the job id.
+	ErrNotFound = errors.New("streams: job not found")
+	// ErrFenced: the caller's epoch is no longer the job's epoch (or it is no
+	// longer the owner); another worker owns the job. Stop working on it.
+	ErrFenced = errors.New("streams: fenced: epoch is stale")
+	// ErrTerminal: the job already has its terminal outcome.
+	ErrTerminal = errors.New("streams: job already terminal")
+	// ErrUnknownVersion: an envelope or submission names a version this code
+	// does not know.
+	ErrUnknownVersion = errors.New("streams: unknown wire format version")
+)
+
+// Config configures a Store.
+type Config struct {
+	// Namespace prefixes every key (hash tag {Namespace}). Defaults to NamespaceDefault.
+	Namespace string
+	// Group is the consumer group name. Defaults to GroupDefault.
+	Group string
+}
+
+// Store is the only component that talks to Redis: every key, script and
+// stream command of the project goes through it. It returns errors and never
+// logs. The caller owns rdb; Store never closes it.
+type Store struct {
+	rdb   redis.UniversalClient
+	keys  Keys
+	group string
+}
+
+// New returns a Store for one namespace.
+func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
+	keys, err := NewKeys(cfg.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	group := cfg.Group
+	if group == "" {
+		group = GroupDefault
+	}
+	return &Store{rdb: rdb, keys: keys, group: group}, nil
+}
+
+// Keys returns the store's key builder.
+func (s *Store) Keys() Keys { return s.keys }
+
+// Submission is one decoded submission entry (wire format: docs/wire-format.md).
+type Submission struct {
+	JobID     string
+	Input     []byte // JSON text, as given
+	InputHash string // optional dedupe key
+	TimeoutMs int64  // optional per-job deadline from creation; 0 = worker default
+}
+
+// Record is a job record (HASH {ns}:job:<id>) as stored.
+type Record struct {
+	JobID        string
+	State        string // workflow.State values
+	Step         string // workflow.Step values
+	Epoch        int64
+	Owner        string // consumer name of the current owner
+	Entry        string // submission entry id
+	RunpodID     string
+	RunpodStatus string
+	Attempts     int // /run attempts started (intents recorded)
+	Deliveries   int // admits so far (first delivery = 1)
+	InputHash    string
+	Input        []byte // present when input is persisted
+	Cancel       bool   // a cancel was requested
+	AliasOf      string // set when a raw submission was deduplicated onto another job
+	DeadlineMs   int64  // unix ms; 0 = none
+	CreatedMs    int64
+	UpdatedMs    int64
+	FinishedMs   int64
+	Output       []byte // JSON, terminal COMPLETED (or progress output while running)
+	Error        string // terminal FAILED/TIMED_OUT/CANCELED reason
+}
+
+// Event types (field "type" of every events-stream entry).
+const (
+	EventSubmitted       = "submitted"
+	EventQueued          = "queued"
+	EventProgress        = "progress"
+	EventCompleted       = "completed"
+	EventFailed          = "failed"
+	EventTimedOut        = "timed_out"
+	EventCanceled        = "canceled"
+	EventCancelRequested = "cancel_requested"
+	EventDeduplicated    = "deduplicated"
+	EventRejected        = "rejected"
+)
+
+// EventPayload is the versioned msgpack payload of an event (field "payload").
+type EventPayload struct {
+	RunpodID     string
+	RunpodStatus string
+	Output       []byte // JSON
+	Error        string
+	Reason       string
+	AliasOf      string
+	DelayMs      int64
+	ExecMs       int64
+	Attempt      int
+}
+
+// Event is one decoded entry of the events stream.
+type Event struct {
+	ID      string // stream entry id
+	Type    string
+	JobID   string
+	State   string
+	Epoch   int64
+	TS      int64 // unix ms
+	Payload EventPayload
+}
+
+// EventInput is an event to append atomically with a state change.
+type EventInput struct {
+	Type    string
+	Payload EventPayload
+}
+
+// SubmitOpts tunes Submit.
+type SubmitOpts struct {
+	Dedupe       bool // apply dedupe by InputHash
+	PersistInput bool // keep the input in the record
+	Now          time.Time
+}
+
+// SubmitResult is what Submit did.
+type SubmitResult struct {
+	JobID   string // the job that answers: the new one, the existing one, or the dedupe target
+	Created bool   // a new job and submission entry were written
+	Deduped bool   // JobID is another job holding the same input hash
+	State   string // the answering job's state
+	Entry   string // the submission entry id of the answering job
+}
+
+// Submit creates a job atomically (record, submission entry, submitted
+// event), or returns the existing job for a known id, or (Dedupe) the live or
+// completed job holding the same input hash.
+func (s *Store) Submit(ctx context.Context, sub Submission, opts SubmitOpts) (SubmitResult, error) {
+	return SubmitResult{}, errNotImplemented
+}
+
+// Get loads a job record. ErrNotFound if absent.
+func (s *Store) Get(ctx context.Context, jobID string) (Record, error) {
+	return Record{}, errNotImplemented
+}
+
+// Cancel requests cancellation: sets the cancel flag on a non-terminal job,
+// appends a cancel_requested event and nudges workers on the control
+// channel. It returns the job's state; a terminal job is left unchanged.
+// ErrNotFound if absent.
+func (s *Store) Cancel(ctx context.Context, jobID string, now time.Time) (string, error) {
+	return "", errNotImplemented
+}
+
+// EnsureGroup creates the submissions stream and consumer group if missing.
+func (s *Store) EnsureGroup(ctx context.Context) error { return errNotImplemented }
+
+// Read takes up to count new entries for consumer (XREADGROUP >), blocking
+// up to block. It returns no entries and no error on timeout.
+func (s *Store) Read(ctx context.Context, consumer string, count int, block time.Duration) ([]redis.XMessage, error) {
+	return nil, errNotImplemented
+}
+
+// Claim runs one XAUTOCLAIM page for entries idle at least minIdle, from
+// cursor ("0-0" to start). deleted lists pending ids whose entries no longer
+// exist (they are acknowledged here). next is "0-0" when the scan is done.
+func (s *Store) Claim(ctx context.Context, consumer string, minIdle time.Duration, count int, cursor string) (msgs []redis.XMessage, deleted []string, next string, err error) {
+	return nil, nil, "", errNotImplemented
+}
+
+// AdmitRequest is one delivered entry to admit.
+type AdmitRequest struct {
+	Entry  redis.XMessage // the entry as delivered
+	Sub    Submission     // decoded; valid when Poison is empty
+	Poison string         // non-empty: the entry cannot be run, this is why
+}
+
+// AdmitOpts tunes Admit.
+type AdmitOpts struct {
+	Consumer       string
+	MaxDeliveries  int // a job admitted more often than this ends FAILED and is dead-lettered
+	Dedupe         bool
+	PersistInput   bool
+	DefaultTimeout time.Duration // deadline for jobs whose submission names none; 0 = none
+	ResultTTL      time.Duration
+	Now            time.Time
+}
+
+// AdmitStatus says what Admit did with one entry.
+type AdmitStatus int
+
+const (
+	// Admitted: the caller now owns the job at Record.Epoch and must run it.
+	Admitted AdmitStatus = iota + 1
+	// Duplicate: another entry already carries this job id; this one was
+	// acknowledged and deleted.
+	Duplicate
+	// Finished: the job is already terminal; the entry was acknowledged.
+	Finished
+	// Poisoned: the entry was dead-lettered and acknowledged; if it named a
+	// job id, that job ended FAILED with the reason.
+	Poisoned
+	// Deduplicated: a raw submission whose input hash belongs to another
+	// live or completed job; recorded as an alias and acknowledged.
+	Deduplicated
+)
+
+// AdmitResult is the outcome for one AdmitRequest (same index).
+type AdmitResult struct {
+	Status AdmitStatus
+	Record Record // for Admitted: the record after the epoch bump
+}
+
+// Admit takes ownership of delivered entries in one script call: creates
+// the record for a raw submission, refuses duplicates, bumps the epoch, sets
+// the owner, counts deliveries and fails poison entries.
+func (s *Store) Admit(ctx context.Context, reqs []AdmitRequest, opts AdmitOpts) ([]AdmitResult, error) {
+	return nil, errNotImplemented
+}
+
+// Lease identifies an owned job: its entry and the epoch held.
+type Lease struct {
+	JobID string
+	Entry string
+	Epoch int64
+}
+
+// Heartbeat refreshes the idle time of the leases still held by consumer
+// (owner and epoch match in the record, and the PEL names consumer) and
+// returns those that are lost. It never takes an entry from another consumer.
+func (s *Store) Heartbeat(ctx context.Context, consumer string, leases []Lease) (lost []Lease, err error) {
+	return nil, errNotImplemented
+}
+
+// Handoff marks consumer's still-held leases as long idle and nudges the
+// other workers, so the next reclaim anywhere takes them at once. It returns
+// how many were handed off.
+func (s *Store) Handoff(ctx context.Context, consumer string, leases []Lease) (int, error) {
+	return 0, errNotImplemented
+}
+
+// Checkpoint is a fenced, non-terminal change to a job record.
+type Checkpoint struct {
+	JobID        string
+	Epoch        int64
+	Step         string // "" = unchanged
+	State        string // "" = unchanged
+	RunpodID     string // "" = unchanged
+	RunpodStatus string // "" = unchanged
+	IncAttempts  bool   // count one more /run attempt (with Step SUBMITTING)
+	Output       []byte // progress output; nil = unchanged
+	Event        *EventInput
+}
+
+// Checkpoint applies cp atomically with its event, if the job is not
+// terminal and cp.Epoch is current. ErrFenced, ErrTerminal, ErrNotFound.
+func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) error {
+	return errNotImplemented
+}
+
+// Outcome is a job's terminal result.
+type Outcome struct {
+	JobID        string
+	Entry        string
+	Epoch        int64
+	State        string // COMPLETED, FAILED, TIMED_OUT or CANCELED
+	Output       []byte // JSON
+	Error        string
+	RunpodID     string
+	RunpodStatus string
+	DeadLetter   string // non-empty: also copy the submission to the dead stream with this reason
+}
+
+// FinalizeOpts tunes Finalize.
+type FinalizeOpts struct {
+	ResultTTL time.Duration
+	Now       time.Time
+}
+
+// Finalize writes terminal outcomes, one script call per batch: for each,
+// if the job is not terminal and the epoch is current, set the state and
+// result, append the terminal event, XACK and XDEL the submission, expire
+// the record after ResultTTL and release the dedupe key of a job that did
+// not complete. errs[i] is nil, ErrFenced, ErrTerminal or ErrNotFound.
+func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts) (errs []error, err error) {
+	return nil, errNotImplemented
+}
+
+// ReadEvents reads events after id ("0" = from the start, "$" = only new),
+// blocking up to block (0 = do not block). Undecodable entries are returned
+// with Type "" rather than failing the batch.
+func (s *Store) ReadEvents(ctx context.Context, after string, count int, block time.Duration) ([]Event, error) {
+	return nil, errNotImplemented
+}
+
+// TrimEvents drops events older than before (XTRIM MINID ~).
+func (s *Store) TrimEvents(ctx context.Context, before time.Time) (int64, error) {
+	return 0, errNotImplemented
+}
+
+// Pending returns the number of entries in the group's pending list.
+func (s *Store) Pending(ctx context.Context) (int64, error) { return 0, errNotImplemented }
+
+// ControlMessage is a hint published on the control channel.
+type ControlMessage struct {
+	Kind  string // "cancel" or "handoff"
+	JobID string // for "cancel"
+}
+
+// SubscribeControl delivers control messages until ctx is done; the channel
+// is closed then. Messages are hints: a missed one delays, never loses, work.
+func (s *Store) SubscribeControl(ctx context.Context) (<-chan ControlMessage, error) {
+	return nil, errNotImplemented
+}
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }

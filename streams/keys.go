@@ -1,0 +1,77 @@
+package streams
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// This file is the only place that builds Redis key names. Every key of a
+// namespace shares the hash tag {<namespace>}, so all of them live in one
+// Redis Cluster slot and every Lua script may touch any of them. A namespace
+// split into P partitions later uses namespaces "<ns>:0" … "<ns>:P-1", each
+// its own slot.
+
+// NamespaceDefault is the namespace used when none is configured.
+const NamespaceDefault = "runpod"
+
+// GroupDefault is the consumer group every worker of a namespace joins.
+const GroupDefault = "workers"
+
+// Keys builds the key names of one namespace.
+type Keys struct {
+	ns string // namespace, without braces
+}
+
+// NewKeys returns the key builder for namespace ns ("" means NamespaceDefault).
+func NewKeys(ns string) (Keys, error) {
+	if ns == "" {
+		ns = NamespaceDefault
+	}
+	if err := ValidateNamespace(ns); err != nil {
+		return Keys{}, err
+	}
+	return Keys{ns: ns}, nil
+}
+
+// ValidateNamespace rejects namespaces that would break the hash tag or the
+// key layout: empty, braces, whitespace, or longer than 64 bytes.
+func ValidateNamespace(ns string) error {
+	if ns == "" {
+		return errors.New("namespace: must not be empty")
+	}
+	if len(ns) > 64 {
+		return fmt.Errorf("namespace: %d bytes, at most 64 allowed", len(ns))
+	}
+	if strings.ContainsAny(ns, "{} \t\r\n") {
+		return fmt.Errorf("namespace %q: must not contain braces or whitespace", ns)
+	}
+	return nil
+}
+
+// Namespace returns the namespace these keys belong to.
+func (k Keys) Namespace() string { return k.ns }
+
+func (k Keys) prefix() string { return "{" + k.ns + "}:" }
+
+// Submissions is the stream producers XADD submissions to. // STREAM
+func (k Keys) Submissions() string { return k.prefix() + "submissions" }
+
+// Events is the outcome stream: one entry per state change. // STREAM
+func (k Keys) Events() string { return k.prefix() + "events" }
+
+// Dead is the dead-letter stream: copies of poison submissions. // STREAM
+func (k Keys) Dead() string { return k.prefix() + "dead" }
+
+// Job is the record of one job, by clientJobId. // HASH
+func (k Keys) Job(jobID string) string { return k.prefix() + "job:" + jobID }
+
+// Dedupe maps an input hash to the job that holds it. // STRING
+func (k Keys) Dedupe(inputHash string) string { return k.prefix() + "dedupe:" + inputHash }
+
+// Control is the pub/sub channel that nudges workers: cancels and handoffs.
+// It carries hints only; every fact it announces is also in a record. // CHANNEL
+func (k Keys) Control() string { return k.prefix() + "control" }
+
+// Pattern matches every key of the namespace (for tests and cleanup tools).
+func (k Keys) Pattern() string { return k.prefix() + "*" }

@@ -1,0 +1,55 @@
+package workflow
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// Runpod is the set of activities the workflow needs from Runpod. The
+// activities package implements it over HTTP (with retries, a circuit breaker
+// and rate limits); tests may use the simulator behind the same client.
+//
+// Every method must honour ctx: return promptly with ctx.Err() (wrapped) when
+// it is done. Errors are classified with the helpers in errors.go.
+type Runpod interface {
+	// Run calls POST /run. It is never retried after the request may have
+	// reached Runpod: such a failure wraps ErrSubmitUncertain.
+	Run(ctx context.Context, req RunRequest) (RunpodJob, error)
+	// Status calls /status/{id}. A 404 wraps ErrRunpodJobNotFound.
+	Status(ctx context.Context, runpodID string) (RunpodJob, error)
+	// Cancel calls POST /cancel/{id}.
+	Cancel(ctx context.Context, runpodID string) (RunpodJob, error)
+}
+
+// RunRequest is the body of POST /run.
+type RunRequest struct {
+	// Input is passed to the Runpod handler as job["input"]. Required.
+	Input json.RawMessage `json:"input"`
+	// Webhook is an optional URL Runpod POSTs the job object to when done.
+	Webhook string `json:"webhook,omitempty"`
+	// Policy is optional per-job execution policy.
+	Policy *RunPolicy `json:"policy,omitempty"`
+}
+
+// RunPolicy is Runpod's per-job policy; all durations are milliseconds.
+type RunPolicy struct {
+	ExecutionTimeoutMs int64 `json:"executionTimeout,omitempty"`
+	TTLMs              int64 `json:"ttl,omitempty"`
+	LowPriority        bool  `json:"lowPriority,omitempty"`
+}
+
+// RunpodJob is Runpod's job object (runpod-api.md §4). Absent fields are zero.
+type RunpodJob struct {
+	ID            string       `json:"id"`
+	Status        RunpodStatus `json:"status"`
+	DelayTime     int64        `json:"delayTime,omitempty"`
+	ExecutionTime int64        `json:"executionTime,omitempty"`
+	WorkerID      string       `json:"workerId,omitempty"`
+	// Output is the handler's output on COMPLETED, or its latest progress
+	// update while IN_PROGRESS.
+	Output json.RawMessage `json:"output,omitempty"`
+	// Error is the failure text. Runpod sends a string (often a JSON-encoded
+	// object from the Python worker); a non-string value is kept as its JSON text.
+	Error   string `json:"error,omitempty"`
+	Retries int    `json:"retries,omitempty"`
+}
