@@ -1,6 +1,6 @@
 // Package redistest gives tests a real Redis server and an isolated
-// namespace per test. It depends only on the standard library and go-redis,
-// so any package's tests can use it without an import cycle.
+// namespace per test. It depends only on the standard library, go-redis
+// (and goleak), so any package's tests can use it without an import cycle.
 //
 // In TestMain call redistest.Main(m). It uses REDIS_URL when set; otherwise
 // it starts redis-server on a free loopback port with persistence off, and
@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 )
 
 var (
@@ -33,12 +34,20 @@ var (
 	server *Server
 )
 
-// Main runs the package's tests against a Redis server and exits.
-func Main(m *testing.M) {
+// Main runs the package's tests against a Redis server, then fails the run
+// if any goroutine leaked (goleak), and exits. leakOpts add goleak options,
+// e.g. goleak.IgnoreTopFunction for a documented third-party goroutine.
+func Main(m *testing.M, leakOpts ...goleak.Option) {
 	code, err := run(m)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "redistest:", err)
 		os.Exit(2)
+	}
+	if code == 0 {
+		if err := goleak.Find(leakOpts...); err != nil {
+			fmt.Fprintln(os.Stderr, "redistest: goroutines leaked by the tests:", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
