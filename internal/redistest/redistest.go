@@ -80,41 +80,71 @@ func Addr() string {
 
 // Server is a redis-server child process.
 type Server struct {
-	Addr string
-	Port int
-	cmd  *exec.Cmd
-	dir  string
+	Addr   string
+	Port   int
+	Dir    string // working directory (AOF lives here)
+	cmd    *exec.Cmd
+	ownDir bool // Dir was created by StartWith and is removed by Stop
 }
 
 // Start launches redis-server on a free loopback port with persistence off
 // and waits until it answers PING.
 func Start() (*Server, error) {
-	return StartOnPort(0)
+	return StartWith(Options{})
 }
 
-// StartOnPort launches redis-server on port (0 = a free one). Tests that
-// restart Redis use it to come back on the same port.
+// StartOnPort launches redis-server on port (0 = a free one).
 func StartOnPort(port int) (*Server, error) {
+	return StartWith(Options{Port: port})
+}
+
+// Options configure a redis-server child process.
+type Options struct {
+	// Port to listen on; 0 picks a free one.
+	Port int
+	// Dir is the working directory (AOF files live here). Empty: a new
+	// temporary directory, removed by Stop. A given Dir is kept, so a test
+	// can restart Redis on the same data.
+	Dir string
+	// AppendOnly turns on the append-only file with fsync on every write,
+	// so a killed server restarts with every acknowledged write.
+	AppendOnly bool
+}
+
+// StartWith launches redis-server with opts and waits until it answers PING.
+func StartWith(opts Options) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("redis-server not found on PATH (install Debian's redis-server, or set REDIS_URL): %w", err)
 	}
+	port := opts.Port
 	if port == 0 {
 		if port, err = FreePort(); err != nil {
 			return nil, err
 		}
 	}
-	dir, err := os.MkdirTemp("", "redistest-*")
-	if err != nil {
-		return nil, err
+	dir, ownDir := opts.Dir, false
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "redistest-*"); err != nil {
+			return nil, err
+		}
+		ownDir = true
 	}
-	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	args := []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "",
+		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}
+	if opts.AppendOnly {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	cmd := exec.Command(bin, args...)
 	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
+		if ownDir {
+			os.RemoveAll(dir)
+		}
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}
-	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, cmd: cmd, dir: dir}
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Dir: dir, cmd: cmd, ownDir: ownDir}
 	rdb := redis.NewClient(&redis.Options{Addr: s.Addr})
 	defer rdb.Close()
 	deadline := time.Now().Add(10 * time.Second)
@@ -133,13 +163,20 @@ func StartOnPort(port int) (*Server, error) {
 	}
 }
 
-// Stop kills the server and removes its directory.
-func (s *Server) Stop() {
+// Kill stops the server with SIGKILL, as a crash would, and keeps its directory.
+func (s *Server) Kill() {
 	if s.cmd.Process != nil {
 		_ = s.cmd.Process.Kill()
 		_ = s.cmd.Wait()
 	}
-	os.RemoveAll(s.dir)
+}
+
+// Stop kills the server and removes its directory if StartWith created it.
+func (s *Server) Stop() {
+	s.Kill()
+	if s.ownDir {
+		os.RemoveAll(s.Dir)
+	}
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
