@@ -1,0 +1,417 @@
+package workflow
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"time"
+)
+
+// Job is the in-memory state of one job's workflow: what the record says
+// (state, step, Runpod id, attempts, cancel flag, deadline) plus the
+// scheduling counters that need not survive a takeover (a new owner restarts
+// them, which only makes it poll a little sooner). It is a value: Next and
+// Apply never mutate their argument.
+//
+// It is kept small on purpose (no input, no output bytes: only a hash of the
+// last progress output), because a worker holds up to 100,000 of them.
+type Job struct {
+	// ID is the caller's clientJobId.
+	ID string
+	// State is the job's current (non-terminal) state.
+	State State
+	// Step is where the workflow stands.
+	Step Step
+	// RunpodID is the Runpod job id once /run returned it ("" before).
+	RunpodID string
+	// RunpodStatus is the last status Runpod reported.
+	RunpodStatus RunpodStatus
+	// Attempts counts /run intents recorded (BeginSubmit), across owners.
+	Attempts int
+	// CancelRequested mirrors the record's cancel flag.
+	CancelRequested bool
+	// Deadline is when the job ends TIMED_OUT; zero means none.
+	Deadline time.Time
+
+	// NextAt is the earliest time of the next action (a poll after its
+	// backoff, a retry after its backoff); zero means now.
+	NextAt time.Time
+	// Polls counts /status polls since the last status change; it drives
+	// the poll backoff.
+	Polls int
+	// Retries counts consecutive transient failures of the current action;
+	// it drives the retry backoff and resets on success.
+	Retries int
+	// CancelAttempts counts /cancel calls made for this job.
+	CancelAttempts int
+	// Stopping is the terminal state a /cancel under way is for (CANCELED
+	// or TIMED_OUT), so a retried /cancel keeps its reason; "" otherwise.
+	Stopping State
+	// OutputSum is SumOutput of the last recorded progress output.
+	OutputSum uint64
+	// Outcome is the terminal outcome once decided. From then on Next
+	// always returns Finalize with it and Apply changes nothing.
+	Outcome *Outcome
+}
+
+// Outcome is a job's terminal result, to be written once by the worker.
+type Outcome struct {
+	State        State           // COMPLETED, FAILED, TIMED_OUT or CANCELED
+	Output       json.RawMessage // handler output (COMPLETED; sometimes FAILED)
+	Error        string          // reason for the other states; never a secret
+	RunpodStatus RunpodStatus    // Runpod's last status, if it was asked
+}
+
+// ActionKind is what the worker must do next for a job.
+type ActionKind int
+
+const (
+	// ActNone: nothing to do; the job is already terminal or done. Drop it.
+	ActNone ActionKind = iota
+	// ActSubmit: call BeginSubmit, checkpoint step SUBMITTING with one more
+	// attempt, then call Runpod.Run and Apply its result.
+	ActSubmit
+	// ActPoll: call Runpod.Status(RunpodID) and Apply its result.
+	ActPoll
+	// ActCancel: call Runpod.Cancel(RunpodID) and Apply its result.
+	ActCancel
+	// ActFinalize: write Action.Outcome (streams.Finalize). Nothing to Apply.
+	ActFinalize
+)
+
+var actionNames = [...]string{"none", "submit", "poll", "cancel", "finalize"}
+
+func (k ActionKind) String() string {
+	if k >= 0 && int(k) < len(actionNames) {
+		return actionNames[k]
+	}
+	return fmt.Sprintf("action(%d)", int(k))
+}
+
+// Action is the decision of Next.
+type Action struct {
+	Kind ActionKind
+	// At is when the action is due; the worker waits until then and asks
+	// Next again (a cancel or the deadline may have changed the answer).
+	At time.Time
+	// Reason is, for ActCancel, the terminal state the cancel is for.
+	Reason State
+	// Outcome is, for ActFinalize, what to write.
+	Outcome Outcome
+}
+
+// Result is the outcome of an activity (ActSubmit, ActPoll, ActCancel).
+type Result struct {
+	Job RunpodJob
+	Err error
+}
+
+// EventKind is the non-terminal event an Effect asks the worker to append.
+type EventKind int
+
+const (
+	EventNone     EventKind = iota // no event
+	EventQueued                    // Runpod accepted the job: its id is known
+	EventProgress                  // status or progress output changed
+)
+
+// Effect tells the worker what to persist after Apply. When Checkpoint is
+// true the worker writes the returned Job's State, Step, RunpodID and
+// RunpodStatus (and Output if non-nil) with the event, fenced by its epoch,
+// before doing anything else with the job.
+type Effect struct {
+	Checkpoint bool
+	Event      EventKind
+	// Output is the new progress output to record; nil means unchanged.
+	Output json.RawMessage
+}
+
+// Reasons written as the error of non-COMPLETED outcomes decided here.
+const (
+	ReasonSubmitUncertain   = "submit outcome uncertain"
+	ReasonRunpodJobUnknown  = "runpod job unknown or expired"
+	ReasonCanceledUnsent    = "canceled before submission to runpod"
+	ReasonCanceled          = "canceled by request"
+	ReasonDeadline          = "job deadline exceeded"
+	ReasonDeadlineUnsent    = "job deadline exceeded before submission to runpod"
+	ReasonRunpodFailed      = "runpod job failed"
+	ReasonRunpodTimedOut    = "runpod job timed out"
+	ReasonRunpodCanceled    = "runpod job was canceled on runpod"
+	ReasonRunpodNoID        = "runpod /run returned no job id"
+	reasonCancelFailedInfix = "; runpod /cancel failed: "
+)
+
+// SumOutput is the hash Job.OutputSum keeps of a progress output (FNV-1a),
+// so a Job can notice a new output without holding its bytes.
+func SumOutput(b []byte) uint64 {
+	if len(b) == 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	return h.Sum64()
+}
+
+// BeginSubmit returns j as it must be checkpointed before /run: step
+// SUBMITTING, one more attempt. From here until the Runpod id is recorded, a
+// crash leaves the outcome of /run uncertain.
+func BeginSubmit(j Job) Job {
+	j.Step = StepSubmitting
+	j.Attempts++
+	return j
+}
+
+// Next decides what to do for j at time now. The rules, in order:
+//
+//  1. an outcome is decided → Finalize it; a terminal state or StepDone →
+//     None;
+//  2. a /cancel is under way (Stopping) → Cancel again at NextAt;
+//  3. the deadline passed → Cancel (reason TIMED_OUT) when the job is on
+//     Runpod, else Finalize TIMED_OUT;
+//  4. a cancel was requested → Cancel (reason CANCELED) when the job is on
+//     Runpod, else Finalize CANCELED without sending it (a job taken over at
+//     SUBMITTING may exist on Runpod under an unknown id: nothing can cancel
+//     it, so it ends CANCELED as well);
+//  5. a Runpod id is known → Poll at NextAt;
+//  6. SUBMIT (or no step yet) → Submit at NextAt;
+//  7. SUBMITTING without a Runpod id (a takeover: the previous /run's outcome
+//     is unknown) → Submit again under SubmitUncertainResubmit, else
+//     Finalize FAILED "submit outcome uncertain".
+//
+// Waiting actions are due no later than the deadline, so a deadline is acted
+// on at once rather than at the next poll. p must have its defaults.
+func Next(j Job, now time.Time, p Policy) Action {
+	if j.Outcome != nil {
+		return Action{Kind: ActFinalize, At: now, Outcome: *j.Outcome}
+	}
+	if j.State.Terminal() || j.Step == StepDone {
+		return Action{Kind: ActNone, At: now}
+	}
+	if j.Stopping != "" && j.RunpodID != "" {
+		return Action{Kind: ActCancel, At: j.due(now), Reason: j.Stopping}
+	}
+	if j.deadlinePassed(now) {
+		if j.RunpodID != "" {
+			return Action{Kind: ActCancel, At: now, Reason: StateTimedOut}
+		}
+		return finalize(now, Outcome{State: StateTimedOut, Error: ReasonDeadlineUnsent})
+	}
+	if j.CancelRequested {
+		if j.RunpodID != "" {
+			return Action{Kind: ActCancel, At: now, Reason: StateCanceled}
+		}
+		return finalize(now, Outcome{State: StateCanceled, Error: ReasonCanceledUnsent})
+	}
+	if j.RunpodID != "" {
+		return Action{Kind: ActPoll, At: j.due(now)}
+	}
+	switch j.Step {
+	case StepSubmit, "":
+		return Action{Kind: ActSubmit, At: j.due(now)}
+	case StepSubmitting, StepPoll:
+		// StepPoll without an id cannot be written by the worker (the id and
+		// the step are checkpointed together); treat it like SUBMITTING.
+		if p.SubmitUncertain == SubmitUncertainFail {
+			return finalize(now, Outcome{State: StateFailed, Error: fmt.Sprintf(
+				"%s: a previous /run (attempt %d) may have created a Runpod job whose id was not recorded",
+				ReasonSubmitUncertain, j.Attempts)})
+		}
+		return Action{Kind: ActSubmit, At: j.due(now)}
+	}
+	return finalize(now, Outcome{State: StateFailed, Error: fmt.Sprintf("corrupt job record: unknown step %q", j.Step)})
+}
+
+func finalize(now time.Time, o Outcome) Action {
+	return Action{Kind: ActFinalize, At: now, Outcome: o}
+}
+
+// due is NextAt, no earlier than now and no later than the deadline.
+func (j Job) due(now time.Time) time.Time {
+	at := j.NextAt
+	if at.Before(now) {
+		at = now
+	}
+	if !j.Deadline.IsZero() && j.Deadline.Before(at) && j.Stopping == "" {
+		at = j.Deadline
+	}
+	return at
+}
+
+func (j Job) deadlinePassed(now time.Time) bool {
+	return !j.Deadline.IsZero() && !now.Before(j.Deadline)
+}
+
+// Apply feeds the result of action a (ActSubmit, ActPoll or ActCancel) into
+// j and returns the new job and what to persist. rnd supplies the jitter
+// (nil: none). Errors are classified as follows:
+//
+//   - /run: ErrSubmitUncertain → SubmitUncertain policy (retry, or FAILED);
+//     transient → retry with backoff; any other error → FAILED with its text
+//     (activity errors never carry secrets);
+//   - /status: ErrRunpodJobNotFound → FAILED "runpod job unknown or
+//     expired"; any other error → retry with backoff, because the job exists
+//     on Runpod and only the deadline may give up on it;
+//   - /cancel: ErrRunpodJobNotFound → the cancel's outcome (nothing left to
+//     cancel); other errors → retry up to MaxCancelAttempts, then the
+//     cancel's outcome with the error noted.
+//
+// Once an outcome is decided Apply returns j unchanged.
+func Apply(j Job, a Action, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect) {
+	if j.Outcome != nil || j.State.Terminal() {
+		return j, Effect{}
+	}
+	switch a.Kind {
+	case ActSubmit:
+		return applySubmit(j, r, now, p, rnd)
+	case ActPoll:
+		return applyPoll(j, r, now, p, rnd)
+	case ActCancel:
+		return applyCancel(j, a.Reason, r, now, p, rnd)
+	}
+	return j, Effect{}
+}
+
+func (j Job) decide(o Outcome) Job {
+	j.Outcome = &o
+	return j
+}
+
+// Decide returns j with its outcome fixed to a.Outcome when a is an
+// ActFinalize (else j unchanged). The worker calls it as soon as Next answers
+// ActFinalize, so the decision stays the same while the write is batched or
+// retried after a Redis error, whatever cancel or deadline arrives meanwhile,
+// and any late activity result is ignored by Apply.
+func Decide(j Job, a Action) Job {
+	if a.Kind != ActFinalize || j.Outcome != nil {
+		return j
+	}
+	return j.decide(a.Outcome)
+}
+
+func (j Job) retry(err error, now time.Time, p Policy, rnd Rand) Job {
+	j.NextAt = now.Add(RetryDelay(p.Retry, j.Retries, RetryAfterHint(err), rnd))
+	j.Retries++
+	return j
+}
+
+func applySubmit(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect) {
+	if j.RunpodID != "" {
+		return j, Effect{} // a stale result: the id is already recorded
+	}
+	if r.Err != nil {
+		// Whatever happens next starts from SUBMIT in memory; the record
+		// keeps SUBMITTING until the next attempt, which is the safe reading
+		// for a takeover in between.
+		j.Step = StepSubmit
+		switch {
+		case errors.Is(r.Err, ErrSubmitUncertain):
+			if p.SubmitUncertain == SubmitUncertainFail {
+				return j.decide(Outcome{State: StateFailed, Error: ReasonSubmitUncertain + ": " + r.Err.Error()}), Effect{}
+			}
+			return j.retry(r.Err, now, p, rnd), Effect{}
+		case IsTransient(r.Err):
+			return j.retry(r.Err, now, p, rnd), Effect{}
+		}
+		return j.decide(Outcome{State: StateFailed, Error: r.Err.Error()}), Effect{}
+	}
+	if r.Job.ID == "" {
+		j.Step = StepSubmit
+		return j.decide(Outcome{State: StateFailed, Error: ReasonRunpodNoID}), Effect{}
+	}
+	j.RunpodID = r.Job.ID
+	j.Step = StepPoll
+	j.State = StateQueued
+	j.RunpodStatus = r.Job.Status
+	if j.RunpodStatus == "" {
+		j.RunpodStatus = RunpodInQueue
+	}
+	j.Retries, j.Polls = 0, 0
+	j.NextAt = now.Add(PollDelay(p.Poll, 0, rnd))
+	return j, Effect{Checkpoint: true, Event: EventQueued}
+}
+
+// terminalOutcome maps a terminal Runpod job to our outcome.
+func terminalOutcome(rj RunpodJob) Outcome {
+	st, _ := rj.Status.State()
+	o := Outcome{State: st, RunpodStatus: rj.Status, Output: rj.Output, Error: rj.Error}
+	if o.Error == "" {
+		switch rj.Status {
+		case RunpodFailed:
+			o.Error = ReasonRunpodFailed
+		case RunpodTimedOut:
+			o.Error = ReasonRunpodTimedOut
+		case RunpodCancelled:
+			o.Error = ReasonRunpodCanceled
+		}
+	}
+	return o
+}
+
+func applyPoll(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect) {
+	if r.Err != nil {
+		if errors.Is(r.Err, ErrRunpodJobNotFound) {
+			return j.decide(Outcome{State: StateFailed, Error: ReasonRunpodJobUnknown, RunpodStatus: j.RunpodStatus}), Effect{}
+		}
+		return j.retry(r.Err, now, p, rnd), Effect{}
+	}
+	j.Retries = 0
+	if r.Job.Status.Terminal() {
+		return j.decide(terminalOutcome(r.Job)), Effect{}
+	}
+	changed := false
+	if st, ok := r.Job.Status.State(); ok && st != j.State && CanTransition(j.State, st) {
+		j.State = st
+		changed = true
+	}
+	if r.Job.Status != "" && r.Job.Status != j.RunpodStatus {
+		// Unknown statuses are recorded verbatim but keep the state.
+		j.RunpodStatus = r.Job.Status
+		changed = true
+	}
+	var eff Effect
+	if sum := SumOutput(r.Job.Output); sum != 0 && sum != j.OutputSum {
+		j.OutputSum = sum
+		eff.Output = r.Job.Output
+		changed = true
+	}
+	if changed {
+		j.Polls = 0
+		eff.Checkpoint, eff.Event = true, EventProgress
+	} else {
+		j.Polls++
+	}
+	j.NextAt = now.Add(PollDelay(p.Poll, j.Polls, rnd))
+	return j, eff
+}
+
+func applyCancel(j Job, reason State, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect) {
+	if reason != StateTimedOut {
+		reason = StateCanceled
+	}
+	want := Outcome{State: reason, Error: ReasonCanceled, RunpodStatus: j.RunpodStatus}
+	if reason == StateTimedOut {
+		want.Error = ReasonDeadline
+	}
+	j.CancelAttempts++
+	if r.Err != nil {
+		if errors.Is(r.Err, ErrRunpodJobNotFound) {
+			return j.decide(want), Effect{}
+		}
+		if j.CancelAttempts >= p.MaxCancelAttempts {
+			want.Error += reasonCancelFailedInfix + r.Err.Error()
+			return j.decide(want), Effect{}
+		}
+		j.Stopping = reason
+		return j.retry(r.Err, now, p, rnd), Effect{}
+	}
+	// Runpod may have finished the job before the cancel reached it; what
+	// it really did wins over what we asked for.
+	if r.Job.Status.Terminal() && r.Job.Status != RunpodCancelled {
+		return j.decide(terminalOutcome(r.Job)), Effect{}
+	}
+	if r.Job.Status != "" {
+		want.RunpodStatus = r.Job.Status
+	}
+	return j.decide(want), Effect{}
+}
