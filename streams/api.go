@@ -1,9 +1,9 @@
 package streams
 
-// CONTRACT FILE. The types and method signatures below are the interface the
-// worker and client packages are written against. Bodies returning
-// errNotImplemented are placeholders being implemented by the streams work;
-// none may remain when that work lands.
+// CONTRACT FILE. The types below are the interface the worker and client
+// packages are written against. The Store methods are implemented one
+// concept per file: submit.go, record.go, lease.go, admit.go, checkpoint.go,
+// finalize.go, cancel.go, events.go, control.go.
 
 import (
 	"context"
@@ -12,8 +12,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 )
-
-var errNotImplemented = errors.New("streams: not implemented")
 
 // Errors returned by Store methods. Match with errors.Is.
 var (
@@ -143,6 +141,9 @@ type SubmitOpts struct {
 	Dedupe       bool // apply dedupe by InputHash
 	PersistInput bool // keep the input in the record
 	Now          time.Time
+	// MaxInput caps the input size in bytes, as a worker's DecodeSubmission
+	// would; 0 = no cap.
+	MaxInput int
 }
 
 // SubmitResult is what Submit did.
@@ -152,42 +153,6 @@ type SubmitResult struct {
 	Deduped bool   // JobID is another job holding the same input hash
 	State   string // the answering job's state
 	Entry   string // the submission entry id of the answering job
-}
-
-// Submit creates a job atomically (record, submission entry, submitted
-// event), or returns the existing job for a known id, or (Dedupe) the live or
-// completed job holding the same input hash.
-func (s *Store) Submit(ctx context.Context, sub Submission, opts SubmitOpts) (SubmitResult, error) {
-	return SubmitResult{}, errNotImplemented
-}
-
-// Get loads a job record. ErrNotFound if absent.
-func (s *Store) Get(ctx context.Context, jobID string) (Record, error) {
-	return Record{}, errNotImplemented
-}
-
-// Cancel requests cancellation: sets the cancel flag on a non-terminal job,
-// appends a cancel_requested event and nudges workers on the control
-// channel. It returns the job's state; a terminal job is left unchanged.
-// ErrNotFound if absent.
-func (s *Store) Cancel(ctx context.Context, jobID string, now time.Time) (string, error) {
-	return "", errNotImplemented
-}
-
-// EnsureGroup creates the submissions stream and consumer group if missing.
-func (s *Store) EnsureGroup(ctx context.Context) error { return errNotImplemented }
-
-// Read takes up to count new entries for consumer (XREADGROUP >), blocking
-// up to block. It returns no entries and no error on timeout.
-func (s *Store) Read(ctx context.Context, consumer string, count int, block time.Duration) ([]redis.XMessage, error) {
-	return nil, errNotImplemented
-}
-
-// Claim runs one XAUTOCLAIM page for entries idle at least minIdle, from
-// cursor ("0-0" to start). deleted lists pending ids whose entries no longer
-// exist (they are acknowledged here). next is "0-0" when the scan is done.
-func (s *Store) Claim(ctx context.Context, consumer string, minIdle time.Duration, count int, cursor string) (msgs []redis.XMessage, deleted []string, next string, err error) {
-	return nil, nil, "", errNotImplemented
 }
 
 // AdmitRequest is one delivered entry to admit.
@@ -225,7 +190,30 @@ const (
 	// Deduplicated: a raw submission whose input hash belongs to another
 	// live or completed job; recorded as an alias and acknowledged.
 	Deduplicated
+	// Lost: the entry's pending entry no longer names this consumer (another
+	// worker claimed it, or it was acknowledged meanwhile); nothing was
+	// changed. Drop it.
+	Lost
 )
+
+// String returns the status name, for logs and metrics.
+func (s AdmitStatus) String() string {
+	switch s {
+	case Admitted:
+		return "admitted"
+	case Duplicate:
+		return "duplicate"
+	case Finished:
+		return "finished"
+	case Poisoned:
+		return "poisoned"
+	case Deduplicated:
+		return "deduplicated"
+	case Lost:
+		return "lost"
+	}
+	return "unknown"
+}
 
 // AdmitResult is the outcome for one AdmitRequest (same index).
 type AdmitResult struct {
@@ -233,32 +221,11 @@ type AdmitResult struct {
 	Record Record // for Admitted: the record after the epoch bump
 }
 
-// Admit takes ownership of delivered entries in one script call: creates
-// the record for a raw submission, refuses duplicates, bumps the epoch, sets
-// the owner, counts deliveries and fails poison entries.
-func (s *Store) Admit(ctx context.Context, reqs []AdmitRequest, opts AdmitOpts) ([]AdmitResult, error) {
-	return nil, errNotImplemented
-}
-
 // Lease identifies an owned job: its entry and the epoch held.
 type Lease struct {
 	JobID string
 	Entry string
 	Epoch int64
-}
-
-// Heartbeat refreshes the idle time of the leases still held by consumer
-// (owner and epoch match in the record, and the PEL names consumer) and
-// returns those that are lost. It never takes an entry from another consumer.
-func (s *Store) Heartbeat(ctx context.Context, consumer string, leases []Lease) (lost []Lease, err error) {
-	return nil, errNotImplemented
-}
-
-// Handoff marks consumer's still-held leases as long idle and nudges the
-// other workers, so the next reclaim anywhere takes them at once. It returns
-// how many were handed off.
-func (s *Store) Handoff(ctx context.Context, consumer string, leases []Lease) (int, error) {
-	return 0, errNotImplemented
 }
 
 // Checkpoint is a fenced, non-terminal change to a job record.
@@ -274,12 +241,6 @@ type Checkpoint struct {
 	Event        *EventInput
 }
 
-// Checkpoint applies cp atomically with its event, if the job is not
-// terminal and cp.Epoch is current. ErrFenced, ErrTerminal, ErrNotFound.
-func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) error {
-	return errNotImplemented
-}
-
 // Outcome is a job's terminal result.
 type Outcome struct {
 	JobID        string
@@ -291,6 +252,10 @@ type Outcome struct {
 	RunpodID     string
 	RunpodStatus string
 	DeadLetter   string // non-empty: also copy the submission to the dead stream with this reason
+	// InputHash is the job's input hash (Record.InputHash), so Finalize can
+	// release its dedupe key without reading the record first. Empty: Finalize
+	// reads it from the record (one extra pipelined round trip per batch).
+	InputHash string
 }
 
 // FinalizeOpts tunes Finalize.
@@ -299,40 +264,10 @@ type FinalizeOpts struct {
 	Now       time.Time
 }
 
-// Finalize writes terminal outcomes, one script call per batch: for each,
-// if the job is not terminal and the epoch is current, set the state and
-// result, append the terminal event, XACK and XDEL the submission, expire
-// the record after ResultTTL and release the dedupe key of a job that did
-// not complete. errs[i] is nil, ErrFenced, ErrTerminal or ErrNotFound.
-func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts) (errs []error, err error) {
-	return nil, errNotImplemented
-}
-
-// ReadEvents reads events after id ("0" = from the start, "$" = only new),
-// blocking up to block (0 = do not block). Undecodable entries are returned
-// with Type "" rather than failing the batch.
-func (s *Store) ReadEvents(ctx context.Context, after string, count int, block time.Duration) ([]Event, error) {
-	return nil, errNotImplemented
-}
-
-// TrimEvents drops events older than before (XTRIM MINID ~).
-func (s *Store) TrimEvents(ctx context.Context, before time.Time) (int64, error) {
-	return 0, errNotImplemented
-}
-
-// Pending returns the number of entries in the group's pending list.
-func (s *Store) Pending(ctx context.Context) (int64, error) { return 0, errNotImplemented }
-
 // ControlMessage is a hint published on the control channel.
 type ControlMessage struct {
 	Kind  string // "cancel" or "handoff"
 	JobID string // for "cancel"
-}
-
-// SubscribeControl delivers control messages until ctx is done; the channel
-// is closed then. Messages are hints: a missed one delays, never loses, work.
-func (s *Store) SubscribeControl(ctx context.Context) (<-chan ControlMessage, error) {
-	return nil, errNotImplemented
 }
 
 // Ping checks that Redis answers.

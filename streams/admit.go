@@ -1,0 +1,178 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// NewAdmitRequest decodes a delivered entry into an AdmitRequest: Sub on
+// success, otherwise Poison (the reason) with Sub.JobID set when the entry
+// names a usable job id, so Admit fails that job.
+func NewAdmitRequest(msg redis.XMessage, maxInput int) AdmitRequest {
+	sub, err := DecodeSubmission(msg, maxInput)
+	if err == nil {
+		return AdmitRequest{Entry: msg, Sub: sub}
+	}
+	var pe *PoisonError
+	if errors.As(err, &pe) {
+		return AdmitRequest{Entry: msg, Sub: Submission{JobID: pe.JobID}, Poison: pe.Reason}
+	}
+	return AdmitRequest{Entry: msg, Poison: err.Error()}
+}
+
+// Admit takes ownership of delivered entries in one script call: creates
+// the record for a raw submission, refuses duplicates, bumps the epoch, sets
+// the owner, counts deliveries and fails poison entries. results[i] answers
+// reqs[i]. An Admitted record carries the entry's input even when it is not
+// persisted, so the worker needs no other read to run the job.
+func (s *Store) Admit(ctx context.Context, reqs []AdmitRequest, opts AdmitOpts) ([]AdmitResult, error) {
+	results := make([]AdmitResult, len(reqs))
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	todo := make([]int, len(reqs))
+	for i := range reqs {
+		todo[i] = i
+	}
+	// Each pass admits what it can; entries whose dedupe key changed between
+	// our read and the script ("retry") go round again.
+	for range dedupeRetries {
+		if len(todo) == 0 {
+			return results, nil
+		}
+		retry, err := s.admitPass(ctx, reqs, todo, results, opts, now)
+		if err != nil {
+			return nil, err
+		}
+		todo = retry
+	}
+	if len(todo) == 0 {
+		return results, nil
+	}
+	return nil, fmt.Errorf("streams: admit: %w", errDedupeContention)
+}
+
+// admitJob returns the job id and input hash Admit should use for r.
+func admitJob(r AdmitRequest) (jobID, hash string) {
+	if r.Poison == "" {
+		return r.Sub.JobID, r.Sub.InputHash
+	}
+	jobID = r.Sub.JobID
+	if jobID == "" {
+		if id, ok := r.Entry.Values[FieldJobID].(string); ok && id != "" && checkToken(id, MaxJobIDLen) == "" {
+			jobID = id
+		}
+	}
+	// The hash lets a poisoned job release a dedupe key it may hold.
+	if h, ok := r.Entry.Values[FieldInputHash].(string); ok && h != "" && checkToken(h, MaxInputHashLen) == "" {
+		hash = h
+	}
+	return jobID, hash
+}
+
+func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, results []AdmitResult, opts AdmitOpts, now time.Time) (retry []int, err error) {
+	// Read the dedupe keys of the entries that may need one, in one round trip.
+	seen := make(map[int]*redis.StringCmd)
+	if opts.Dedupe {
+		pipe := s.rdb.Pipeline()
+		for _, i := range todo {
+			if r := reqs[i]; r.Poison == "" && r.Sub.InputHash != "" {
+				seen[i] = pipe.Get(ctx, s.keys.Dedupe(r.Sub.InputHash))
+			}
+		}
+		if len(seen) > 0 {
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+				return nil, fmt.Errorf("streams: admit: read dedupe keys: %w", err)
+			}
+		}
+	}
+
+	keys := []string{s.keys.Submissions(), s.keys.Events(), s.keys.Dead()}
+	addKey := func(k string) int {
+		keys = append(keys, k)
+		return len(keys) // Lua index, 1-based
+	}
+	args := []any{s.group, opts.Consumer, now.UnixMilli(), opts.MaxDeliveries, boolArg(opts.PersistInput),
+		opts.DefaultTimeout.Milliseconds(), opts.ResultTTL.Milliseconds(), boolArg(opts.Dedupe), len(todo)}
+	for _, i := range todo {
+		r := reqs[i]
+		jobID, hash := admitJob(r)
+		kJob, kDedupe, kHolder, holder := 0, 0, 0, ""
+		if jobID != "" {
+			kJob = addKey(s.keys.Job(jobID))
+		}
+		if hash != "" {
+			kDedupe = addKey(s.keys.Dedupe(hash))
+		}
+		if cmd, ok := seen[i]; ok {
+			holder = cmd.Val() // "" on redis.Nil
+			if holder != "" {
+				kHolder = addKey(s.keys.Job(holder))
+			}
+		}
+		input, timeout := "", ""
+		if r.Poison == "" {
+			if opts.PersistInput {
+				input = string(r.Sub.Input)
+			}
+			if r.Sub.TimeoutMs > 0 {
+				timeout = fmt.Sprint(r.Sub.TimeoutMs)
+			}
+		}
+		args = append(args, r.Entry.ID, jobID, r.Poison, kJob, kDedupe, kHolder, holder, input, hash, timeout)
+	}
+
+	v, err := s.runScript(ctx, "admit", scriptAdmit, keys, args...)
+	if err != nil {
+		return nil, err
+	}
+	replies, ok := v.([]any)
+	if !ok || len(replies) != len(todo) {
+		return nil, fmt.Errorf("streams: admit: bad reply %T (%d entries sent)", v, len(todo))
+	}
+	for n, i := range todo {
+		r, err := replyStrings("admit", replies[n])
+		if err != nil || len(r) == 0 {
+			return nil, fmt.Errorf("streams: admit entry %s: bad reply: %v", reqs[i].Entry.ID, err)
+		}
+		switch r[0] {
+		case "admitted":
+			jobID, _ := admitJob(reqs[i])
+			rec, err := parseRecord(jobID, pairsToMap(r[1:]))
+			if err != nil {
+				return nil, err
+			}
+			if rec.Input == nil {
+				rec.Input = reqs[i].Sub.Input
+			}
+			results[i] = AdmitResult{Status: Admitted, Record: rec}
+		case "duplicate":
+			results[i] = AdmitResult{Status: Duplicate}
+		case "finished":
+			results[i] = AdmitResult{Status: Finished}
+		case "poisoned":
+			results[i] = AdmitResult{Status: Poisoned}
+		case "deduplicated":
+			results[i] = AdmitResult{Status: Deduplicated}
+		case "lost":
+			results[i] = AdmitResult{Status: Lost}
+		case "retry":
+			retry = append(retry, i)
+		default:
+			return nil, fmt.Errorf("streams: admit entry %s: unexpected reply %q", reqs[i].Entry.ID, r[0])
+		}
+	}
+	return retry, nil
+}
+
+func boolArg(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}

@@ -1,0 +1,73 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// ErrInvalid: a call's arguments are malformed (a terminal state given to
+// Checkpoint, a non-terminal one to Finalize). A programming error.
+var ErrInvalid = errors.New("streams: invalid argument")
+
+// terminalStates are the states Finalize accepts and Checkpoint refuses.
+var terminalStates = map[string]string{
+	"COMPLETED": EventCompleted,
+	"FAILED":    EventFailed,
+	"TIMED_OUT": EventTimedOut,
+	"CANCELED":  EventCanceled,
+}
+
+// Checkpoint applies cp atomically with its event, if the job is not
+// terminal and cp.Epoch is current. ErrNotFound, ErrTerminal, ErrFenced are
+// checked in that order; a refusal writes nothing. Terminal states go
+// through Finalize (ErrInvalid here).
+func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) error {
+	if _, ok := terminalStates[cp.State]; ok {
+		return fmt.Errorf("streams: checkpoint %q: state %s is terminal, use Finalize: %w", cp.JobID, cp.State, ErrInvalid)
+	}
+	var result []byte
+	if cp.Output != nil {
+		var err error
+		if result, err = EncodeResult(cp.Output, ""); err != nil {
+			return err
+		}
+	}
+	etype, payload := "", []byte(nil)
+	if cp.Event != nil {
+		var err error
+		etype = cp.Event.Type
+		if payload, err = EncodePayload(cp.Event.Payload); err != nil {
+			return err
+		}
+	}
+	v, err := s.runScript(ctx, "checkpoint "+cp.JobID, scriptCheckpoint,
+		[]string{s.keys.Job(cp.JobID), s.keys.Events()},
+		cp.JobID, strconv.FormatInt(cp.Epoch, 10), now.UnixMilli(), cp.Step, cp.State,
+		cp.RunpodID, cp.RunpodStatus, boolArg(cp.IncAttempts), result, etype, payload)
+	if err != nil {
+		return err
+	}
+	code, _ := v.(string)
+	if err := codeErr(code); err != nil {
+		return fmt.Errorf("streams: checkpoint %q at epoch %d: %w", cp.JobID, cp.Epoch, err)
+	}
+	return nil
+}
+
+// codeErr maps a script's refusal code to its sentinel.
+func codeErr(code string) error {
+	switch code {
+	case "ok":
+		return nil
+	case "not_found":
+		return ErrNotFound
+	case "terminal":
+		return ErrTerminal
+	case "fenced":
+		return ErrFenced
+	}
+	return fmt.Errorf("unexpected script reply %q", code)
+}

@@ -1,0 +1,90 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Finalize writes terminal outcomes, one script call per batch: for each,
+// if the job is not terminal and the epoch is current, set the state and
+// result, append the terminal event, XACK and XDEL the submission, expire
+// the record after ResultTTL and release the dedupe key of a job that did
+// not complete. errs[i] is nil, ErrFenced, ErrTerminal or ErrNotFound (the
+// last two still acknowledge and delete the entry, so it cannot loop).
+// Outcomes without InputHash cost one pipelined read of the records first.
+func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts) (errs []error, err error) {
+	if len(outs) == 0 {
+		return nil, nil
+	}
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	for _, o := range outs {
+		if _, ok := terminalStates[o.State]; !ok {
+			return nil, fmt.Errorf("streams: finalize %q: state %q is not terminal: %w", o.JobID, o.State, ErrInvalid)
+		}
+	}
+
+	// Learn the input hashes the caller did not give, so the script gets the
+	// dedupe keys in KEYS.
+	hashes := make([]string, len(outs))
+	cmds := make(map[int]*redis.StringCmd)
+	pipe := s.rdb.Pipeline()
+	for i, o := range outs {
+		hashes[i] = o.InputHash
+		if o.InputHash == "" {
+			cmds[i] = pipe.HGet(ctx, s.keys.Job(o.JobID), recInputHash)
+		}
+	}
+	if len(cmds) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("streams: finalize: read input hashes: %w", err)
+		}
+		for i, c := range cmds {
+			hashes[i] = c.Val()
+		}
+	}
+
+	keys := []string{s.keys.Submissions(), s.keys.Events(), s.keys.Dead()}
+	args := []any{s.group, now.UnixMilli(), opts.ResultTTL.Milliseconds(), len(outs)}
+	for i, o := range outs {
+		result, err := EncodeResult(o.Output, o.Error)
+		if err != nil {
+			return nil, err
+		}
+		payload, err := EncodePayload(EventPayload{RunpodID: o.RunpodID, RunpodStatus: o.RunpodStatus,
+			Output: o.Output, Error: o.Error, Reason: o.DeadLetter})
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, s.keys.Job(o.JobID))
+		kJob, kDedupe := len(keys), 0
+		if hashes[i] != "" {
+			keys = append(keys, s.keys.Dedupe(hashes[i]))
+			kDedupe = len(keys)
+		}
+		args = append(args, o.JobID, o.Entry, strconv.FormatInt(o.Epoch, 10), o.State, result,
+			o.RunpodID, o.RunpodStatus, payload, o.DeadLetter, kJob, kDedupe)
+	}
+	v, err := s.runScript(ctx, "finalize", scriptFinalize, keys, args...)
+	if err != nil {
+		return nil, err
+	}
+	codes, err := replyStrings("finalize", v)
+	if err != nil || len(codes) != len(outs) {
+		return nil, fmt.Errorf("streams: finalize: bad reply %v: %w", v, err)
+	}
+	errs = make([]error, len(outs))
+	for i, c := range codes {
+		if e := codeErr(c); e != nil {
+			errs[i] = fmt.Errorf("streams: finalize %q at epoch %d: %w", outs[i].JobID, outs[i].Epoch, e)
+		}
+	}
+	return errs, nil
+}

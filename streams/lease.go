@@ -1,0 +1,181 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// HandoffIdle is the idle time Handoff gives released entries: far beyond
+// any sensible MinIdle, so the next XAUTOCLAIM anywhere takes them.
+const HandoffIdle = 365 * 24 * time.Hour
+
+// MessageHandoff is the control message Handoff publishes.
+const MessageHandoff = "handoff"
+
+// Group returns the consumer group name.
+func (s *Store) Group() string { return s.group }
+
+// EnsureGroup creates the submissions stream and consumer group if missing.
+// The group starts at the beginning of the stream, so entries a raw producer
+// wrote before any worker ran are delivered too.
+func (s *Store) EnsureGroup(ctx context.Context) error {
+	err := s.rdb.XGroupCreateMkStream(ctx, s.keys.Submissions(), s.group, "0").Err()
+	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+		return fmt.Errorf("streams: create group %s: %w", s.group, err)
+	}
+	return nil
+}
+
+// Read takes up to count new entries for consumer (XREADGROUP >), blocking
+// up to block (0 or less: do not block). It returns no entries and no error
+// on timeout.
+func (s *Store) Read(ctx context.Context, consumer string, count int, block time.Duration) ([]redis.XMessage, error) {
+	if block <= 0 {
+		block = -1 // go-redis: a negative Block omits BLOCK
+	}
+	res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: s.group, Consumer: consumer, Streams: []string{s.keys.Submissions(), ">"},
+		Count: int64(count), Block: block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("streams: read submissions as %s: %w", consumer, err)
+	}
+	var out []redis.XMessage
+	for _, st := range res {
+		out = append(out, st.Messages...)
+	}
+	return out, nil
+}
+
+// Claim runs one XAUTOCLAIM page for entries idle at least minIdle, from
+// cursor ("0-0" to start). deleted lists pending ids whose entries no longer
+// exist (they are acknowledged here). next is "0-0" when the scan is done.
+// The claimed entries must go through Admit, which bumps their epoch.
+func (s *Store) Claim(ctx context.Context, consumer string, minIdle time.Duration, count int, cursor string) (msgs []redis.XMessage, deleted []string, next string, err error) {
+	if cursor == "" {
+		cursor = "0-0"
+	}
+	// go-redis's XAutoClaim drops the deleted-ids part of the reply, so
+	// send the command raw and parse all three parts.
+	v, err := s.rdb.Do(ctx, "XAUTOCLAIM", s.keys.Submissions(), s.group, consumer,
+		minIdle.Milliseconds(), cursor, "COUNT", count).Result()
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("streams: claim as %s: %w", consumer, err)
+	}
+	msgs, deleted, next, err = parseAutoClaim(v)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("streams: claim as %s: %w", consumer, err)
+	}
+	if len(deleted) > 0 {
+		// Redis 7 already drops these from the PEL; the XACK makes it so on
+		// servers (and miniredis) that do not.
+		if err := s.rdb.XAck(ctx, s.keys.Submissions(), s.group, deleted...).Err(); err != nil {
+			return nil, nil, "", fmt.Errorf("streams: ack deleted entries: %w", err)
+		}
+	}
+	return msgs, deleted, next, nil
+}
+
+func parseAutoClaim(v any) (msgs []redis.XMessage, deleted []string, next string, err error) {
+	arr, ok := v.([]any)
+	if !ok || len(arr) < 2 {
+		return nil, nil, "", fmt.Errorf("unexpected XAUTOCLAIM reply %T", v)
+	}
+	next, _ = arr[0].(string)
+	entries, _ := arr[1].([]any)
+	for _, e := range entries {
+		pair, ok := e.([]any)
+		if !ok || len(pair) != 2 {
+			continue // a nil entry: deleted between scan and reply
+		}
+		id, _ := pair[0].(string)
+		kv, _ := pair[1].([]any)
+		vals := make(map[string]any, len(kv)/2)
+		for i := 0; i+1 < len(kv); i += 2 {
+			k, _ := kv[i].(string)
+			vals[k] = kv[i+1]
+		}
+		msgs = append(msgs, redis.XMessage{ID: id, Values: vals})
+	}
+	if len(arr) >= 3 {
+		ids, _ := arr[2].([]any)
+		for _, x := range ids {
+			if id, ok := x.(string); ok {
+				deleted = append(deleted, id)
+			}
+		}
+	}
+	return msgs, deleted, next, nil
+}
+
+// leaseArgs builds the per-lease KEYS and ARGV of heartbeat.lua/handoff.lua.
+func (s *Store) leaseArgs(leases []Lease, args []any) ([]string, []any) {
+	keys := make([]string, 0, 1+len(leases))
+	keys = append(keys, s.keys.Submissions())
+	for _, l := range leases {
+		keys = append(keys, s.keys.Job(l.JobID))
+		args = append(args, l.Entry, strconv.FormatInt(l.Epoch, 10))
+	}
+	return keys, args
+}
+
+// Heartbeat refreshes the idle time of the leases still held by consumer
+// (owner and epoch match in the record, and the PEL names consumer) and
+// returns those that are lost. It never takes an entry from another consumer.
+func (s *Store) Heartbeat(ctx context.Context, consumer string, leases []Lease) (lost []Lease, err error) {
+	if len(leases) == 0 {
+		return nil, nil
+	}
+	keys, args := s.leaseArgs(leases, []any{s.group, consumer})
+	v, err := s.runScript(ctx, "heartbeat", scriptHeartbeat, keys, args...)
+	if err != nil {
+		return nil, err
+	}
+	held, err := replyStrings("heartbeat", v)
+	if err != nil || len(held) != len(leases) {
+		return nil, fmt.Errorf("streams: heartbeat: bad reply %v: %w", v, err)
+	}
+	for i, h := range held {
+		if h != "1" {
+			lost = append(lost, leases[i])
+		}
+	}
+	return lost, nil
+}
+
+// Handoff marks consumer's still-held leases as long idle and nudges the
+// other workers, so the next reclaim anywhere takes them at once. It returns
+// how many were handed off.
+func (s *Store) Handoff(ctx context.Context, consumer string, leases []Lease) (int, error) {
+	if len(leases) == 0 {
+		return 0, nil
+	}
+	keys, args := s.leaseArgs(leases, []any{s.group, consumer, HandoffIdle.Milliseconds(),
+		s.keys.Control(), MessageHandoff})
+	v, err := s.runScript(ctx, "handoff", scriptHandoff, keys, args...)
+	if err != nil {
+		return 0, err
+	}
+	n, ok := v.(int64)
+	if !ok {
+		return 0, fmt.Errorf("streams: handoff: unexpected reply %T", v)
+	}
+	return int(n), nil
+}
+
+// Pending returns the number of entries in the group's pending list.
+func (s *Store) Pending(ctx context.Context) (int64, error) {
+	p, err := s.rdb.XPending(ctx, s.keys.Submissions(), s.group).Result()
+	if err != nil {
+		return 0, fmt.Errorf("streams: pending of %s: %w", s.group, err)
+	}
+	return p.Count, nil
+}

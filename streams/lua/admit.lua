@@ -1,0 +1,170 @@
+-- admit.lua: takes ownership of a batch of delivered submission entries.
+-- Per entry, in this order:
+--   lost          the PEL no longer names ARGV[2] for the entry: nothing done
+--   poisoned      no job id: dead-letter copy + `rejected` event, XACK + XDEL
+--   duplicate     the record names another entry: XACK + XDEL, no event
+--   finished      the record is terminal (or an alias): XACK + XDEL
+--   poisoned      poison reason given: job ends FAILED (record created if
+--                 missing), `failed` event, dead-letter copy, XACK + XDEL
+--   retry         dedupe key no longer holds what the caller saw: untouched
+--   deduplicated  raw submission whose hash a live/completed job holds:
+--                 alias record, `deduplicated` event, XACK + XDEL
+--   poisoned      deliveries over ARGV[4]: FAILED + dead letter as above
+--   admitted      deliveries+1, epoch+1, owner = ARGV[2]
+-- A missing record is created first (raw producer path: `submitted` event).
+--
+-- KEYS[1] submissions stream
+-- KEYS[2] events stream
+-- KEYS[3] dead-letter stream
+-- KEYS[4..] per-entry keys (job record, dedupe key, dedupe holder's record),
+--           referenced by index from the entry's ARGV fields; 0 = absent
+--
+-- ARGV[1] consumer group
+-- ARGV[2] consumer
+-- ARGV[3] now, unix ms
+-- ARGV[4] max deliveries, 0 = no limit
+-- ARGV[5] "1" to persist the input in created records
+-- ARGV[6] default timeout in ms for records without a deadline, 0 = none
+-- ARGV[7] result TTL in ms for records ended here, 0 = keep
+-- ARGV[8] "1" when dedupe is on
+-- ARGV[9] N, the number of entries; then 10 fields per entry i (0-based),
+--         at ARGV[9 + 10*i + k]:
+--   k=1  entry id
+--   k=2  job id, "" when the entry names no usable one
+--   k=3  poison reason, "" when the entry decoded
+--   k=4  KEYS index of the job record (0 when no job id)
+--   k=5  KEYS index of the dedupe key (0 when no input hash)
+--   k=6  KEYS index of the holder's record (0 when k=7 is "")
+--   k=7  job id the caller saw in the dedupe key, "" if none
+--   k=8  input (JSON), "" unless persisting
+--   k=9  input hash, ""
+--   k=10 timeout_ms of the entry, "" = none
+--
+-- Returns N replies, in entry order: {code} or, for admitted,
+-- {"admitted", field1, value1, ...} (the record after the update, HGETALL).
+
+local subs, events, dead = KEYS[1], KEYS[2], KEYS[3]
+local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
+local max_deliveries = tonumber(ARGV[4]) or 0
+local persist = ARGV[5] == '1'
+local default_timeout = tonumber(ARGV[6]) or 0
+local ttl = tonumber(ARGV[7]) or 0
+local dedupe_on = ARGV[8] == '1'
+local n = tonumber(ARGV[9])
+
+local function key(i)
+  local idx = tonumber(i) or 0
+  if idx > 0 then return KEYS[idx] end
+  return nil
+end
+
+-- fail ends a job FAILED for reason: the record (created when missing), the
+-- terminal event, the dead-letter copy, the dedupe release, the ack.
+local function fail(job, job_id, entry_id, reason, dedupe, exists, deliveries)
+  local epoch = '0'
+  if exists then
+    epoch = nz(redis.call('HGET', job, 'epoch')) or '0'
+  else
+    redis.call('HSET', job, 'entry', entry_id, 'epoch', '0', 'attempts', '0', 'created_ms', now)
+  end
+  redis.call('HSET', job, 'state', 'FAILED', 'step', 'DONE', 'deliveries', tostring(deliveries),
+    'updated_ms', now, 'finished_ms', now, 'result', envelope({ 'error', reason }))
+  if ttl > 0 then redis.call('PEXPIRE', job, ttl) end
+  emit(events, 'failed', job_id, 'FAILED', epoch, now, envelope({ 'error', reason, 'reason', reason }))
+  dead_letter(subs, dead, entry_id, job_id, reason, now)
+  release_dedupe(dedupe, job_id)
+  ack_del(subs, group, entry_id)
+end
+
+local out = {}
+for i = 0, n - 1 do
+  local b = 9 + 10 * i
+  local entry_id, job_id, poison = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local job, dedupe, holder = key(ARGV[b + 4]), key(ARGV[b + 5]), key(ARGV[b + 6])
+  local seen, input, hash, timeout = ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10]
+  local res
+
+  if pel_owner(subs, group, entry_id) ~= consumer then
+    res = { 'lost' }
+  elseif job == nil then
+    dead_letter(subs, dead, entry_id, '', poison, now)
+    emit(events, 'rejected', '', '', 0, now, envelope({ 'reason', poison }))
+    ack_del(subs, group, entry_id)
+    res = { 'poisoned' }
+  else
+    local exists = redis.call('EXISTS', job) == 1
+    local rec = redis.call('HMGET', job, 'state', 'entry', 'alias_of', 'deliveries')
+    local state, rec_entry, alias = nz(rec[1]), nz(rec[2]), nz(rec[3])
+    local deliveries = tonumber(nz(rec[4]) or '0') or 0
+    if exists and rec_entry ~= entry_id then
+      ack_del(subs, group, entry_id)
+      res = { 'duplicate' }
+    elseif exists and (is_terminal(state) or alias) then
+      ack_del(subs, group, entry_id)
+      res = { 'finished' }
+    elseif poison ~= '' then
+      fail(job, job_id, entry_id, poison, dedupe, exists, deliveries)
+      res = { 'poisoned' }
+    else
+      if not exists and dedupe_on and dedupe then
+        local cur = nz(redis.call('GET', dedupe))
+        if (cur or '') ~= seen then
+          res = { 'retry' }
+        elseif cur and cur ~= job_id and holder then
+          local hs = nz(redis.call('HGET', holder, 'state'))
+          if hs and (hs == 'COMPLETED' or not is_terminal(hs)) then
+            redis.call('HSET', job, 'alias_of', cur, 'entry', entry_id, 'input_hash', hash,
+              'created_ms', now, 'updated_ms', now)
+            if ttl > 0 then redis.call('PEXPIRE', job, ttl) end
+            emit(events, 'deduplicated', job_id, '', 0, now, envelope({ 'alias_of', cur }))
+            ack_del(subs, group, entry_id)
+            res = { 'deduplicated' }
+          end
+        end
+        if res == nil then
+          redis.call('SET', dedupe, job_id)
+        end
+      end
+      if res == nil and not exists then
+        local rf = { 'HSET', job, 'state', 'SUBMITTED', 'step', 'SUBMIT', 'epoch', '0', 'entry', entry_id,
+          'attempts', '0', 'deliveries', '0', 'created_ms', now, 'updated_ms', now }
+        local t = tonumber(timeout) or 0
+        if t > 0 then
+          rf[#rf + 1] = 'deadline_ms'
+          rf[#rf + 1] = itoa(tonumber(now) + t)
+        end
+        if hash ~= '' then
+          rf[#rf + 1] = 'input_hash'
+          rf[#rf + 1] = hash
+        end
+        if persist then
+          rf[#rf + 1] = 'input'
+          rf[#rf + 1] = input
+        end
+        redis.call(unpack(rf))
+        emit(events, 'submitted', job_id, 'SUBMITTED', 0, now, envelope({}))
+        state = 'SUBMITTED'
+      end
+      if res == nil then
+        deliveries = deliveries + 1
+        if max_deliveries > 0 and deliveries > max_deliveries then
+          fail(job, job_id, entry_id,
+            'delivered ' .. deliveries .. ' times, over MaxDeliveries ' .. max_deliveries,
+            dedupe, true, deliveries)
+          res = { 'poisoned' }
+        else
+          if default_timeout > 0 and not nz(redis.call('HGET', job, 'deadline_ms')) then
+            local created = tonumber(nz(redis.call('HGET', job, 'created_ms')) or now)
+            redis.call('HSET', job, 'deadline_ms', itoa(created + default_timeout))
+          end
+          redis.call('HINCRBY', job, 'epoch', 1)
+          redis.call('HSET', job, 'owner', consumer, 'deliveries', tostring(deliveries), 'updated_ms', now)
+          res = redis.call('HGETALL', job)
+          table.insert(res, 1, 'admitted')
+        end
+      end
+    end
+  end
+  out[#out + 1] = res
+end
+return out

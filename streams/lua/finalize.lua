@@ -1,0 +1,94 @@
+-- finalize.lua: writes terminal outcomes for a batch of jobs. Per outcome,
+-- guarded by "record exists, not terminal, epoch current":
+--   ok         state, step DONE, finished_ms, result, runpod fields, the
+--              terminal event (type from the state), optional dead-letter
+--              copy, XACK + XDEL of the entry, PEXPIRE of the record, and the
+--              dedupe key released (not COMPLETED) or given the record's TTL
+--   not_found  the entry (if given) is still XACKed + XDELed: the job is gone
+--   terminal   already terminal (or an alias): XACK + XDEL, nothing else
+--   fenced     epoch mismatch: nothing touched
+--
+-- KEYS[1] submissions stream
+-- KEYS[2] events stream
+-- KEYS[3] dead-letter stream
+-- KEYS[4..] per-outcome keys (job record, dedupe key), referenced by index
+--           from the outcome's ARGV fields; 0 = absent
+--
+-- ARGV[1] consumer group
+-- ARGV[2] now, unix ms
+-- ARGV[3] result TTL in ms, 0 = keep forever
+-- ARGV[4] N, the number of outcomes; then 11 fields per outcome i (0-based),
+--         at ARGV[4 + 11*i + k]:
+--   k=1  job id
+--   k=2  submission entry id ("" = the record's entry)
+--   k=3  epoch the caller holds
+--   k=4  terminal state: COMPLETED, FAILED, TIMED_OUT or CANCELED
+--   k=5  result envelope (msgpack)
+--   k=6  runpod id, "" = unchanged
+--   k=7  runpod status, "" = unchanged
+--   k=8  event payload envelope (msgpack)
+--   k=9  dead-letter reason, "" = no copy
+--   k=10 KEYS index of the job record
+--   k=11 KEYS index of the dedupe key, 0 = none
+--
+-- Returns N codes, in outcome order: "ok", "not_found", "terminal", "fenced".
+
+local subs, events, dead = KEYS[1], KEYS[2], KEYS[3]
+local group, now = ARGV[1], ARGV[2]
+local ttl = tonumber(ARGV[3]) or 0
+local n = tonumber(ARGV[4])
+local EVENT = { COMPLETED = 'completed', FAILED = 'failed', TIMED_OUT = 'timed_out', CANCELED = 'canceled' }
+
+local out = {}
+for i = 0, n - 1 do
+  local b = 4 + 11 * i
+  local job_id, entry, epoch, state = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local job = KEYS[tonumber(ARGV[b + 10])]
+  local di = tonumber(ARGV[b + 11]) or 0
+  local dedupe = nil
+  if di > 0 then dedupe = KEYS[di] end
+
+  if redis.call('EXISTS', job) == 0 then
+    ack_del(subs, group, entry)
+    out[#out + 1] = 'not_found'
+  else
+    local rec = redis.call('HMGET', job, 'state', 'epoch', 'entry', 'alias_of')
+    if entry == '' then entry = nz(rec[3]) or '' end
+    if is_terminal(nz(rec[1])) or nz(rec[4]) then
+      ack_del(subs, group, entry)
+      out[#out + 1] = 'terminal'
+    elseif (nz(rec[2]) or '0') ~= epoch then
+      out[#out + 1] = 'fenced'
+    else
+      local f = { 'HSET', job, 'state', state, 'step', 'DONE', 'finished_ms', now, 'updated_ms', now,
+        'result', ARGV[b + 5] }
+      if ARGV[b + 6] ~= '' then
+        f[#f + 1] = 'runpod_id'
+        f[#f + 1] = ARGV[b + 6]
+      end
+      if ARGV[b + 7] ~= '' then
+        f[#f + 1] = 'runpod_status'
+        f[#f + 1] = ARGV[b + 7]
+      end
+      redis.call(unpack(f))
+      emit(events, EVENT[state], job_id, state, epoch, now, ARGV[b + 8])
+      if ARGV[b + 9] ~= '' then
+        dead_letter(subs, dead, entry, job_id, ARGV[b + 9], now)
+      end
+      ack_del(subs, group, entry)
+      if ttl > 0 then
+        redis.call('PEXPIRE', job, ttl)
+      end
+      if dedupe then
+        if state ~= 'COMPLETED' then
+          release_dedupe(dedupe, job_id)
+        elseif ttl > 0 and redis.call('GET', dedupe) == job_id then
+          -- A completed job keeps answering dedupe hits as long as its record lives.
+          redis.call('PEXPIRE', dedupe, ttl)
+        end
+      end
+      out[#out + 1] = 'ok'
+    end
+  end
+end
+return out

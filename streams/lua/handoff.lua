@@ -1,0 +1,33 @@
+-- handoff.lua: a shutting-down consumer gives its still-held leases away.
+-- Same ownership check as heartbeat.lua; held entries get
+-- XCLAIM <group> <consumer> 0 <entry> IDLE <ARGV[3]> JUSTID, so the next
+-- XAUTOCLAIM anywhere takes them at once, then one PUBLISH nudges peers.
+--
+-- KEYS[1]   submissions stream
+-- KEYS[1+i] job record of lease i (i = 1..N)
+--
+-- ARGV[1] consumer group
+-- ARGV[2] consumer
+-- ARGV[3] idle time to set, ms (larger than any MinIdle)
+-- ARGV[4] control channel
+-- ARGV[5] control message ("handoff")
+-- ARGV[4+2i] entry id of lease i
+-- ARGV[5+2i] epoch of lease i
+--
+-- Returns the number of leases handed off.
+
+local subs, group, consumer, idle = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local count = 0
+for i = 1, #KEYS - 1 do
+  local entry, epoch = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  local rec = redis.call('HMGET', KEYS[1 + i], 'owner', 'epoch', 'state')
+  if nz(rec[1]) == consumer and nz(rec[2]) == epoch and not is_terminal(nz(rec[3]))
+    and pel_owner(subs, group, entry) == consumer then
+    redis.call('XCLAIM', subs, group, consumer, 0, entry, 'IDLE', idle, 'JUSTID')
+    count = count + 1
+  end
+end
+if count > 0 then
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+end
+return count

@@ -1,0 +1,99 @@
+-- prelude.lua: helpers shared by every script. scripts.go prepends this file
+-- to each lua/*.lua script before loading it; it is not a script itself and
+-- touches no key on its own (every helper receives its keys from the caller).
+
+-- nz turns Redis's false (a nil reply) into Lua nil.
+local function nz(v)
+  if v == false then return nil end
+  return v
+end
+
+local TERMINAL = { COMPLETED = true, FAILED = true, TIMED_OUT = true, CANCELED = true }
+
+-- is_terminal: the state is one of the four final states.
+local function is_terminal(state)
+  return state ~= nil and TERMINAL[state] == true
+end
+
+-- mp_str encodes a msgpack str.
+local function mp_str(s)
+  local n = #s
+  if n < 32 then
+    return string.char(0xa0 + n) .. s
+  elseif n < 256 then
+    return string.char(0xd9, n) .. s
+  elseif n < 65536 then
+    return string.char(0xda, math.floor(n / 256), n % 256) .. s
+  end
+  return string.char(0xdb, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+    math.floor(n / 256) % 256, n % 256) .. s
+end
+
+-- envelope encodes a v1 msgpack envelope {v: 1, name: value, ...} from a
+-- flat list of string pairs, leaving out empty values (the Go side uses
+-- omitempty, so both encoders agree). Names must be the msgpack tags of
+-- codec.go (payloadV1 / resultV1). At most 14 pairs.
+local function envelope(pairs_list)
+  local parts = { mp_str('v') .. string.char(1) }
+  for i = 1, #pairs_list, 2 do
+    local v = pairs_list[i + 1]
+    if v ~= nil and v ~= '' then
+      parts[#parts + 1] = mp_str(pairs_list[i]) .. mp_str(v)
+    end
+  end
+  return string.char(0x80 + #parts) .. table.concat(parts)
+end
+
+-- emit appends one event with the flat routing fields of the wire format.
+local function emit(events, etype, job_id, state, epoch, ts, payload)
+  return redis.call('XADD', events, '*', 'type', etype, 'job_id', job_id, 'state', state or '',
+    'epoch', tostring(epoch or 0), 'ts', ts, 'payload', payload)
+end
+
+-- dead_letter copies submission entry_id (read from subs) to the dead
+-- stream with dead_reason, dead_entry and dead_ms appended. A vanished entry
+-- is recorded with its job id only.
+local function dead_letter(subs, dead, entry_id, job_id, reason, ts)
+  local args = { 'XADD', dead, '*' }
+  local rows = redis.call('XRANGE', subs, entry_id, entry_id)
+  if rows[1] then
+    for _, v in ipairs(rows[1][2]) do args[#args + 1] = v end
+  elseif job_id ~= '' then
+    args[#args + 1] = 'job_id'
+    args[#args + 1] = job_id
+  end
+  args[#args + 1] = 'dead_reason'
+  args[#args + 1] = reason
+  args[#args + 1] = 'dead_entry'
+  args[#args + 1] = entry_id
+  args[#args + 1] = 'dead_ms'
+  args[#args + 1] = ts
+  return redis.call(unpack(args))
+end
+
+-- ack_del acknowledges and deletes a submission entry: the stream holds live
+-- jobs only.
+local function ack_del(subs, group, entry_id)
+  if entry_id == nil or entry_id == '' then return end
+  redis.call('XACK', subs, group, entry_id)
+  redis.call('XDEL', subs, entry_id)
+end
+
+-- release_dedupe drops the dedupe key when it still names job_id.
+local function release_dedupe(dedupe_key, job_id)
+  if dedupe_key ~= nil and redis.call('GET', dedupe_key) == job_id then
+    redis.call('DEL', dedupe_key)
+  end
+end
+
+-- pel_owner returns the consumer holding entry_id in the group's PEL, or nil.
+local function pel_owner(subs, group, entry_id)
+  local p = redis.call('XPENDING', subs, group, entry_id, entry_id, 1)
+  if p[1] then return p[1][2] end
+  return nil
+end
+
+-- itoa formats an integral number without exponent notation.
+local function itoa(n)
+  return string.format('%d', n)
+end

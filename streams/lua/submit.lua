@@ -1,0 +1,85 @@
+-- submit.lua: the client's Submit. Returns the known job for a known id;
+-- with dedupe, the live or completed job holding the same input hash;
+-- otherwise creates the record, XADDs the submission entry (the same flat
+-- fields a raw producer writes) and the `submitted` event, and takes the
+-- dedupe key. One atomic step.
+--
+-- KEYS[1] submissions stream
+-- KEYS[2] events stream
+-- KEYS[3] job record (HASH) of ARGV[1]
+-- KEYS[4] dedupe key of ARGV[3]       (optional: present only with dedupe on)
+-- KEYS[5] job record of ARGV[7]       (optional: present when ARGV[7] ~= "")
+--
+-- ARGV[1] job id
+-- ARGV[2] input (JSON text)
+-- ARGV[3] input hash, or ""
+-- ARGV[4] timeout in ms (decimal), "" or "0" = none
+-- ARGV[5] now, unix ms
+-- ARGV[6] "1" to persist the input in the record
+-- ARGV[7] job id the caller saw in the dedupe key, "" if it saw none
+-- ARGV[8] msgpack payload envelope of the submitted event
+--
+-- Returns one of:
+--   {"created", job_id, "SUBMITTED", entry_id}
+--   {"exists",  job_id, state, entry_id, alias_of}  known id (alias_of "" unless an alias)
+--   {"deduped", holder_id, state, entry_id}          dedupe hit
+--   {"retry"}   the dedupe key no longer holds ARGV[7]: read it again and retry
+
+local subs, events, job = KEYS[1], KEYS[2], KEYS[3]
+local job_id, input, hash, timeout, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+
+local rec = redis.call('HMGET', job, 'state', 'entry', 'alias_of')
+if redis.call('EXISTS', job) == 1 then
+  return { 'exists', job_id, nz(rec[1]) or '', nz(rec[2]) or '', nz(rec[3]) or '' }
+end
+
+local dedupe = KEYS[4]
+if dedupe then
+  local cur = nz(redis.call('GET', dedupe))
+  if (cur or '') ~= ARGV[7] then
+    return { 'retry' }
+  end
+  if cur and KEYS[5] then
+    local h = redis.call('HMGET', KEYS[5], 'state', 'entry')
+    local st = nz(h[1])
+    if st and (st == 'COMPLETED' or not is_terminal(st)) then
+      return { 'deduped', cur, st, nz(h[2]) or '' }
+    end
+  end
+end
+
+local fields = { 'XADD', subs, '*', 'job_id', job_id, 'input', input }
+if hash ~= '' then
+  fields[#fields + 1] = 'input_hash'
+  fields[#fields + 1] = hash
+end
+local t = tonumber(timeout) or 0
+if t > 0 then
+  fields[#fields + 1] = 'timeout_ms'
+  fields[#fields + 1] = timeout
+end
+fields[#fields + 1] = 'v'
+fields[#fields + 1] = '1'
+local entry = redis.call(unpack(fields))
+
+local rf = { 'HSET', job, 'state', 'SUBMITTED', 'step', 'SUBMIT', 'epoch', '0', 'entry', entry,
+  'attempts', '0', 'deliveries', '0', 'created_ms', now, 'updated_ms', now }
+if t > 0 then
+  rf[#rf + 1] = 'deadline_ms'
+  rf[#rf + 1] = itoa(tonumber(now) + t)
+end
+if hash ~= '' then
+  rf[#rf + 1] = 'input_hash'
+  rf[#rf + 1] = hash
+end
+if ARGV[6] == '1' then
+  rf[#rf + 1] = 'input'
+  rf[#rf + 1] = input
+end
+redis.call(unpack(rf))
+
+if dedupe then
+  redis.call('SET', dedupe, job_id)
+end
+emit(events, 'submitted', job_id, 'SUBMITTED', 0, now, ARGV[8])
+return { 'created', job_id, 'SUBMITTED', entry }

@@ -1,0 +1,92 @@
+package streams
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+)
+
+// Record field names (HASH {ns}:job:<id>, docs/wire-format.md).
+const (
+	recState        = "state"
+	recStep         = "step"
+	recEpoch        = "epoch"
+	recOwner        = "owner"
+	recEntry        = "entry"
+	recRunpodID     = "runpod_id"
+	recRunpodStatus = "runpod_status"
+	recAttempts     = "attempts"
+	recDeliveries   = "deliveries"
+	recInputHash    = "input_hash"
+	recInput        = "input"
+	recCancel       = "cancel"
+	recAliasOf      = "alias_of"
+	recDeadlineMs   = "deadline_ms"
+	recCreatedMs    = "created_ms"
+	recUpdatedMs    = "updated_ms"
+	recFinishedMs   = "finished_ms"
+	recResult       = "result"
+)
+
+// Get loads a job record. ErrNotFound if absent.
+func (s *Store) Get(ctx context.Context, jobID string) (Record, error) {
+	m, err := s.rdb.HGetAll(ctx, s.keys.Job(jobID)).Result()
+	if err != nil {
+		return Record{}, fmt.Errorf("streams: get job %q: %w", jobID, err)
+	}
+	if len(m) == 0 {
+		return Record{}, fmt.Errorf("streams: get job %q: %w", jobID, ErrNotFound)
+	}
+	return parseRecord(jobID, m)
+}
+
+// parseRecord builds a Record from the hash fields. Numbers that do not
+// parse are an error: the record was written by someone else.
+func parseRecord(jobID string, m map[string]string) (Record, error) {
+	r := Record{
+		JobID: jobID, State: m[recState], Step: m[recStep], Owner: m[recOwner], Entry: m[recEntry],
+		RunpodID: m[recRunpodID], RunpodStatus: m[recRunpodStatus], InputHash: m[recInputHash],
+		Cancel: m[recCancel] == "1", AliasOf: m[recAliasOf],
+	}
+	if in, ok := m[recInput]; ok {
+		r.Input = []byte(in)
+	}
+	var attempts, deliveries int64
+	ints := []struct {
+		name string
+		dst  *int64
+	}{
+		{recEpoch, &r.Epoch}, {recDeadlineMs, &r.DeadlineMs}, {recCreatedMs, &r.CreatedMs},
+		{recUpdatedMs, &r.UpdatedMs}, {recFinishedMs, &r.FinishedMs},
+		{recAttempts, &attempts}, {recDeliveries, &deliveries},
+	}
+	for _, f := range ints {
+		v, ok := m[f.name]
+		if !ok || v == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return Record{}, fmt.Errorf("streams: job %q: field %s=%q: %w", jobID, f.name, v, err)
+		}
+		*f.dst = n
+	}
+	r.Attempts, r.Deliveries = int(attempts), int(deliveries)
+	if res, ok := m[recResult]; ok && res != "" {
+		out, e, err := DecodeResult([]byte(res))
+		if err != nil {
+			return Record{}, fmt.Errorf("streams: job %q: %w", jobID, err)
+		}
+		r.Output, r.Error = out, e
+	}
+	return r, nil
+}
+
+// pairsToMap turns a flat field/value reply (HGETALL inside a script) into a map.
+func pairsToMap(kv []string) map[string]string {
+	m := make(map[string]string, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
+}
