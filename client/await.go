@@ -1,0 +1,314 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// Result is a job's terminal outcome.
+type Result struct {
+	// ClientJobID is the job the outcome belongs to: the awaited id, or the
+	// target of an alias.
+	ClientJobID string `json:"clientJobId"`
+	// Status is COMPLETED, FAILED, TIMED_OUT or CANCELED.
+	Status workflow.State `json:"status"`
+	// RunpodID is Runpod's job id, if the job reached Runpod.
+	RunpodID string `json:"runpodJobId,omitempty"`
+	// Output is the handler's JSON output (COMPLETED).
+	Output json.RawMessage `json:"output,omitempty"`
+	// Error says why the job did not complete.
+	Error string `json:"error,omitempty"`
+}
+
+// maxAliasHops bounds how many alias records AwaitResult follows. Aliases
+// point at the job holding an input hash, which is never itself an alias, so
+// one hop is the norm; the bound only guards against a corrupt record.
+const maxAliasHops = 4
+
+// AwaitResult waits until job id is terminal and returns its outcome. A job
+// that is already terminal returns at once. An alias record is followed to
+// its target. A job that does not exist is an error matching
+// workflow.ErrJobNotFound; when ctx ends first the error wraps ctx.Err(),
+// and when the Client is closed it wraps ErrClosed.
+//
+// Every AwaitResult of a Client shares one reader of the events stream.
+func (c *Client) AwaitResult(ctx context.Context, id string) (Result, error) {
+	for range maxAliasHops {
+		// Register before reading the record: any terminal event the record
+		// does not show yet is written after this point and is delivered.
+		w, err := c.hub.register(ctx, id, func(ev streams.Event) bool {
+			return workflow.State(ev.State).Terminal()
+		})
+		if err != nil {
+			return Result{}, fmt.Errorf("client: await job %q: %w", id, err)
+		}
+		job, err := c.Get(ctx, id)
+		if err != nil {
+			c.hub.unregister(w)
+			return Result{}, fmt.Errorf("client: await: %w", err)
+		}
+		if job.AliasOf != "" && job.AliasOf != id {
+			c.hub.unregister(w)
+			id = job.AliasOf
+			continue
+		}
+		if r, ok := job.Result(); ok {
+			c.hub.unregister(w)
+			return r, nil
+		}
+		ev, err := c.hub.wait(ctx, w)
+		if err != nil {
+			return Result{}, fmt.Errorf("client: await job %q: %w", id, err)
+		}
+		return c.resultFromEvent(ctx, ev), nil
+	}
+	return Result{}, fmt.Errorf("client: await job %q: more than %d alias hops", id, maxAliasHops)
+}
+
+// resultFromEvent builds a Result from a terminal event. Events carry the
+// outcome, but should a COMPLETED event come without output, the record (which
+// the same script wrote) has it.
+func (c *Client) resultFromEvent(ctx context.Context, ev streams.Event) Result {
+	r := Result{
+		ClientJobID: ev.JobID,
+		Status:      workflow.State(ev.State),
+		RunpodID:    ev.Payload.RunpodID,
+		Output:      rawJSON(ev.Payload.Output),
+		Error:       ev.Payload.Error,
+	}
+	if r.Status == workflow.StateCompleted && len(r.Output) == 0 {
+		if job, err := c.Get(ctx, ev.JobID); err == nil && job.State == r.Status {
+			r.Output = job.Output
+			r.RunpodID = cmpOr(r.RunpodID, job.RunpodID)
+		}
+	}
+	return r
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// Tuning of the shared reader.
+const (
+	// readerBlock bounds each XREAD BLOCK. go-redis does not interrupt a
+	// blocked read when its context is cancelled, so this is also how long
+	// Close may wait for the reader to notice.
+	readerBlock = 500 * time.Millisecond
+	// readerBatch is the most events one XREAD returns.
+	readerBatch = 1000
+	// readerRetryMin and readerRetryMax bound the backoff after a failed read.
+	readerRetryMin = 100 * time.Millisecond
+	readerRetryMax = 5 * time.Second
+)
+
+// waiter is one registered interest in a job's events. match selects the
+// event that ends the wait; the reader sends it on ch (capacity 1) and
+// forgets the waiter.
+type waiter struct {
+	jobID string
+	match func(streams.Event) bool
+	ch    chan streams.Event
+}
+
+// hub is the shared reader of the events stream and its registry of
+// waiters. The reader runs only while there are waiters.
+//
+// Ordering argument (why no event is missed): while the reader runs, it
+// moves its position and dispatches a batch under mu, so an event it
+// consumed before a waiter registered existed before the registration, and
+// the waiter's later record read shows its effect (state change and event
+// are written by one script). When no reader runs, the one started for a new
+// waiter begins after the last event id captured before that waiter reads
+// the record, so every later event is delivered.
+type hub struct {
+	store *streams.Store
+	log   hclog.Logger
+
+	ctx    context.Context // cancelled by close; the reader's context
+	cancel context.CancelFunc
+	done   chan struct{} // closed by close: wakes every waiter
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	waiters  map[string]map[*waiter]struct{} // guarded by mu; by job id
+	count    int                             // guarded by mu; number of waiters
+	running  bool                            // guarded by mu; a reader goroutine is live
+	starting chan struct{}                   // guarded by mu; non-nil while a start captures its position
+	closed   bool                            // guarded by mu
+}
+
+func newHub(store *streams.Store, log hclog.Logger) *hub {
+	// The reader outlives any one call, so its context is the hub's own,
+	// ended by Close (a constructor's documented default, STYLE §23).
+	ctx, cancel := context.WithCancel(context.Background())
+	return &hub{
+		store:   store,
+		log:     log,
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		waiters: make(map[string]map[*waiter]struct{}),
+	}
+}
+
+// register adds a waiter for jobID, starting the reader if none runs.
+func (h *hub) register(ctx context.Context, jobID string, match func(streams.Event) bool) (*waiter, error) {
+	w := &waiter{jobID: jobID, match: match, ch: make(chan streams.Event, 1)}
+	for {
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if h.running {
+			h.addLocked(w)
+			h.mu.Unlock()
+			return w, nil
+		}
+		if wait := h.starting; wait != nil {
+			// Another caller is capturing the start position: wait for it
+			// rather than have ten thousand callers capture at once.
+			h.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-h.done:
+				return nil, ErrClosed
+			}
+		}
+		started := make(chan struct{})
+		h.starting = started
+		h.mu.Unlock()
+
+		from, err := h.store.LastEventID(ctx)
+
+		h.mu.Lock()
+		h.starting = nil
+		close(started)
+		if err != nil {
+			h.mu.Unlock()
+			return nil, fmt.Errorf("capture events position: %w", err)
+		}
+		if h.closed {
+			h.mu.Unlock()
+			return nil, ErrClosed
+		}
+		h.addLocked(w)
+		h.running = true
+		h.wg.Add(1)
+		go h.read(from)
+		h.mu.Unlock()
+		return w, nil
+	}
+}
+
+func (h *hub) addLocked(w *waiter) {
+	set := h.waiters[w.jobID]
+	if set == nil {
+		set = make(map[*waiter]struct{}, 1)
+		h.waiters[w.jobID] = set
+	}
+	set[w] = struct{}{}
+	h.count++
+}
+
+// unregister forgets w; a no-op if the reader already delivered to it.
+func (h *hub) unregister(w *waiter) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.removeLocked(w)
+}
+
+func (h *hub) removeLocked(w *waiter) {
+	set := h.waiters[w.jobID]
+	if _, ok := set[w]; !ok {
+		return
+	}
+	delete(set, w)
+	if len(set) == 0 {
+		delete(h.waiters, w.jobID)
+	}
+	h.count--
+}
+
+// wait blocks until w's event arrives, ctx ends or the hub closes. w is
+// unregistered on every path.
+func (h *hub) wait(ctx context.Context, w *waiter) (streams.Event, error) {
+	select {
+	case ev := <-w.ch:
+		return ev, nil
+	case <-ctx.Done():
+		h.unregister(w)
+		return streams.Event{}, ctx.Err()
+	case <-h.done:
+		h.unregister(w)
+		return streams.Event{}, ErrClosed
+	}
+}
+
+// read is the reader goroutine: XREAD BLOCK after `after`, dispatch, repeat
+// until no waiter is left or the hub closes.
+func (h *hub) read(after string) {
+	defer h.wg.Done()
+	backoff := readerRetryMin
+	for {
+		evs, err := h.store.ReadEvents(h.ctx, after, readerBatch, readerBlock)
+		if err != nil && h.ctx.Err() == nil {
+			h.log.Warn("read events failed; retrying", "after", after, "retry_in", backoff, "error", err)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-h.ctx.Done():
+				t.Stop()
+			}
+			backoff = min(2*backoff, readerRetryMax)
+		} else if err == nil {
+			backoff = readerRetryMin
+		}
+
+		h.mu.Lock()
+		for _, ev := range evs {
+			after = ev.ID
+			for w := range h.waiters[ev.JobID] {
+				if w.match(ev) {
+					w.ch <- ev // capacity 1 and sent once: never blocks
+					h.removeLocked(w)
+				}
+			}
+		}
+		if h.count == 0 || h.ctx.Err() != nil {
+			h.running = false
+			h.mu.Unlock()
+			return
+		}
+		h.mu.Unlock()
+	}
+}
+
+// close stops the reader and wakes every waiter with ErrClosed.
+func (h *hub) close() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.closed = true
+	close(h.done)
+	h.mu.Unlock()
+	h.cancel()
+	h.wg.Wait()
+}

@@ -1,0 +1,185 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// Errors returned by Client methods. Match with errors.Is. A job that does
+// not exist is reported with workflow.ErrJobNotFound.
+var (
+	// ErrClosed: the Client was closed; waits in progress end with it.
+	ErrClosed = errors.New("client: closed")
+	// ErrNotAccepted: Submit with WaitAccepted saw the job end before Runpod
+	// accepted it (cancelled before it was sent, or refused as poison).
+	ErrNotAccepted = errors.New("client: job ended before Runpod accepted it")
+)
+
+// Client submits jobs and observes them. It is safe for concurrent use.
+type Client struct {
+	cfg   Config
+	store *streams.Store
+	hub   *hub
+}
+
+// New returns a Client for cfg.Namespace. The caller owns rdb: Close never
+// closes it, and it must stay open until Close returns. New does not talk to
+// Redis.
+func New(rdb redis.UniversalClient, cfg Config) (*Client, error) {
+	if rdb == nil {
+		return nil, errors.New("client: new: nil Redis client")
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	store, err := streams.New(rdb, streams.Config{Namespace: cfg.Namespace})
+	if err != nil {
+		return nil, fmt.Errorf("client: new: %w", err)
+	}
+	return &Client{cfg: cfg, store: store, hub: newHub(store, cfg.Logger.Named("reader"))}, nil
+}
+
+// Close stops the shared reader and ends every wait in progress with
+// ErrClosed. It waits for the reader to exit (at most one blocking read,
+// well under a second). It is idempotent and never closes the Redis client.
+func (c *Client) Close() error {
+	c.hub.close()
+	return nil
+}
+
+// Namespace returns the namespace the client works in.
+func (c *Client) Namespace() string { return c.cfg.Namespace }
+
+// Job is a job record as stored in Redis.
+type Job struct {
+	// ID is the caller's clientJobId.
+	ID string `json:"clientJobId"`
+	// State is the job's lifecycle state.
+	State workflow.State `json:"state"`
+	// Step is where the job's workflow stands (SUBMIT, SUBMITTING, POLL, DONE).
+	Step workflow.Step `json:"step,omitempty"`
+	// RunpodID is Runpod's job id, once Runpod accepted the job.
+	RunpodID string `json:"runpodJobId,omitempty"`
+	// RunpodStatus is the last status Runpod reported.
+	RunpodStatus workflow.RunpodStatus `json:"runpodStatus,omitempty"`
+	// Output is the handler's JSON output once COMPLETED, or its latest
+	// progress output while running.
+	Output json.RawMessage `json:"output,omitempty"`
+	// Error says why the job ended FAILED, TIMED_OUT or CANCELED.
+	Error string `json:"error,omitempty"`
+	// Attempts counts the /run calls started for the job.
+	Attempts int `json:"attempts"`
+	// Deliveries counts how often a worker took the job (first = 1).
+	Deliveries int `json:"deliveries"`
+	// Epoch is the fencing token of the current owner.
+	Epoch int64 `json:"epoch"`
+	// Owner is the worker consumer that owns the job now.
+	Owner string `json:"owner,omitempty"`
+	// InputHash is the dedupe key given at submission.
+	InputHash string `json:"inputHash,omitempty"`
+	// Input is the job's input, when Config.PersistInput kept it.
+	Input json.RawMessage `json:"input,omitempty"`
+	// CancelRequested reports that a cancel was asked for.
+	CancelRequested bool `json:"cancelRequested,omitempty"`
+	// AliasOf is set on the record of a raw submission that was
+	// deduplicated onto another job: the outcome is that job's (see the
+	// package doc, "Aliases").
+	AliasOf string `json:"aliasOf,omitempty"`
+	// Deadline is when the job times out; zero when it has none.
+	Deadline time.Time `json:"deadline,omitzero"`
+	// CreatedAt, UpdatedAt and FinishedAt are the record's timestamps;
+	// FinishedAt is zero until the job is terminal.
+	CreatedAt  time.Time `json:"createdAt,omitzero"`
+	UpdatedAt  time.Time `json:"updatedAt,omitzero"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+}
+
+// Result returns the job's outcome as AwaitResult would report it; ok is
+// false while the job is not terminal.
+func (j Job) Result() (r Result, ok bool) {
+	if !j.State.Terminal() {
+		return Result{}, false
+	}
+	return Result{ClientJobID: j.ID, Status: j.State, RunpodID: j.RunpodID, Output: j.Output, Error: j.Error}, true
+}
+
+// Get returns the job record for id. A job that does not exist (never
+// submitted, or expired after its result TTL) is an error matching
+// workflow.ErrJobNotFound. An alias record is returned as stored, with
+// AliasOf set.
+func (c *Client) Get(ctx context.Context, id string) (Job, error) {
+	rec, err := c.store.Get(ctx, id)
+	if errors.Is(err, streams.ErrNotFound) {
+		return Job{}, fmt.Errorf("client: get job %q: %w", id, workflow.ErrJobNotFound)
+	}
+	if err != nil {
+		return Job{}, fmt.Errorf("client: get job %q: %w", id, err)
+	}
+	return jobFromRecord(rec), nil
+}
+
+// Cancel asks for job id to be cancelled and returns its state at that
+// moment. A job not yet on Runpod ends CANCELED without being sent; one on
+// Runpod is cancelled there and ends CANCELED (or with whatever outcome
+// Runpod reports if it finished first). Cancelling a terminal job changes
+// nothing and returns its terminal state. Use AwaitResult for the outcome.
+// A job that does not exist is an error matching workflow.ErrJobNotFound.
+func (c *Client) Cancel(ctx context.Context, id string) (workflow.State, error) {
+	st, err := c.store.Cancel(ctx, id, c.cfg.NowFunc())
+	if errors.Is(err, streams.ErrNotFound) {
+		return "", fmt.Errorf("client: cancel job %q: %w", id, workflow.ErrJobNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("client: cancel job %q: %w", id, err)
+	}
+	return workflow.State(st), nil
+}
+
+func jobFromRecord(r streams.Record) Job {
+	return Job{
+		ID:              r.JobID,
+		State:           workflow.State(r.State),
+		Step:            workflow.Step(r.Step),
+		RunpodID:        r.RunpodID,
+		RunpodStatus:    workflow.RunpodStatus(r.RunpodStatus),
+		Output:          rawJSON(r.Output),
+		Error:           r.Error,
+		Attempts:        r.Attempts,
+		Deliveries:      r.Deliveries,
+		Epoch:           r.Epoch,
+		Owner:           r.Owner,
+		InputHash:       r.InputHash,
+		Input:           rawJSON(r.Input),
+		CancelRequested: r.Cancel,
+		AliasOf:         r.AliasOf,
+		Deadline:        msTime(r.DeadlineMs),
+		CreatedAt:       msTime(r.CreatedMs),
+		UpdatedAt:       msTime(r.UpdatedMs),
+		FinishedAt:      msTime(r.FinishedMs),
+	}
+}
+
+// msTime converts unix milliseconds to a UTC time; 0 stays the zero time.
+func msTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// rawJSON returns b as JSON, or nil when empty, so that omitempty drops it.
+func rawJSON(b []byte) json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	return json.RawMessage(b)
+}

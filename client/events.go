@@ -1,0 +1,225 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"iter"
+	"regexp"
+	"time"
+
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// EventType names what an event reports (field "type" of the events stream).
+type EventType string
+
+// Event types, as written by the orchestrator (wire format v1).
+const (
+	EventSubmitted       EventType = streams.EventSubmitted       // job created
+	EventQueued          EventType = streams.EventQueued          // Runpod accepted it; RunpodID set
+	EventProgress        EventType = streams.EventProgress        // Runpod status or progress output changed
+	EventCompleted       EventType = streams.EventCompleted       // terminal: COMPLETED, Output set
+	EventFailed          EventType = streams.EventFailed          // terminal: FAILED, Error set
+	EventTimedOut        EventType = streams.EventTimedOut        // terminal: TIMED_OUT
+	EventCanceled        EventType = streams.EventCanceled        // terminal: CANCELED
+	EventCancelRequested EventType = streams.EventCancelRequested // Cancel was called
+	EventDeduplicated    EventType = streams.EventDeduplicated    // raw submission recorded as an alias (AliasOf)
+	EventRejected        EventType = streams.EventRejected        // a submission entry was refused (Reason)
+)
+
+// Terminal reports whether t is one of the four terminal event types.
+func (t EventType) Terminal() bool {
+	switch t {
+	case EventCompleted, EventFailed, EventTimedOut, EventCanceled:
+		return true
+	}
+	return false
+}
+
+// Event is one entry of the events stream. An entry that could not be
+// decoded has an empty Type (and only ID set).
+type Event struct {
+	// ID is the stream entry id; pass it as EventsOptions.From to resume
+	// after this event.
+	ID string `json:"id"`
+	// Type says what happened.
+	Type EventType `json:"type"`
+	// JobID is the job the event belongs to.
+	JobID string `json:"clientJobId,omitempty"`
+	// State is the job's state after the event.
+	State workflow.State `json:"state,omitempty"`
+	// Epoch is the fencing token of the writer.
+	Epoch int64 `json:"epoch,omitempty"`
+	// Time is when the event was written (millisecond precision, UTC).
+	Time time.Time `json:"time,omitzero"`
+	// RunpodID is Runpod's job id, once known.
+	RunpodID string `json:"runpodJobId,omitempty"`
+	// RunpodStatus is the status Runpod reported.
+	RunpodStatus workflow.RunpodStatus `json:"runpodStatus,omitempty"`
+	// Output is the job's output (completed) or progress output.
+	Output json.RawMessage `json:"output,omitempty"`
+	// Error is the failure text of a terminal event.
+	Error string `json:"error,omitempty"`
+	// Reason explains a rejection, a dead-letter or a cancel.
+	Reason string `json:"reason,omitempty"`
+	// AliasOf names the job a deduplicated raw submission points to.
+	AliasOf string `json:"aliasOf,omitempty"`
+	// Attempt is the /run attempt the event belongs to.
+	Attempt int `json:"attempt,omitempty"`
+	// Delay and Execution are Runpod's queue and execution times.
+	// They are written as delayMs and executionMs in JSON.
+	Delay     time.Duration `json:"-"`
+	Execution time.Duration `json:"-"`
+}
+
+// MarshalJSON writes Delay and Execution as milliseconds.
+func (e Event) MarshalJSON() ([]byte, error) {
+	type plain Event
+	return json.Marshal(struct {
+		plain
+		Delay     int64 `json:"delayMs,omitempty"`
+		Execution int64 `json:"executionMs,omitempty"`
+	}{plain(e), e.Delay.Milliseconds(), e.Execution.Milliseconds()})
+}
+
+func eventFromStreams(ev streams.Event) Event {
+	e := Event{
+		ID:           ev.ID,
+		Type:         EventType(ev.Type),
+		JobID:        ev.JobID,
+		State:        workflow.State(ev.State),
+		Epoch:        ev.Epoch,
+		Time:         msTime(ev.TS),
+		RunpodID:     ev.Payload.RunpodID,
+		RunpodStatus: workflow.RunpodStatus(ev.Payload.RunpodStatus),
+		Output:       rawJSON(ev.Payload.Output),
+		Error:        ev.Payload.Error,
+		Reason:       ev.Payload.Reason,
+		AliasOf:      ev.Payload.AliasOf,
+		Attempt:      ev.Payload.Attempt,
+		Delay:        time.Duration(ev.Payload.DelayMs) * time.Millisecond,
+		Execution:    time.Duration(ev.Payload.ExecMs) * time.Millisecond,
+	}
+	return e
+}
+
+// Positions for EventsOptions.From.
+const (
+	// FromNow follows only events written after the subscription starts.
+	FromNow = ""
+	// FromStart replays the stream from its oldest retained event.
+	FromStart = "0"
+)
+
+// EventsOptions selects the events a subscription delivers.
+type EventsOptions struct {
+	// From is where to start: FromNow (""), FromStart ("0"), or a stream
+	// entry id ("1700000000000-0", or just the milliseconds), exclusive:
+	// delivery starts after it.
+	From string
+	// JobID, if set, delivers only that job's events. Filtering happens in
+	// the client: the whole stream is still read.
+	JobID string
+	// StopAtEnd ends the subscription once it has caught up with the
+	// stream, instead of waiting for new events.
+	StopAtEnd bool
+}
+
+var streamIDRe = regexp.MustCompile(`^[0-9]{1,20}(-[0-9]{1,20})?$`)
+
+// Validate checks From and JobID, naming the field.
+func (o EventsOptions) Validate() error {
+	if o.From != FromNow && !streamIDRe.MatchString(o.From) {
+		return fmt.Errorf("client: events: From %q: want \"\" (now), \"0\" (start) or a stream id like 1700000000000-0", o.From)
+	}
+	if o.JobID != "" {
+		if err := checkToken("JobID", o.JobID, MaxClientJobIDBytes, false); err != nil {
+			return fmt.Errorf("client: events: %w", err)
+		}
+	}
+	return nil
+}
+
+// Tuning of subscriptions.
+const (
+	// eventsBlock bounds each blocking read of a subscription, so a
+	// cancelled ctx is noticed within it (go-redis does not interrupt a
+	// blocked read).
+	eventsBlock = 500 * time.Millisecond
+	// eventsBatch is the most events one read returns.
+	eventsBatch = 500
+)
+
+// Events returns the events stream as an iterator, from opts.From, until ctx
+// ends (or, with StopAtEnd, until caught up). Each subscription has its own
+// reader. The sequence ends after yielding a non-nil error: a failed read,
+// an invalid option, or ctx ending (the error then wraps ctx.Err()).
+//
+//	for ev, err := range c.Events(ctx, client.EventsOptions{From: client.FromStart}) {
+//		if err != nil { ... }
+//	}
+func (c *Client) Events(ctx context.Context, opts EventsOptions) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		if err := opts.Validate(); err != nil {
+			yield(Event{}, err)
+			return
+		}
+		after := opts.From
+		if after == FromNow {
+			id, err := c.store.LastEventID(ctx)
+			if err != nil {
+				yield(Event{}, fmt.Errorf("client: events: capture position: %w", err))
+				return
+			}
+			after = id
+		}
+		block := eventsBlock
+		if opts.StopAtEnd {
+			block = 0
+		}
+		for {
+			if err := ctx.Err(); err != nil {
+				yield(Event{}, fmt.Errorf("client: events: %w", err))
+				return
+			}
+			evs, err := c.store.ReadEvents(ctx, after, eventsBatch, block)
+			if err != nil {
+				if ctx.Err() != nil {
+					err = ctx.Err()
+				}
+				yield(Event{}, fmt.Errorf("client: events: read after %s: %w", after, err))
+				return
+			}
+			if len(evs) == 0 && opts.StopAtEnd {
+				return
+			}
+			for _, ev := range evs {
+				after = ev.ID
+				if opts.JobID != "" && ev.JobID != opts.JobID {
+					continue
+				}
+				if !yield(eventFromStreams(ev), nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Subscribe calls fn for each event selected by opts, in stream order, until
+// ctx ends, fn returns an error, or (with StopAtEnd) the stream is caught up;
+// the latter returns nil. fn's error is returned wrapped; ctx ending returns
+// an error wrapping ctx.Err().
+func (c *Client) Subscribe(ctx context.Context, opts EventsOptions, fn func(Event) error) error {
+	for ev, err := range c.Events(ctx, opts) {
+		if err != nil {
+			return err
+		}
+		if err := fn(ev); err != nil {
+			return fmt.Errorf("client: subscribe: handler for event %s: %w", ev.ID, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,283 @@
+// Command submitter is the producer's command line: it submits jobs to a
+// runpod-orchestrator deployment, waits for their outcomes, and inspects,
+// cancels, follows and audits them. Run "submitter help" for the commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/yourscope/runpod-orchestrator/client"
+)
+
+func main() {
+	os.Exit(code(os.Stderr, run(signalContext(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)))
+}
+
+// signalContext is cancelled by SIGINT or SIGTERM. Its stop function is not
+// needed: the process exits when run returns.
+func signalContext() context.Context {
+	ctx, _ := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return ctx
+}
+
+// Environment variables read for flag defaults.
+const (
+	envRedisURL  = "REDIS_URL"
+	envNamespace = "RUNPOD_NAMESPACE"
+)
+
+const redisURLDefault = "redis://localhost:6379/0"
+
+// usageError is a command-line mistake: exit status 2. reported is set when
+// the flag package already printed it with the usage.
+type usageError struct {
+	err      error
+	reported bool
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{err: fmt.Errorf(format, args...)}
+}
+
+// code maps run's error to an exit status, printing it to w: 0 for success
+// or help, 2 for usage errors, 1 for everything else.
+func code(w io.Writer, err error) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		if !ue.reported {
+			fmt.Fprintf(w, "submitter: %v\nRun 'submitter help' for usage.\n", err)
+		}
+		return 2
+	}
+	fmt.Fprintf(w, "submitter: %v\n", err)
+	return 1
+}
+
+// cli carries run's environment, so tests can give their own.
+type cli struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+// run executes one submitter command: args are the command line without
+// the program name.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	return c.run(ctx, args)
+}
+
+// command is one subcommand.
+type command struct {
+	name    string
+	args    string // positional arguments, for the usage line
+	summary string
+	run     func(c *cli, ctx context.Context, g *globals, args []string) error
+}
+
+var commands = []command{
+	{"submit", "", "submit jobs (--input, --input-file or --count); --wait for their outcomes", (*cli).submit},
+	{"get", "ID", "print a job's record as JSON", (*cli).get},
+	{"cancel", "ID", "ask for a job to be cancelled; print its state", (*cli).cancel},
+	{"events", "", "print events as JSON lines (--from, --follow, --job)", (*cli).events},
+	{"audit", "", "replay the events stream and check every job's history", (*cli).audit},
+}
+
+// globals are the connection flags every command takes.
+type globals struct {
+	redisURL  string
+	namespace string
+}
+
+// register adds the connection flags to fs, defaulting to their current values.
+func (g *globals) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.redisURL, "redis-url", g.redisURL,
+		"Redis `URL`: redis://[user:password@]host:port/db, rediss:// for TLS (env "+envRedisURL+")")
+	fs.StringVar(&g.namespace, "namespace", g.namespace,
+		"orchestrator `namespace`, the same as the workers' (env "+envNamespace+")")
+}
+
+const envHelp = `
+environment:
+  ` + envRedisURL + `    default for --redis-url (` + redisURLDefault + `)
+  ` + envNamespace + `    default for --namespace (runpod)
+`
+
+func (c *cli) run(ctx context.Context, args []string) error {
+	g := &globals{
+		redisURL:  cmpOr(c.getenv(envRedisURL), redisURLDefault),
+		namespace: cmpOr(c.getenv(envNamespace), "runpod"),
+	}
+	top := flag.NewFlagSet("submitter", flag.ContinueOnError)
+	top.SetOutput(c.stderr)
+	g.register(top)
+	top.Usage = func() { c.mainUsage(top) }
+	if err := top.Parse(args); err != nil {
+		return parseError(err)
+	}
+	rest := top.Args()
+	if len(rest) == 0 {
+		c.mainUsage(top)
+		return &usageError{err: errors.New("no command given"), reported: false}
+	}
+	name, rest := rest[0], rest[1:]
+	if name == "help" || name == "-h" || name == "--help" {
+		if len(rest) > 0 {
+			// "help CMD" shows that command's flags.
+			return c.run(ctx, []string{rest[0], "--help"})
+		}
+		top.SetOutput(c.stdout)
+		c.mainUsage(top)
+		return nil
+	}
+	for _, cmd := range commands {
+		if cmd.name == name {
+			return cmd.run(c, ctx, g, rest)
+		}
+	}
+	return usagef("unknown command %q (commands: %s)", name, commandNames())
+}
+
+func commandNames() string {
+	names := make([]string, len(commands))
+	for i, cmd := range commands {
+		names[i] = cmd.name
+	}
+	return strings.Join(names, ", ")
+}
+
+func (c *cli) mainUsage(top *flag.FlagSet) {
+	w := top.Output()
+	fmt.Fprintf(w, "usage: submitter [connection flags] COMMAND [flags] [args]\n\ncommands:\n")
+	for _, cmd := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", cmd.name, cmd.summary)
+	}
+	fmt.Fprintf(w, "  %-8s %s\n\nconnection flags (also accepted after the command):\n", "help", "help [COMMAND]: this text, or a command's flags")
+	top.PrintDefaults()
+	fmt.Fprint(w, envHelp)
+}
+
+// newFlagSet returns the flag set of a command, with the connection flags
+// and a usage text listing every flag and environment variable.
+func (c *cli) newFlagSet(g *globals, name, positional, summary string) *flag.FlagSet {
+	fs := flag.NewFlagSet("submitter "+name, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	g.register(fs)
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "usage: submitter %s [flags] %s\n\n%s\n\nflags:\n", name, positional, summary)
+		fs.PrintDefaults()
+		fmt.Fprint(w, envHelp)
+	}
+	return fs
+}
+
+// parseArgs parses flags anywhere on the line ("get ID --namespace x" as
+// well as "get --namespace x ID") and returns the positional arguments.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, parseError(err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// parseError marks a flag parsing error as a usage error the flag package
+// already reported (with the usage text); help stays help.
+func parseError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return &usageError{err: err, reported: true}
+}
+
+// connect opens the Redis client described by g and a Client over it, with
+// cfg (its Namespace is g's). The returned close function closes both.
+func (g *globals) connect(cfg client.Config) (*client.Client, func(), error) {
+	opt, err := redis.ParseURL(g.redisURL)
+	if err != nil {
+		return nil, nil, usagef("--redis-url %s: %v", redactURL(g.redisURL), urlError(err, g.redisURL))
+	}
+	cfg.Namespace = g.namespace
+	if err := cfg.WithDefaults().Validate(); err != nil {
+		return nil, nil, usagef("--namespace %q: %v", g.namespace, err)
+	}
+	rdb := redis.NewClient(opt)
+	cl, err := client.New(rdb, cfg)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, nil, err
+	}
+	return cl, func() {
+		_ = cl.Close()
+		_ = rdb.Close()
+	}, nil
+}
+
+// redactURL returns raw with any password replaced, for messages. A URL
+// that does not parse is not echoed at all: it might hold a password.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}
+
+// urlError returns err's text without the URL it may quote (url.Parse
+// errors quote the whole URL, password included).
+func urlError(err error, raw string) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	msg := err.Error()
+	if u, perr := url.Parse(raw); perr == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+	}
+	return msg
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
