@@ -246,7 +246,12 @@ func TestMockBehaviour(t *testing.T) {
 func TestColdStart(t *testing.T) {
 	t.Parallel()
 	var mc *ManualClock
-	b := setup(t, func(c *Config) { mc = manual(c); c.GPUWorkers = 1; c.ColdStart = 2 * time.Second; c.IdleTimeout = 5 * time.Second })
+	b := setup(t, func(c *Config) {
+		mc = manual(c)
+		c.GPUWorkers = 1
+		c.ColdStart = 2 * time.Second
+		c.IdleTimeout = 5 * time.Second
+	})
 	id := b.run(t, map[string]any{"mock_delay": 100})
 	require.Equal(t, "IN_QUEUE", b.status(t, id)["status"])
 	h := b.call(t, "GET", "health", nil).obj(t)
@@ -360,7 +365,12 @@ func TestRetryAndPurge(t *testing.T) {
 	require.Equal(t, "IN_PROGRESS", b.status(t, failed)["status"], "purge leaves running jobs alone")
 	require.EqualValues(t, 2, b.sim.Stats().JobsPurged)
 
-	del := setup(t, func(c *Config) { manual(c); c.GPUWorkers = 1; c.PurgeOutcome = OutcomeDelete; c.RetryInvalidStatus = 404 })
+	del := setup(t, func(c *Config) {
+		manual(c)
+		c.GPUWorkers = 1
+		c.PurgeOutcome = OutcomeDelete
+		c.RetryInvalidStatus = 404
+	})
 	del.run(t, map[string]any{"mock_delay": 1000})
 	q := del.run(t, 1)
 	require.Equal(t, 1.0, del.call(t, "POST", "purge-queue", nil).obj(t)["removed"])
