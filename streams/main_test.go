@@ -160,3 +160,12 @@ func (b *testBundle) admit(t *testing.T, consumer string, msgs []redis.XMessage,
 func sub(id string) Submission {
 	return Submission{JobID: id, Input: []byte(`{"prompt":"` + strings.Repeat("x", 3) + `"}`)}
 }
+
+// takeOver XCLAIMs one entry for consumer regardless of its idle time,
+// as XAUTOCLAIM does after MinIdle.
+func (b *testBundle) takeOver(t *testing.T, consumer, id string) {
+	t.Helper()
+	err := b.rdb.XClaim(b.ctx, &redis.XClaimArgs{Stream: b.keys.Submissions(), Group: b.st.Group(),
+		Consumer: consumer, MinIdle: 0, Messages: []string{id}}).Err()
+	require.NoError(t, err)
+}

@@ -1,0 +1,212 @@
+package streams
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestAdmitRawSubmission(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		id := b.rawAdd(t, "job_id", "raw-1", "input", `{"n":1}`, "timeout_ms", "1000")
+		_, res := b.readAdmit(t, "w1", 10, AdmitOpts{})
+		require.Equal(t, Admitted, res[0].Status)
+		rec := res[0].Record
+		require.Equal(t, "raw-1", rec.JobID)
+		require.Equal(t, "SUBMITTED", rec.State)
+		require.Equal(t, "SUBMIT", rec.Step)
+		require.EqualValues(t, 1, rec.Epoch)
+		require.Equal(t, "w1", rec.Owner)
+		require.Equal(t, id, rec.Entry)
+		require.Equal(t, 1, rec.Deliveries)
+		require.Equal(t, b.now.UnixMilli()+1000, rec.DeadlineMs)
+		require.JSONEq(t, `{"n":1}`, string(rec.Input), "input comes from the entry even when not persisted")
+
+		stored := b.get(t, "raw-1")
+		require.Nil(t, stored.Input, "input not persisted")
+		require.Equal(t, rec.Epoch, stored.Epoch)
+		require.Equal(t, []string{EventSubmitted}, b.eventTypes(t, "raw-1"))
+		require.Equal(t, map[string]string{id: "w1"}, b.pel(t), "entry stays pending until finalized")
+	})
+}
+
+func TestAdmitDuplicateRawEntry(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		first := b.rawAdd(t, "job_id", "dup", "input", `1`)
+		second := b.rawAdd(t, "job_id", "dup", "input", `2`)
+		_, res := b.readAdmit(t, "w1", 10, AdmitOpts{})
+		require.Equal(t, Admitted, res[0].Status)
+		require.Equal(t, Duplicate, res[1].Status)
+		require.Equal(t, first, b.get(t, "dup").Entry)
+		require.Equal(t, map[string]string{first: "w1"}, b.pel(t))
+		require.EqualValues(t, 1, b.xlen(t, b.keys.Submissions()), "duplicate deleted")
+		msgs, err := b.rdb.XRange(b.ctx, b.keys.Submissions(), second, second).Result()
+		require.NoError(t, err)
+		require.Empty(t, msgs)
+		require.Equal(t, []string{EventSubmitted}, b.eventTypes(t, "dup"), "no event for the duplicate")
+
+		// A Go Submit of an id a raw producer already sent is answered by the record.
+		r, err := b.st.Submit(b.ctx, sub("dup"), SubmitOpts{Now: b.now})
+		require.NoError(t, err)
+		require.False(t, r.Created)
+		require.Equal(t, first, r.Entry)
+	})
+}
+
+func TestAdmitEpochBumps(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		_, err := b.st.Submit(b.ctx, sub("e"), SubmitOpts{Now: b.now})
+		require.NoError(t, err)
+		msgs, res := b.readAdmit(t, "w1", 1, AdmitOpts{})
+		require.EqualValues(t, 1, res[0].Record.Epoch)
+		// A takeover: w2 claims the entry and admits it again.
+		b.takeOver(t, "w2", msgs[0].ID)
+		res = b.admit(t, "w2", msgs, AdmitOpts{})
+		require.Equal(t, Admitted, res[0].Status)
+		require.EqualValues(t, 2, res[0].Record.Epoch)
+		require.Equal(t, "w2", res[0].Record.Owner)
+		require.Equal(t, 2, res[0].Record.Deliveries)
+		// w1's stale delivery no longer names it in the PEL: Lost, nothing changed.
+		res = b.admit(t, "w1", msgs, AdmitOpts{})
+		require.Equal(t, Lost, res[0].Status)
+		require.EqualValues(t, 2, b.get(t, "e").Epoch)
+	})
+}
+
+func TestAdmitMaxDeliveries(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		s := sub("p")
+		s.InputHash = "hp"
+		_, err := b.st.Submit(b.ctx, s, SubmitOpts{Now: b.now, Dedupe: true})
+		require.NoError(t, err)
+		opts := AdmitOpts{MaxDeliveries: 2, ResultTTL: time.Hour}
+		msgs, res := b.readAdmit(t, "w1", 1, opts)
+		require.Equal(t, Admitted, res[0].Status)
+		require.Equal(t, Admitted, b.admit(t, "w1", msgs, opts)[0].Status)
+		require.Equal(t, Poisoned, b.admit(t, "w1", msgs, opts)[0].Status)
+
+		rec := b.get(t, "p")
+		require.Equal(t, "FAILED", rec.State)
+		require.Equal(t, "DONE", rec.Step)
+		require.Equal(t, "delivered 3 times, over MaxDeliveries 2", rec.Error)
+		require.Equal(t, 3, rec.Deliveries)
+		require.Equal(t, b.now.UnixMilli(), rec.FinishedMs)
+		ttl, err := b.rdb.PTTL(b.ctx, b.keys.Job("p")).Result()
+		require.NoError(t, err)
+		require.Greater(t, ttl, 59*time.Minute)
+
+		evs := b.events(t)
+		last := evs[len(evs)-1]
+		require.Equal(t, EventFailed, last.Type)
+		require.Equal(t, "FAILED", last.State)
+		require.Equal(t, rec.Error, last.Payload.Reason)
+		require.Equal(t, rec.Error, last.Payload.Error)
+
+		dead, err := b.rdb.XRange(b.ctx, b.keys.Dead(), "-", "+").Result()
+		require.NoError(t, err)
+		require.Len(t, dead, 1)
+		require.Equal(t, "p", dead[0].Values["job_id"])
+		require.Equal(t, string(s.Input), dead[0].Values["input"])
+		require.Equal(t, rec.Error, dead[0].Values["dead_reason"])
+		require.Equal(t, msgs[0].ID, dead[0].Values["dead_entry"])
+
+		require.Empty(t, b.pel(t))
+		require.EqualValues(t, 0, b.xlen(t, b.keys.Submissions()))
+		n, err := b.rdb.Exists(b.ctx, b.keys.Dedupe("hp")).Result()
+		require.NoError(t, err)
+		require.Zero(t, n, "a failed job releases its dedupe key")
+	})
+}
+
+func TestAdmitPoison(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		withID := b.rawAdd(t, "job_id", "bad-json", "input", `{"a":`)
+		noID := b.rawAdd(t, "input", `{}`, "junk", "x")
+		badV := b.rawAdd(t, "job_id", "v9", "input", `{}`, "v", "9")
+		_, res := b.readAdmit(t, "w1", 10, AdmitOpts{})
+		for i := range res {
+			require.Equal(t, Poisoned, res[i].Status, "entry %d", i)
+		}
+		rec := b.get(t, "bad-json")
+		require.Equal(t, "FAILED", rec.State)
+		require.Contains(t, rec.Error, "not valid JSON")
+		require.Equal(t, withID, rec.Entry)
+		require.Equal(t, []string{EventFailed}, b.eventTypes(t, "bad-json"))
+		require.Contains(t, b.get(t, "v9").Error, "unknown wire version")
+
+		var rejected []Event
+		for _, e := range b.events(t) {
+			if e.Type == EventRejected {
+				rejected = append(rejected, e)
+			}
+		}
+		require.Len(t, rejected, 1)
+		require.Equal(t, "", rejected[0].JobID)
+		require.Contains(t, rejected[0].Payload.Reason, "missing job_id")
+
+		dead, err := b.rdb.XRange(b.ctx, b.keys.Dead(), "-", "+").Result()
+		require.NoError(t, err)
+		require.Len(t, dead, 3)
+		byEntry := map[string]map[string]any{}
+		for _, d := range dead {
+			byEntry[d.Values["dead_entry"].(string)] = d.Values
+		}
+		require.Equal(t, "x", byEntry[noID]["junk"], "original fields are copied")
+		require.Contains(t, byEntry[badV]["dead_reason"], "unknown wire version")
+		require.Empty(t, b.pel(t))
+		require.EqualValues(t, 0, b.xlen(t, b.keys.Submissions()))
+	})
+}
+
+func TestAdmitFinishedJob(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		_, err := b.st.Submit(b.ctx, sub("f"), SubmitOpts{Now: b.now})
+		require.NoError(t, err)
+		msgs, _ := b.readAdmit(t, "w1", 1, AdmitOpts{})
+		// A record that is terminal while its entry is still pending (a
+		// finalize from an older version that did not ack, or a hand edit).
+		require.NoError(t, b.rdb.HSet(b.ctx, b.keys.Job("f"), "state", "COMPLETED").Err())
+		res := b.admit(t, "w1", msgs, AdmitOpts{})
+		require.Equal(t, Finished, res[0].Status)
+		require.Empty(t, b.pel(t))
+		require.EqualValues(t, 0, b.xlen(t, b.keys.Submissions()))
+	})
+}
+
+func TestAdmitRawDedupe(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		b.rawAdd(t, "job_id", "holder", "input", `1`, "input_hash", "H")
+		b.rawAdd(t, "job_id", "alias", "input", `1`, "input_hash", "H")
+		opts := AdmitOpts{Dedupe: true, ResultTTL: time.Hour}
+		_, res := b.readAdmit(t, "w1", 10, opts)
+		require.Equal(t, Admitted, res[0].Status)
+		require.Equal(t, Deduplicated, res[1].Status, "same batch: the second sees the first's dedupe key")
+
+		alias := b.get(t, "alias")
+		require.Equal(t, "holder", alias.AliasOf)
+		require.Equal(t, "", alias.State)
+		require.Equal(t, []string{EventDeduplicated}, b.eventTypes(t, "alias"))
+		evs := b.events(t)
+		require.Equal(t, "holder", evs[len(evs)-1].Payload.AliasOf)
+
+		// Submit of the alias id answers with the holder.
+		r, err := b.st.Submit(b.ctx, sub("alias"), SubmitOpts{Now: b.now})
+		require.NoError(t, err)
+		require.Equal(t, "holder", r.JobID)
+		require.True(t, r.Deduped)
+		require.Equal(t, "SUBMITTED", r.State)
+
+		st, err := b.st.Cancel(b.ctx, "alias", b.now)
+		require.NoError(t, err)
+		require.Equal(t, "", st, "alias records are left alone")
+		require.Len(t, b.pel(t), 1)
+	})
+}
