@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -147,6 +148,8 @@ type hub struct {
 	running  bool                            // guarded by mu; a reader goroutine is live
 	starting chan struct{}                   // guarded by mu; non-nil while a start captures its position
 	closed   bool                            // guarded by mu
+
+	starts atomic.Int64 // reader goroutines started, for tests
 }
 
 func newHub(store *streams.Store, log hclog.Logger) *hub {
@@ -209,6 +212,7 @@ func (h *hub) register(ctx context.Context, jobID string, match func(streams.Eve
 		}
 		h.addLocked(w)
 		h.running = true
+		h.starts.Add(1)
 		h.wg.Add(1)
 		go h.read(from)
 		h.mu.Unlock()

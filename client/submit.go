@@ -92,6 +92,7 @@ func (c *Client) Submit(ctx context.Context, opts SubmitOptions) (SubmitResult, 
 		Dedupe:       c.cfg.Dedupe && opts.InputHash != "",
 		PersistInput: c.cfg.PersistInput,
 		Now:          c.cfg.NowFunc(),
+		MaxInput:     c.cfg.MaxInputBytes,
 	})
 	if err != nil {
 		if w != nil {

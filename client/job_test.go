@@ -1,0 +1,102 @@
+package client_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/yourscope/runpod-orchestrator/client"
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+func TestGet(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	t.Run("NotFound", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, client.Config{})
+		_, err := b.client.Get(ctx, "nope")
+		require.ErrorIs(t, err, workflow.ErrJobNotFound)
+		require.ErrorContains(t, err, `"nope"`)
+	})
+
+	t.Run("FollowsTheJobThroughItsLife", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, client.Config{})
+		b.submit(t, "j")
+		recs := b.worker.admit(ctx, 1, streams.AdmitOpts{})
+		job, err := b.client.Get(ctx, "j")
+		require.NoError(t, err)
+		require.Equal(t, workflow.StateSubmitted, job.State)
+		require.EqualValues(t, 1, job.Epoch)
+		require.Equal(t, 1, job.Deliveries)
+		require.Equal(t, "fake-worker", job.Owner)
+
+		b.worker.accept(ctx, recs["j"], "rp-7")
+		job, err = b.client.Get(ctx, "j")
+		require.NoError(t, err)
+		require.Equal(t, workflow.StateQueued, job.State)
+		require.Equal(t, "rp-7", job.RunpodID)
+		require.Equal(t, workflow.StepPoll, job.Step)
+
+		rec := recs["j"]
+		rec.RunpodID = "rp-7"
+		b.worker.finish(ctx, rec, workflow.StateCompleted, `{"images":["x.png"]}`, "")
+		job, err = b.client.Get(ctx, "j")
+		require.NoError(t, err)
+		require.Equal(t, workflow.StateCompleted, job.State)
+		require.JSONEq(t, `{"images":["x.png"]}`, string(job.Output))
+		require.False(t, job.FinishedAt.IsZero())
+		r, ok := job.Result()
+		require.True(t, ok)
+		require.Equal(t, client.Result{ClientJobID: "j", Status: workflow.StateCompleted, RunpodID: "rp-7", Output: job.Output}, r)
+	})
+}
+
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	t.Run("NotFound", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, client.Config{})
+		_, err := b.client.Cancel(ctx, "nope")
+		require.ErrorIs(t, err, workflow.ErrJobNotFound)
+	})
+
+	t.Run("LiveJobIsFlagged", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, client.Config{})
+		b.submit(t, "j")
+		st, err := b.client.Cancel(ctx, "j")
+		require.NoError(t, err)
+		require.Equal(t, workflow.StateSubmitted, st)
+		job, err := b.client.Get(ctx, "j")
+		require.NoError(t, err)
+		require.True(t, job.CancelRequested)
+
+		var types []client.EventType
+		for ev, err := range b.client.Events(ctx, client.EventsOptions{From: client.FromStart, StopAtEnd: true}) {
+			require.NoError(t, err)
+			types = append(types, ev.Type)
+		}
+		require.Equal(t, []client.EventType{client.EventSubmitted, client.EventCancelRequested}, types)
+	})
+
+	t.Run("TerminalJobIsUnchanged", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, client.Config{})
+		b.submit(t, "j")
+		recs := b.worker.admit(ctx, 1, streams.AdmitOpts{})
+		b.worker.finish(ctx, recs["j"], workflow.StateFailed, "", "boom")
+		st, err := b.client.Cancel(ctx, "j")
+		require.NoError(t, err)
+		require.Equal(t, workflow.StateFailed, st)
+		job, err := b.client.Get(ctx, "j")
+		require.NoError(t, err)
+		require.False(t, job.CancelRequested)
+	})
+}

@@ -1,0 +1,9 @@
+package client_test
+
+import (
+	"testing"
+
+	"github.com/yourscope/runpod-orchestrator/internal/redistest"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
