@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,9 +141,24 @@ func (b *testBundle) eventually(t *testing.T, id, want string) map[string]any {
 // async runs a request in the background (for long polls).
 func (b *testBundle) async(t *testing.T, method, path string) <-chan result {
 	t.Helper()
+	return b.asyncPost(t, method+" "+path, "")
+}
+
+// asyncPost runs a POST with body in the background; path may start with
+// "METHOD " to use another method.
+func (b *testBundle) asyncPost(t *testing.T, path, body string) <-chan result {
+	t.Helper()
+	method := http.MethodPost
+	if m, p, ok := strings.Cut(path, " "); ok {
+		method, path = m, p
+	}
 	ch := make(chan result, 1)
 	go func() {
-		req, _ := http.NewRequest(method, b.base+"/"+path, nil)
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		req, _ := http.NewRequest(method, b.base+"/"+path, rd)
 		req.Header.Set("Authorization", testKey)
 		resp, err := b.hc.Do(req)
 		if err != nil {
