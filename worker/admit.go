@@ -1,0 +1,134 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// reserve books up to max job slots of free capacity (MaxInFlight minus
+// owned jobs minus other reservations) for a read or claim in progress, so
+// the worker never holds more entries than it can run: the idle clock of an
+// entry starts at delivery. Release what was reserved with release.
+func (w *Worker) reserve(max int) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := min(max, w.cfg.MaxInFlight-len(w.jobs)-w.reserved)
+	if n <= 0 {
+		return 0
+	}
+	w.reserved += n
+	return n
+}
+
+func (w *Worker) release(n int) {
+	w.mu.Lock()
+	w.reserved -= n
+	w.mu.Unlock()
+}
+
+// admit decodes delivered entries, takes ownership of them in one
+// streams.Admit call, and schedules the admitted jobs at once. It returns
+// how many were admitted. On error the entries stay pending for this
+// consumer and are reclaimed after MinIdle: nothing is lost.
+func (w *Worker) admit(ctx context.Context, msgs []redis.XMessage) (int, error) {
+	reqs := make([]streams.AdmitRequest, len(msgs))
+	for i, m := range msgs {
+		reqs[i] = streams.NewAdmitRequest(m, w.cfg.MaxInputBytes)
+	}
+	jobTimeout := w.cfg.JobTimeout
+	if jobTimeout < 0 {
+		jobTimeout = 0
+	}
+	res, err := w.store.Admit(ctx, reqs, streams.AdmitOpts{
+		Consumer: w.cfg.InstanceID, MaxDeliveries: w.cfg.MaxDeliveries, Dedupe: w.cfg.Dedupe,
+		PersistInput: w.cfg.PersistInput, DefaultTimeout: jobTimeout, ResultTTL: w.cfg.ResultTTL,
+		Now: w.now(),
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for i, r := range res {
+		switch r.Status {
+		case streams.Admitted:
+			w.adopt(reqs[i], r.Record)
+			n++
+		case streams.Poisoned:
+			w.stats.poisoned.Add(1)
+			w.log.Warn("poison submission dead-lettered", "job_id", reqs[i].Sub.JobID, "entry", reqs[i].Entry.ID, "reason", reqs[i].Poison)
+			if w.cfg.Hooks.OnPoison != nil {
+				w.cfg.Hooks.OnPoison(reqs[i].Poison)
+			}
+		default:
+			w.log.Debug("entry not admitted", "job_id", reqs[i].Sub.JobID, "entry", reqs[i].Entry.ID, "status", r.Status.String())
+		}
+	}
+	w.stats.admitted.Add(uint64(n))
+	return n, nil
+}
+
+// jobFromRecord rebuilds a job's workflow state from its record, so the
+// workflow resumes at the recorded step.
+func (w *Worker) jobFromRecord(rec streams.Record) workflow.Job {
+	wf := workflow.Job{
+		ID: rec.JobID, State: workflow.State(rec.State), Step: workflow.Step(rec.Step),
+		RunpodID: rec.RunpodID, RunpodStatus: workflow.RunpodStatus(rec.RunpodStatus),
+		Attempts: rec.Attempts, CancelRequested: rec.Cancel, OutputSum: workflow.SumOutput(rec.Output),
+	}
+	if wf.State == "" {
+		wf.State = workflow.StateSubmitted
+	}
+	switch {
+	case rec.DeadlineMs > 0:
+		wf.Deadline = time.UnixMilli(rec.DeadlineMs)
+	case w.cfg.JobTimeout > 0 && rec.CreatedMs > 0:
+		wf.Deadline = time.UnixMilli(rec.CreatedMs).Add(w.cfg.JobTimeout)
+	}
+	return wf
+}
+
+// adopt starts running an admitted job (or, for a job this worker already
+// owns, takes the new epoch).
+func (w *Worker) adopt(req streams.AdmitRequest, rec streams.Record) {
+	now := w.now()
+	wf := w.jobFromRecord(rec)
+	input := json.RawMessage(rec.Input)
+	if len(input) == 0 {
+		input = req.Sub.Input
+	}
+	if wf.RunpodID != "" {
+		input = nil
+	}
+	inputHash := rec.InputHash
+	if inputHash == "" {
+		inputHash = req.Sub.InputHash
+	}
+	w.log.Debug("job admitted", "job_id", wf.ID, "epoch", rec.Epoch, "step", wf.Step, "state", wf.State,
+		"runpod_id", wf.RunpodID, "deliveries", rec.Deliveries)
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if j := w.jobs[wf.ID]; j != nil {
+		// Our own lease lapsed and we reclaimed it: same job, new epoch.
+		// The running action (if any) will be fenced and retried.
+		j.epoch, j.entry = rec.Epoch, rec.Entry
+		if j.running {
+			j.wake = true
+		} else {
+			w.scheduleLocked(j, now)
+		}
+		return
+	}
+	entry := rec.Entry
+	if entry == "" {
+		entry = req.Entry.ID
+	}
+	j := &job{wf: wf, entry: entry, epoch: rec.Epoch, inputHash: inputHash, input: input, idx: -1, lastCheck: now}
+	w.jobs[wf.ID] = j
+	w.scheduleLocked(j, now)
+}

@@ -1,0 +1,66 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// claimLoop runs a claim pass at start, every ClaimInterval, and at once
+// when a peer announces a handoff, until ctx is done.
+func (w *Worker) claimLoop(ctx context.Context) {
+	log := w.log.Named("claimer")
+	t := time.NewTicker(w.cfg.ClaimInterval)
+	defer t.Stop()
+	for {
+		if n, err := w.claimPass(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("claim pass failed", "error", err, "admitted", n)
+		} else if n > 0 {
+			log.Info("reclaimed jobs", "admitted", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-w.claimNow:
+		}
+	}
+}
+
+// claimPass takes over entries idle past MinIdle (XAUTOCLAIM pages) while
+// free capacity remains, admits them (bumping their epoch) and schedules
+// them. It returns how many jobs were admitted.
+func (w *Worker) claimPass(ctx context.Context) (int, error) {
+	w.claimMu.Lock()
+	defer w.claimMu.Unlock()
+	total := 0
+	defer func() {
+		if total > 0 {
+			w.stats.reclaimed.Add(uint64(total))
+			if w.cfg.Hooks.OnReclaim != nil {
+				w.cfg.Hooks.OnReclaim(total)
+			}
+		}
+	}()
+	cursor := "0-0"
+	for {
+		n := w.reserve(claimBatchMax)
+		if n == 0 {
+			return total, nil
+		}
+		msgs, _, next, err := w.store.Claim(ctx, w.cfg.InstanceID, w.cfg.MinIdle, n, cursor)
+		if err == nil && len(msgs) > 0 {
+			var k int
+			k, err = w.admit(ctx, msgs)
+			total += k
+		}
+		w.release(n)
+		if err != nil {
+			return total, fmt.Errorf("worker: claim pass: %w", err)
+		}
+		if next == "" || next == "0-0" {
+			return total, nil
+		}
+		cursor = next
+	}
+}

@@ -1,0 +1,242 @@
+package worker
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// Defaults of Config. A zero field means its default; -1 is documented on
+// the fields that accept it as "disabled".
+const (
+	MaxInFlightDefault       = 1000
+	ConcurrencyDefault       = 64
+	MinIdleDefault           = 30 * time.Second
+	ClaimIntervalDefault     = 5 * time.Second
+	MaxDeliveriesDefault     = 5
+	JobTimeoutDefault        = 24 * time.Hour
+	ResultTTLDefault         = 7 * 24 * time.Hour
+	MaxInputBytesDefault     = 10 << 20 // Runpod's /run body limit
+	ShutdownTimeoutDefault   = 10 * time.Second
+	EventRetentionDefault    = 7 * 24 * time.Hour
+	EventTrimIntervalDefault = 5 * time.Minute
+)
+
+// Hooks are optional observability callbacks (metrics, tests). They are
+// called synchronously from the worker's loops, so they must return at once
+// and never block; a nil hook is skipped.
+type Hooks struct {
+	// OnTransition: a job moved between states (including into its
+	// terminal state, once written).
+	OnTransition func(jobID string, from, to workflow.State)
+	// OnOutcome: a job's terminal outcome was written by this worker.
+	OnOutcome func(jobID string, state workflow.State)
+	// OnReclaim: a claim pass admitted n jobs from other consumers.
+	OnReclaim func(n int)
+	// OnLeaseLost: this worker lost a job to another (heartbeat refused, or
+	// a write was fenced) and dropped it.
+	OnLeaseLost func(jobID string)
+	// OnPoison: a submission could not be run and was dead-lettered.
+	OnPoison func(reason string)
+}
+
+// Config configures a Worker. Zero values mean the documented defaults; call
+// WithDefaults then Validate (New does both).
+type Config struct {
+	// Runpod runs the activities. Required.
+	Runpod workflow.Runpod
+	// InstanceID is this worker's consumer name in the group; unique per
+	// process. Defaults to hostname:pid:random.
+	InstanceID string
+	// Namespace is the key namespace. Defaults to streams.NamespaceDefault.
+	Namespace string
+	// MaxInFlight bounds the jobs this worker owns at once (fetch never
+	// reads beyond the free capacity). Defaults to 1000.
+	MaxInFlight int
+	// Concurrency bounds the Runpod calls in flight at once (executor
+	// goroutines). Defaults to 64.
+	Concurrency int
+	// MinIdle is the lease: how long an entry may go without a heartbeat
+	// before other workers may reclaim it. Defaults to 30s; at least 1s.
+	MinIdle time.Duration
+	// HeartbeatInterval is how often owned leases are refreshed. Defaults
+	// to MinIdle/3; must be less than MinIdle.
+	HeartbeatInterval time.Duration
+	// ClaimInterval is how often idle entries are reclaimed. Defaults to 5s.
+	ClaimInterval time.Duration
+	// MaxDeliveries: a job admitted more often than this (it keeps crashing
+	// workers) ends FAILED and is dead-lettered. Defaults to 5.
+	MaxDeliveries int
+	// Poll is the /status backoff. Defaults: 2s initial, 10s max, 20% jitter.
+	Poll workflow.PollPolicy
+	// Retry is the backoff for transient Runpod errors. Defaults: 500ms
+	// initial, 30s max, full jitter.
+	Retry workflow.RetryPolicy
+	// JobTimeout is the deadline of a job whose submission names none,
+	// counted from its creation. Defaults to 24h; -1 means no deadline.
+	JobTimeout time.Duration
+	// ResultTTL is how long a terminal record is kept. Defaults to 7 days.
+	ResultTTL time.Duration
+	// PersistInput keeps each job's input in its record.
+	PersistInput bool
+	// Dedupe applies input-hash deduplication to raw submissions.
+	Dedupe bool
+	// SubmitUncertain decides a /run whose outcome is unknown. Defaults to
+	// workflow.SubmitUncertainResubmit.
+	SubmitUncertain workflow.SubmitUncertainPolicy
+	// MaxInputBytes refuses larger inputs as poison. Defaults to 10 MiB,
+	// Runpod's /run limit.
+	MaxInputBytes int
+	// ShutdownTimeout bounds how long in-flight Runpod calls may run after
+	// Run's ctx is done before their contexts are canceled. Defaults to 10s.
+	ShutdownTimeout time.Duration
+	// EventRetention: events older than this are trimmed every few minutes.
+	// Defaults to 7 days; -1 disables trimming.
+	EventRetention time.Duration
+	// Logger receives the worker's logs. Defaults to a null logger.
+	Logger hclog.Logger
+	// Hooks are optional observability callbacks.
+	Hooks Hooks
+	// StepHook, when set, is called at fixed points of a job's workflow:
+	// "before_run" (SUBMITTING checkpointed, /run not yet called),
+	// "after_run" (/run returned an id, not yet checkpointed), "polling"
+	// (before /status) and "finalize" (outcome decided, not yet written).
+	// It exists for fault-injection tests (a subprocess can kill itself at a
+	// given point); production leaves it nil. It runs on an executor
+	// goroutine and may block only in tests.
+	StepHook func(jobID string, point string)
+	// Now is the clock, for tests. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.InstanceID == "" {
+		c.InstanceID = defaultInstanceID()
+	}
+	if c.Namespace == "" {
+		c.Namespace = streams.NamespaceDefault
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = MaxInFlightDefault
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = ConcurrencyDefault
+	}
+	if c.MinIdle == 0 {
+		c.MinIdle = MinIdleDefault
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = c.MinIdle / 3
+	}
+	if c.ClaimInterval == 0 {
+		c.ClaimInterval = ClaimIntervalDefault
+	}
+	if c.MaxDeliveries == 0 {
+		c.MaxDeliveries = MaxDeliveriesDefault
+	}
+	c.Poll = c.Poll.WithDefaults()
+	c.Retry = c.Retry.WithDefaults()
+	if c.JobTimeout == 0 {
+		c.JobTimeout = JobTimeoutDefault
+	}
+	if c.ResultTTL == 0 {
+		c.ResultTTL = ResultTTLDefault
+	}
+	if c.SubmitUncertain == "" {
+		c.SubmitUncertain = workflow.SubmitUncertainDefault
+	}
+	if c.MaxInputBytes == 0 {
+		c.MaxInputBytes = MaxInputBytesDefault
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = ShutdownTimeoutDefault
+	}
+	if c.EventRetention == 0 {
+		c.EventRetention = EventRetentionDefault
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate reports the first bad field, named: "worker: MinIdle: must be at
+// least 1s". Call it after WithDefaults.
+func (c Config) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("worker: %s: %s", field, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.Runpod == nil:
+		return bad("Runpod", "is required")
+	case c.InstanceID == "" || strings.ContainsAny(c.InstanceID, " \t\r\n"):
+		return bad("InstanceID", "%q must be non-empty without whitespace", c.InstanceID)
+	case c.MaxInFlight < 1:
+		return bad("MaxInFlight", "%d is less than 1", c.MaxInFlight)
+	case c.Concurrency < 1:
+		return bad("Concurrency", "%d is less than 1", c.Concurrency)
+	case c.MinIdle < time.Second:
+		return bad("MinIdle", "must be at least 1s")
+	case c.HeartbeatInterval <= 0 || c.HeartbeatInterval >= c.MinIdle:
+		return bad("HeartbeatInterval", "%s must be positive and less than MinIdle %s", c.HeartbeatInterval, c.MinIdle)
+	case c.ClaimInterval <= 0:
+		return bad("ClaimInterval", "must be positive")
+	case c.MaxDeliveries < 1:
+		return bad("MaxDeliveries", "%d is less than 1", c.MaxDeliveries)
+	case c.JobTimeout < 0 && c.JobTimeout != -1:
+		return bad("JobTimeout", "must be positive, or -1 for none")
+	case c.ResultTTL <= 0:
+		return bad("ResultTTL", "must be positive")
+	case c.MaxInputBytes < 1:
+		return bad("MaxInputBytes", "%d is less than 1", c.MaxInputBytes)
+	case c.ShutdownTimeout <= 0:
+		return bad("ShutdownTimeout", "must be positive")
+	case c.EventRetention <= 0 && c.EventRetention != -1:
+		return bad("EventRetention", "must be positive, or -1 to keep events forever")
+	case c.Logger == nil:
+		return bad("Logger", "is required (WithDefaults sets a null logger)")
+	case c.Now == nil:
+		return bad("Now", "is required (WithDefaults sets time.Now)")
+	}
+	if err := streams.ValidateNamespace(c.Namespace); err != nil {
+		return fmt.Errorf("worker: Namespace: %w", err)
+	}
+	if err := c.policy().Validate(); err != nil {
+		// "workflow: Poll.Max: ..." → "worker: Poll.Max: ..."
+		return errors.New("worker: " + strings.TrimPrefix(err.Error(), "workflow: "))
+	}
+	return nil
+}
+
+// policy is the workflow policy this configuration implies.
+func (c Config) policy() workflow.Policy {
+	return workflow.Policy{Poll: c.Poll, Retry: c.Retry, SubmitUncertain: c.SubmitUncertain}.WithDefaults()
+}
+
+func defaultInstanceID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "worker"
+	}
+	host = strings.Map(func(r rune) rune {
+		if r == ' ' || r == '\t' || r == '\n' || r == '\r' {
+			return '_'
+		}
+		return r
+	}, host)
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}

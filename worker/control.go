@@ -1,0 +1,61 @@
+package worker
+
+import (
+	"context"
+
+	"github.com/yourscope/runpod-orchestrator/streams"
+)
+
+// controlLoop listens to the control channel until ctx is done: "cancel
+// <id>" wakes an owned job at once (its step re-reads the record's cancel
+// flag, which is the truth), "handoff" triggers an immediate claim pass.
+// Messages are hints; a subscription lost to a Redis error is re-made, and a
+// missed cancel is still seen by the periodic re-read before polls.
+func (w *Worker) controlLoop(ctx context.Context) {
+	log := w.log.Named("control")
+	var b backoff
+	for ctx.Err() == nil {
+		ch, err := w.store.SubscribeControl(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("cannot subscribe to the control channel; retrying", "error", err)
+			if !b.wait(ctx) {
+				return
+			}
+			continue
+		}
+		b.reset()
+		for m := range ch {
+			switch m.Kind {
+			case streams.ControlCancel:
+				w.wakeForCancel(m.JobID)
+			case streams.ControlHandoff:
+				select {
+				case w.claimNow <- struct{}{}:
+				default:
+				}
+			}
+		}
+		if ctx.Err() == nil {
+			log.Debug("control subscription ended; resubscribing")
+		}
+	}
+}
+
+// wakeForCancel makes an owned job due now with a cancel re-check.
+func (w *Worker) wakeForCancel(jobID string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	j := w.jobs[jobID]
+	if j == nil {
+		return
+	}
+	j.checkCancel = true
+	if j.running {
+		j.wake = true
+		return
+	}
+	w.scheduleLocked(j, w.now())
+}

@@ -1,0 +1,95 @@
+// Package worker runs Runpod jobs from a namespace's submissions stream:
+// it fetches and admits submissions, executes each job's workflow (package
+// workflow) against Runpod (a workflow.Runpod, built by cmd/worker from
+// package activities), checkpoints every step in Redis (package streams),
+// keeps its leases alive, takes over jobs of crashed or departing workers,
+// and writes each job's single terminal outcome.
+//
+//	w, err := worker.New(rdb, worker.Config{Runpod: runpodClient})
+//	...
+//	err = w.Run(ctx) // blocks until ctx is done, then shuts down gracefully
+//
+// # Components
+//
+// One Worker runs a fixed set of goroutines, each owned and awaited by Run:
+//
+//   - fetcher: XREADGROUP ">" for at most the free capacity (MaxInFlight
+//     minus owned jobs), never more, because an entry's idle clock starts at
+//     delivery; the batch is decoded (streams.NewAdmitRequest) and admitted
+//     in one streams.Admit call, which bumps each job's epoch and names this
+//     worker the owner; admitted jobs go to the scheduler.
+//   - scheduler: owned jobs are small structs in a min-heap ordered by the
+//     time their next action is due; there is no goroutine per job, so a
+//     worker can hold a very large number of jobs waiting on Runpod. A
+//     dispatcher pops due jobs and hands them to a pool of Concurrency
+//     executors. A job handed out is marked running and is not in the heap,
+//     so no two executors ever run the same job.
+//   - executors: each runs one action of one job at a time. It asks
+//     workflow.Next what to do; for a submit it checkpoints step SUBMITTING
+//     (attempts+1) before calling /run, and checkpoints the Runpod id, step
+//     POLL and state QUEUED (event "queued") right after, before anything
+//     else. If that write is refused (fenced: another worker took the job),
+//     it cancels the Runpod job it just created, so no GPU time is spent on
+//     a job nobody records. For a poll it calls /status, feeds the result to
+//     workflow.Apply, and checkpoints a state or progress change (event
+//     "progress"). The job is then put back in the heap at its next due time.
+//   - finalizer: decided outcomes are written in batches (a few ms, up to
+//     256) with one streams.Finalize call; a refused outcome (fenced, or
+//     already terminal) is dropped quietly, a Redis error retries later.
+//   - heartbeater: every HeartbeatInterval it refreshes all owned leases
+//     (streams.Heartbeat, batches of 500). Lost leases are dropped at once
+//     and their running action is canceled.
+//   - claimer: at start, every ClaimInterval, and at once when a peer
+//     announces a handoff, it reclaims entries idle past MinIdle
+//     (XAUTOCLAIM pages) while capacity remains, and admits them: their
+//     workflow resumes at the recorded step. RecoverNow runs one pass.
+//   - control subscriber: "cancel <id>" wakes an owned job at once; the step
+//     re-reads the record, because the cancel flag there is the truth and
+//     messages are only hints. Polls also re-read the flag every 10s, so a
+//     missed message only delays a cancel.
+//   - janitor: every few minutes trims events older than EventRetention.
+//
+// # Deadlines and cancellation
+//
+// A job's deadline is the record's deadline_ms (set at admit from the
+// submission's timeout_ms or JobTimeout). When it passes, the workflow
+// cancels the job on Runpod and ends it TIMED_OUT. A cancel before the job
+// reached Runpod ends it CANCELED without sending it; after, /cancel is
+// called and the job ends CANCELED, or with whatever Runpod says it had
+// already finished as.
+//
+// # Failures
+//
+// Redis errors in loops are logged and backed off; no job is lost, because
+// a submission stays pending in the consumer group until its outcome is
+// written, and whoever holds it (this worker after a retry, or a peer after
+// MinIdle) resumes it from its last checkpoint. A Runpod id that could not be
+// recorded is kept in memory and written before the job's next action.
+// Runpod calls abandoned by a lost lease or a shutdown are never fed to the
+// workflow: their outcome is unknown, and the record (SUBMITTING or POLL)
+// says where the next owner resumes.
+//
+// # Shutdown
+//
+// When Run's ctx is done: the fetcher, claimer, control subscriber and
+// janitor stop, and no new action starts; in-flight actions get
+// ShutdownTimeout to finish, after which their ctx is canceled with the
+// cause ErrStopping; outcomes decided meanwhile are written; every lease
+// still owned is handed off (streams.Handoff marks it long idle and
+// publishes "handoff", so a peer's claimer takes it at once rather than
+// after MinIdle); the heartbeater stops last so no lease lapses during the
+// drain. Run returns when every goroutine has ended.
+//
+// # Fault injection
+//
+// Config.StepHook is called at the points "before_run", "after_run",
+// "polling" and "finalize". It exists for crash tests: a subprocess can
+// kill itself at an exact point of a job's workflow.
+//
+// # Logging
+//
+// Logs go to Config.Logger (hclog) with component names (fetcher,
+// claimer, heartbeater, control, janitor) and the keys job_id, runpod_id,
+// epoch and step: one debug line per transition, one info line per outcome.
+// No secret is ever logged: errors from activities never carry the API key.
+package worker

@@ -1,0 +1,432 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// Step hook points (Config.StepHook).
+const (
+	PointBeforeRun = "before_run"
+	PointAfterRun  = "after_run"
+	PointPolling   = "polling"
+	PointFinalize  = "finalize"
+)
+
+// snapshot is what a step reads from a job under the lock, so the Runpod
+// call runs without it.
+type snapshot struct {
+	wf           workflow.Job
+	epoch        int64
+	input        []byte
+	pending      *streams.Checkpoint
+	checkCancel  bool
+	lastCheck    time.Time
+	storeRetries int
+}
+
+// stepResult is what a step hands back to settle.
+type stepResult struct {
+	wf           workflow.Job
+	epoch        int64 // the epoch the step wrote with
+	due          time.Time
+	finalize     bool // the outcome is decided: hand the job to the finalizer
+	drop         bool // the job is not ours anymore
+	lost         bool // ... because another worker took it (count, hook)
+	parked       bool // shutting down: keep the lease, schedule nothing
+	pending      *streams.Checkpoint
+	clearPending bool
+	checked      time.Time // the cancel flag was re-read at this time
+	storeRetries int
+	keepInput    bool
+}
+
+// executeLoop is one executor: it runs one action at a time for the jobs the
+// dispatcher hands it, until the work channel is closed.
+func (w *Worker) executeLoop() {
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	for j := range w.work {
+		w.execute(j, rnd)
+	}
+}
+
+// execute runs one step of j and settles the result.
+func (w *Worker) execute(j *job, rnd *rand.Rand) {
+	w.mu.Lock()
+	if j.dropped {
+		w.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancelCause(w.execCtx)
+	j.cancel = cancel
+	s := snapshot{wf: j.wf, epoch: j.epoch, input: j.input, pending: j.pending,
+		checkCancel: j.checkCancel, lastCheck: j.lastCheck, storeRetries: j.storeRetries}
+	j.checkCancel = false
+	w.mu.Unlock()
+	defer cancel(nil)
+
+	r := w.step(ctx, s, rnd)
+	w.settle(j, s, r)
+}
+
+// settle stores a step's result in j and decides where j goes next: the
+// finalizer, the heap, or away.
+func (w *Worker) settle(j *job, s snapshot, r stepResult) {
+	w.mu.Lock()
+	j.cancel = nil
+	if j.dropped {
+		w.mu.Unlock()
+		return
+	}
+	if r.drop && j.epoch != r.epoch {
+		// We re-admitted the job (new epoch) while the step wrote with the
+		// old one: it is still ours, try again at once.
+		r = stepResult{wf: s.wf, epoch: j.epoch, due: w.now(), keepInput: true}
+	}
+	if r.drop {
+		w.dropLocked(j, r.lost)
+		w.mu.Unlock()
+		return
+	}
+	from := j.wf.State
+	j.wf = r.wf
+	if r.clearPending {
+		j.pending = nil
+	}
+	if r.pending != nil {
+		j.pending = r.pending
+	}
+	if !r.checked.IsZero() {
+		j.lastCheck = r.checked
+	}
+	j.storeRetries = r.storeRetries
+	if !r.keepInput && j.wf.RunpodID != "" {
+		j.input = nil // on Runpod: the input is never needed again
+	}
+	if r.finalize {
+		w.mu.Unlock() // j stays running: the finalizer owns it now
+		w.hookTransition(j.wf.ID, from, r.wf.State)
+		w.stepHook(j.wf.ID, PointFinalize)
+		w.finalizeQ <- j
+		return
+	}
+	j.running = false
+	if r.parked {
+		w.mu.Unlock()
+		return
+	}
+	due := r.due
+	if j.wake {
+		j.wake = false
+		due = w.now()
+	}
+	w.scheduleLocked(j, due)
+	w.mu.Unlock()
+	w.hookTransition(j.wf.ID, from, r.wf.State)
+}
+
+func (w *Worker) hookTransition(id string, from, to workflow.State) {
+	if from != to && !to.Terminal() && w.cfg.Hooks.OnTransition != nil {
+		w.cfg.Hooks.OnTransition(id, from, to)
+	}
+}
+
+// dropLocked forgets j: it is no longer ours. Its running action, if any,
+// is canceled. w.mu must be held.
+func (w *Worker) dropLocked(j *job, lost bool) {
+	if j.dropped {
+		return
+	}
+	j.dropped = true
+	w.unscheduleLocked(j)
+	if cur := w.jobs[j.wf.ID]; cur == j {
+		delete(w.jobs, j.wf.ID)
+	}
+	if j.cancel != nil {
+		j.cancel(errLeaseLost)
+	}
+	if lost {
+		w.stats.leasesLost.Add(1)
+		if w.cfg.Hooks.OnLeaseLost != nil {
+			w.cfg.Hooks.OnLeaseLost(j.wf.ID)
+		}
+	}
+	select {
+	case w.capacity <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Worker) stepHook(id, point string) {
+	if w.cfg.StepHook != nil {
+		w.cfg.StepHook(id, point)
+	}
+}
+
+// persistCtx is for writes that must not be abandoned when the action's
+// ctx is canceled (recording a Runpod id, an outcome): bounded, but not
+// canceled by shutdown or lease loss (a lost lease makes the write fenced).
+func (w *Worker) persistCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), persistTimeout)
+}
+
+// step runs one action of a job: it asks workflow.Next, performs the
+// action, feeds the result to workflow.Apply and checkpoints the effect.
+func (w *Worker) step(ctx context.Context, s snapshot, rnd *rand.Rand) stepResult {
+	wf := s.wf
+	log := w.log.With("job_id", wf.ID, "epoch", s.epoch)
+	r := stepResult{wf: wf, epoch: s.epoch, storeRetries: s.storeRetries}
+
+	// A checkpoint an earlier step could not write goes first: it may hold
+	// the Runpod id, which must be recorded before anything else.
+	if s.pending != nil {
+		pctx, cancel := w.persistCtx(ctx)
+		err := w.store.Checkpoint(pctx, *s.pending, w.now())
+		cancel()
+		if err != nil {
+			if refused(err) && s.pending.RunpodID != "" {
+				w.cancelOrphan(ctx, log, wf.ID, s.pending.RunpodID, err)
+			}
+			return w.storeFailed(log, r, err, "write the pending checkpoint", rnd)
+		}
+		r.clearPending = true
+		r.storeRetries = 0
+	}
+
+	now := w.now()
+	a := workflow.Next(wf, now, w.policy)
+	recheck := a.Kind == workflow.ActPoll && now.Sub(s.lastCheck) >= cancelRecheckEvery
+	if s.checkCancel || recheck {
+		// The record's cancel flag is the truth; control messages are hints.
+		rec, err := w.store.Get(ctx, wf.ID)
+		switch {
+		case err == nil && (rec.Epoch != s.epoch || rec.Owner != w.cfg.InstanceID):
+			log.Debug("job taken over by another worker", "owner", rec.Owner, "record_epoch", rec.Epoch)
+			r.drop, r.lost = true, true
+			return r
+		case err == nil && workflow.State(rec.State).Terminal():
+			log.Debug("job already terminal", "state", rec.State)
+			r.drop = true
+			return r
+		case err == nil:
+			r.checked = now
+			if rec.Cancel && !wf.CancelRequested {
+				log.Debug("cancel requested")
+				wf.CancelRequested = true
+				r.wf = wf
+				a = workflow.Next(wf, now, w.policy)
+			}
+		case errors.Is(err, streams.ErrNotFound):
+			r.drop = true
+			return r
+		default:
+			log.Debug("cannot re-read the job record; going on", "error", err)
+		}
+	}
+	if a.At.After(now) {
+		r.due = a.At
+		return r
+	}
+
+	switch a.Kind {
+	case workflow.ActNone:
+		log.Warn("job needs no action but is not finalized; dropping it", "state", wf.State, "step", wf.Step)
+		r.drop = true
+		return r
+	case workflow.ActFinalize:
+		r.wf = workflow.Decide(wf, a)
+		r.finalize = true
+		return r
+	case workflow.ActSubmit:
+		return w.submit(ctx, log, r, s, a, rnd)
+	case workflow.ActPoll, workflow.ActCancel:
+		return w.callRunpod(ctx, log, r, a, rnd)
+	}
+	log.Error("unknown action; dropping job", "action", a.Kind.String())
+	r.drop = true
+	return r
+}
+
+// storeFailed handles a failed Redis write: a refused write drops the job
+// (another worker owns it, or it is finished); anything else retries the
+// step after a backoff, keeping the job (it stays pending in Redis).
+func (w *Worker) storeFailed(log hclog.Logger, r stepResult, err error, doing string, rnd *rand.Rand) stepResult {
+	if refused(err) {
+		log.Debug("write refused; dropping job", "doing", doing, "error", err)
+		r.drop = true
+		r.lost = errors.Is(err, streams.ErrFenced)
+		return r
+	}
+	log.Warn("cannot write to Redis; will retry", "doing", doing, "error", err)
+	r.due = w.now().Add(workflow.RetryDelay(w.policy.Retry, r.storeRetries, 0, rnd))
+	r.storeRetries++
+	return r
+}
+
+// abandoned reports whether a Runpod call's failure is only the action's
+// ctx ending (shutdown or lease loss); its result then says nothing about
+// the job and must not be fed to the workflow.
+func abandoned(ctx context.Context, err error) bool {
+	return err != nil && ctx.Err() != nil
+}
+
+func (w *Worker) abandon(ctx context.Context, r stepResult) stepResult {
+	if errors.Is(context.Cause(ctx), errLeaseLost) {
+		r.drop = true
+		return r
+	}
+	r.parked = true // shutting down: the lease is handed off as is
+	return r
+}
+
+// submit records the intent (SUBMITTING, attempts+1), calls /run, and
+// records the Runpod id before anything else.
+func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s snapshot, a workflow.Action, rnd *rand.Rand) stepResult {
+	wf := workflow.BeginSubmit(r.wf)
+	err := w.store.Checkpoint(ctx, streams.Checkpoint{
+		JobID: wf.ID, Epoch: s.epoch, Step: string(workflow.StepSubmitting), IncAttempts: true,
+	}, w.now())
+	if err != nil {
+		if abandoned(ctx, err) {
+			return w.abandon(ctx, r)
+		}
+		return w.storeFailed(log, r, err, "record the /run intent", rnd)
+	}
+	r.storeRetries = 0
+	r.wf = wf // the record now says SUBMITTING
+	log.Debug("submitting to runpod", "step", workflow.StepSubmitting, "attempt", wf.Attempts)
+	w.stepHook(wf.ID, PointBeforeRun)
+
+	req := workflow.RunRequest{Input: s.input}
+	if !wf.Deadline.IsZero() {
+		// Let Runpod drop the job a little after our own deadline, so a job
+		// whose id we never recorded does not hold a GPU queue slot forever.
+		ttl := time.Until(wf.Deadline) + time.Minute
+		ttl = min(max(ttl, 10*time.Second), 7*24*time.Hour)
+		req.Policy = &workflow.RunPolicy{TTLMs: ttl.Milliseconds()}
+	}
+	rj, err := w.cfg.Runpod.Run(ctx, req)
+	if abandoned(ctx, err) {
+		// The /run may have reached Runpod; the record says SUBMITTING, so
+		// whoever resumes the job applies SubmitUncertainPolicy.
+		return w.abandon(ctx, r)
+	}
+	if err == nil && rj.ID != "" {
+		w.stepHook(wf.ID, PointAfterRun)
+	}
+	now := w.now()
+	wf2, eff := workflow.Apply(wf, a, workflow.Result{Job: rj, Err: err}, now, w.policy, rnd)
+	r.wf = wf2
+	if err != nil {
+		log.Debug("/run failed", "error", err, "retry_at", wf2.NextAt, "decided", wf2.Outcome != nil)
+	}
+	if !eff.Checkpoint {
+		return w.next(r, now)
+	}
+	cp := streams.Checkpoint{
+		JobID: wf2.ID, Epoch: s.epoch, Step: string(wf2.Step), State: string(wf2.State),
+		RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus),
+		Event: &streams.EventInput{Type: streams.EventQueued, Payload: streams.EventPayload{
+			RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus), Attempt: wf2.Attempts}},
+	}
+	pctx, cancel := w.persistCtx(ctx)
+	err = w.store.Checkpoint(pctx, cp, now)
+	cancel()
+	log = log.With("runpod_id", wf2.RunpodID)
+	if err != nil {
+		if refused(err) {
+			// Another worker owns the job now and will not know this id:
+			// cancel the GPU job nobody would ever record.
+			w.cancelOrphan(ctx, log, wf2.ID, wf2.RunpodID, err)
+			r.drop, r.lost = true, errors.Is(err, streams.ErrFenced)
+			return r
+		}
+		// Keep the id in memory and write it before anything else next time.
+		r.pending = &cp
+		return w.storeFailed(log, r, err, "record the runpod id", rnd)
+	}
+	log.Debug("job queued on runpod", "step", wf2.Step, "state", wf2.State)
+	return w.next(r, now)
+}
+
+// cancelOrphan cancels a Runpod job this worker created but cannot record.
+func (w *Worker) cancelOrphan(ctx context.Context, log hclog.Logger, jobID, runpodID string, cause error) {
+	pctx, cancel := w.persistCtx(ctx)
+	defer cancel()
+	_, err := w.cfg.Runpod.Cancel(pctx, runpodID)
+	if err != nil && !errors.Is(err, workflow.ErrRunpodJobNotFound) {
+		log.Warn("fenced after /run; canceling the orphan runpod job failed", "runpod_id", runpodID, "cause", cause, "error", err)
+		return
+	}
+	w.stats.orphans.Add(1)
+	log.Info("fenced after /run; canceled the orphan runpod job", "runpod_id", runpodID, "cause", cause)
+}
+
+// callRunpod performs /status or /cancel and checkpoints what changed.
+func (w *Worker) callRunpod(ctx context.Context, log hclog.Logger, r stepResult, a workflow.Action, rnd *rand.Rand) stepResult {
+	wf := r.wf
+	log = log.With("runpod_id", wf.RunpodID)
+	var (
+		rj  workflow.RunpodJob
+		err error
+	)
+	if a.Kind == workflow.ActPoll {
+		w.stepHook(wf.ID, PointPolling)
+		rj, err = w.cfg.Runpod.Status(ctx, wf.RunpodID)
+	} else {
+		log.Debug("canceling on runpod", "reason", a.Reason)
+		rj, err = w.cfg.Runpod.Cancel(ctx, wf.RunpodID)
+	}
+	if abandoned(ctx, err) {
+		return w.abandon(ctx, r)
+	}
+	now := w.now()
+	wf2, eff := workflow.Apply(wf, a, workflow.Result{Job: rj, Err: err}, now, w.policy, rnd)
+	r.wf = wf2
+	if err != nil {
+		log.Debug("runpod call failed", "action", a.Kind.String(), "error", err, "decided", wf2.Outcome != nil)
+	}
+	if !eff.Checkpoint {
+		return w.next(r, now)
+	}
+	cp := streams.Checkpoint{
+		JobID: wf2.ID, Epoch: r.epoch, State: string(wf2.State), RunpodStatus: string(wf2.RunpodStatus),
+		Output: eff.Output,
+		Event: &streams.EventInput{Type: streams.EventProgress, Payload: streams.EventPayload{
+			RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus), Output: eff.Output,
+			DelayMs: rj.DelayTime, ExecMs: rj.ExecutionTime}},
+	}
+	pctx, cancel := w.persistCtx(ctx)
+	err = w.store.Checkpoint(pctx, cp, now)
+	cancel()
+	if err != nil {
+		if refused(err) {
+			return w.storeFailed(log, r, err, "record progress", rnd)
+		}
+		r.pending = &cp
+		return w.storeFailed(log, r, err, "record progress", rnd)
+	}
+	if wf2.State != wf.State {
+		log.Debug("state changed", "from", wf.State, "to", wf2.State, "runpod_status", wf2.RunpodStatus)
+	}
+	return w.next(r, now)
+}
+
+// next finishes a step: finalize at once if the outcome is decided, else
+// schedule the job at its next action.
+func (w *Worker) next(r stepResult, now time.Time) stepResult {
+	a := workflow.Next(r.wf, now, w.policy)
+	if a.Kind == workflow.ActFinalize {
+		r.wf = workflow.Decide(r.wf, a)
+		r.finalize = true
+		return r
+	}
+	r.due = a.At
+	return r
+}

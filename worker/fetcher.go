@@ -1,0 +1,39 @@
+package worker
+
+import "context"
+
+// fetchLoop reads new submissions (XREADGROUP >) for at most the free
+// capacity, admits them and schedules them, until ctx is done. With no free
+// capacity it waits until a job leaves. Redis errors are logged and backed
+// off; entries delivered but not admitted stay pending and are reclaimed.
+func (w *Worker) fetchLoop(ctx context.Context) {
+	log := w.log.Named("fetcher")
+	var b backoff
+	for ctx.Err() == nil {
+		n := w.reserve(readBatchMax)
+		if n == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.capacity:
+			}
+			continue
+		}
+		msgs, err := w.store.Read(ctx, w.cfg.InstanceID, n, readBlock)
+		if err == nil && len(msgs) > 0 {
+			_, err = w.admit(ctx, msgs)
+		}
+		w.release(n)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("fetch failed; backing off", "error", err)
+			if !b.wait(ctx) {
+				return
+			}
+			continue
+		}
+		b.reset()
+	}
+}

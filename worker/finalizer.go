@@ -1,0 +1,123 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// finalizeLoop writes decided outcomes in batches: it takes the first job
+// handed over, waits up to finalizeLinger for more (up to finalizeBatchMax),
+// and writes them with one streams.Finalize call. It ends when finalizeQ is
+// closed and drained (after the executors have stopped).
+func (w *Worker) finalizeLoop() {
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	linger := time.NewTimer(finalizeLinger)
+	defer linger.Stop()
+	for {
+		first, ok := <-w.finalizeQ
+		if !ok {
+			return
+		}
+		batch := []*job{first}
+		linger.Reset(finalizeLinger)
+		open := true
+	collect:
+		for len(batch) < finalizeBatchMax {
+			select {
+			case j, ok := <-w.finalizeQ:
+				if !ok {
+					open = false
+					break collect
+				}
+				batch = append(batch, j)
+			case <-linger.C:
+				break collect
+			}
+		}
+		w.finalizeBatch(batch, rnd)
+		if !open {
+			return
+		}
+	}
+}
+
+// finalizeBatch writes the outcomes of batch and forgets the jobs whose
+// outcome is now in Redis (or that are no longer ours). On a Redis error the
+// jobs go back to the heap and are retried after a backoff: the outcome is
+// decided (workflow.Decide) and will not change.
+func (w *Worker) finalizeBatch(batch []*job, rnd *rand.Rand) {
+	now := w.now()
+	outs := make([]streams.Outcome, 0, len(batch))
+	live := batch[:0]
+	w.mu.Lock()
+	for _, j := range batch {
+		if j.dropped || j.wf.Outcome == nil {
+			continue
+		}
+		o := j.wf.Outcome
+		outs = append(outs, streams.Outcome{
+			JobID: j.wf.ID, Entry: j.entry, Epoch: j.epoch, State: string(o.State),
+			Output: o.Output, Error: o.Error, RunpodID: j.wf.RunpodID,
+			RunpodStatus: string(o.RunpodStatus), InputHash: j.inputHash,
+		})
+		live = append(live, j)
+	}
+	w.mu.Unlock()
+	if len(outs) == 0 {
+		return
+	}
+
+	ctx, cancel := context.WithTimeout(w.baseCtx, persistTimeout)
+	errs, err := w.store.Finalize(ctx, outs, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: now})
+	cancel()
+	if err == nil && len(errs) != len(outs) {
+		err = errors.New("finalize returned a result count that does not match the batch")
+	}
+	if err != nil {
+		w.log.Warn("cannot write outcomes; will retry", "outcomes", len(outs), "error", err)
+		w.mu.Lock()
+		for _, j := range live {
+			if j.dropped {
+				continue
+			}
+			j.running = false
+			w.scheduleLocked(j, now.Add(workflow.RetryDelay(w.policy.Retry, j.storeRetries, 0, rnd)))
+			j.storeRetries++
+		}
+		w.mu.Unlock()
+		return
+	}
+
+	for i, j := range live {
+		out := outs[i]
+		log := w.log.With("job_id", out.JobID, "epoch", out.Epoch, "runpod_id", out.RunpodID)
+		w.mu.Lock()
+		from := j.wf.State
+		w.dropLocked(j, errors.Is(errs[i], streams.ErrFenced))
+		w.mu.Unlock()
+		switch {
+		case errs[i] == nil:
+			st := workflow.State(out.State)
+			for k, ts := range terminalStates {
+				if ts == st {
+					w.stats.finalized[k].Add(1)
+				}
+			}
+			log.Info("job finished", "state", st, "error", out.Error)
+			if w.cfg.Hooks.OnTransition != nil {
+				w.cfg.Hooks.OnTransition(out.JobID, from, st)
+			}
+			if w.cfg.Hooks.OnOutcome != nil {
+				w.cfg.Hooks.OnOutcome(out.JobID, st)
+			}
+		default:
+			// Another worker owns or already finished the job: not ours.
+			log.Debug("outcome refused; dropping job", "error", errs[i])
+		}
+	}
+}

@@ -1,0 +1,59 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/yourscope/runpod-orchestrator/streams"
+)
+
+// heartbeatLoop refreshes every owned lease each HeartbeatInterval, in
+// batches, until ctx is done. Leases the store reports lost belong to
+// another worker now: those jobs are dropped at once and their running
+// action is canceled. It is the last loop to stop at shutdown, so no lease
+// lapses while in-flight work drains.
+func (w *Worker) heartbeatLoop(ctx context.Context) {
+	log := w.log.Named("heartbeater")
+	t := time.NewTicker(w.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		leases := make([]streams.Lease, 0, len(w.jobs))
+		for _, j := range w.jobs {
+			leases = append(leases, j.lease())
+		}
+		w.mu.Unlock()
+		for start := 0; start < len(leases); start += heartbeatBatch {
+			batch := leases[start:min(start+heartbeatBatch, len(leases))]
+			lost, err := w.store.Heartbeat(ctx, w.cfg.InstanceID, batch)
+			if err != nil {
+				if ctx.Err() == nil {
+					// Keep going: the next tick retries; MinIdle leaves
+					// room for a few missed beats.
+					log.Warn("heartbeat failed", "leases", len(batch), "error", err)
+				}
+				break
+			}
+			for _, l := range lost {
+				w.loseLease(l)
+			}
+		}
+	}
+}
+
+// loseLease drops the job of a lease another worker took.
+func (w *Worker) loseLease(l streams.Lease) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	j := w.jobs[l.JobID]
+	if j == nil || j.epoch != l.Epoch {
+		return // already gone, or re-admitted by us with a newer epoch
+	}
+	w.log.Info("lease lost; dropping job", "job_id", l.JobID, "epoch", l.Epoch)
+	w.dropLocked(j, true)
+}

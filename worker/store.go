@@ -1,0 +1,36 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/yourscope/runpod-orchestrator/streams"
+)
+
+// store is the part of *streams.Store the worker uses. It is an interface
+// only so fault-injection tests can wrap the real store (Redis going away
+// mid-operation); production always passes *streams.Store.
+type store interface {
+	EnsureGroup(ctx context.Context) error
+	Read(ctx context.Context, consumer string, count int, block time.Duration) ([]redis.XMessage, error)
+	Claim(ctx context.Context, consumer string, minIdle time.Duration, count int, cursor string) ([]redis.XMessage, []string, string, error)
+	Admit(ctx context.Context, reqs []streams.AdmitRequest, opts streams.AdmitOpts) ([]streams.AdmitResult, error)
+	Get(ctx context.Context, jobID string) (streams.Record, error)
+	Checkpoint(ctx context.Context, cp streams.Checkpoint, now time.Time) error
+	Finalize(ctx context.Context, outs []streams.Outcome, opts streams.FinalizeOpts) ([]error, error)
+	Heartbeat(ctx context.Context, consumer string, leases []streams.Lease) ([]streams.Lease, error)
+	Handoff(ctx context.Context, consumer string, leases []streams.Lease) (int, error)
+	TrimEvents(ctx context.Context, before time.Time) (int64, error)
+	SubscribeControl(ctx context.Context) (<-chan streams.ControlMessage, error)
+}
+
+var _ store = (*streams.Store)(nil)
+
+// refused reports whether a write was refused because the job is no longer
+// ours to write: another worker holds a newer epoch, the outcome is already
+// written, or the record is gone. The job must be dropped, not retried.
+func refused(err error) bool {
+	return errors.Is(err, streams.ErrFenced) || errors.Is(err, streams.ErrTerminal) || errors.Is(err, streams.ErrNotFound)
+}

@@ -1,0 +1,314 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/redis/go-redis/v9"
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// ErrStopping is the cancel cause of in-flight Runpod calls when a graceful
+// shutdown ran out of ShutdownTimeout: "shutting down", as opposed to a lost
+// lease (errLeaseLost). Activities see it through context.Cause.
+var ErrStopping = errors.New("worker: stopping")
+
+// errLeaseLost is the cancel cause of a job's running action when another
+// worker took the job over.
+var errLeaseLost = errors.New("worker: lease lost")
+
+// Internal tuning that is not worth a Config field.
+const (
+	readBlock            = 500 * time.Millisecond // XREADGROUP block: bounds shutdown latency
+	readBatchMax         = 256                    // entries per XREADGROUP
+	claimBatchMax        = 100                    // entries per XAUTOCLAIM page
+	heartbeatBatch       = 500                    // leases per heartbeat script call
+	finalizeBatchMax     = 256                    // outcomes per finalize script call
+	finalizeLinger       = 5 * time.Millisecond   // how long a finalize batch waits to fill
+	persistTimeout       = 5 * time.Second        // bound of a write that must not be abandoned
+	handoffTimeout       = 5 * time.Second        // bound of the shutdown handoff
+	cancelRecheckEvery   = 10 * time.Second       // re-read the cancel flag before polls this often
+	loopBackoffMax       = 5 * time.Second        // cap of a loop's backoff after Redis errors
+	finalizeQueueDepth   = 1024                   // executors → finalizer buffer
+	statesFinalizedCount = 4
+)
+
+// Stats is a snapshot of a worker's counters, for metrics.
+type Stats struct {
+	// InFlight is the number of jobs owned now.
+	InFlight int
+	// Admitted counts jobs taken (new and reclaimed).
+	Admitted uint64
+	// Reclaimed counts jobs taken over from other consumers by claim passes.
+	Reclaimed uint64
+	// LeasesLost counts jobs dropped because another worker took them.
+	LeasesLost uint64
+	// Poisoned counts submissions dead-lettered by this worker's admits.
+	Poisoned uint64
+	// HandedOff counts leases handed to peers at shutdown.
+	HandedOff uint64
+	// OrphansCanceled counts Runpod jobs this worker created, could not
+	// record (fenced), and canceled.
+	OrphansCanceled uint64
+	// Finalized counts outcomes written, by terminal state.
+	Finalized map[workflow.State]uint64
+}
+
+var terminalStates = [statesFinalizedCount]workflow.State{
+	workflow.StateCompleted, workflow.StateFailed, workflow.StateTimedOut, workflow.StateCanceled,
+}
+
+type counters struct {
+	admitted, reclaimed, leasesLost, poisoned, handedOff, orphans atomic.Uint64
+	finalized                                                     [statesFinalizedCount]atomic.Uint64
+}
+
+// Worker runs jobs from one namespace's submissions stream. Create it with
+// New and run it with Run; see the package documentation for its design.
+type Worker struct {
+	cfg    Config
+	store  store
+	policy workflow.Policy
+	log    hclog.Logger
+	stats  counters
+
+	started atomic.Bool
+
+	// mu guards jobs, heap, reserved and every field of every job.
+	mu       sync.Mutex
+	jobs     map[string]*job
+	heap     jobHeap
+	reserved int // capacity reserved by a fetch or claim in progress
+
+	wakeDispatch chan struct{} // nudges the dispatcher: a job became due earlier
+	capacity     chan struct{} // nudges the fetcher: capacity was freed
+	claimNow     chan struct{} // nudges the claimer: a peer handed off
+	work         chan *job     // dispatcher → executors
+	finalizeQ    chan *job     // executors → finalizer
+
+	claimMu sync.Mutex // one claim pass at a time (claimer, RecoverNow)
+
+	// execCtx is the parent of every Runpod call; stopExec cancels it with
+	// ErrStopping when the shutdown grace period is over. baseCtx carries
+	// Run's values without its cancellation, for writes that must finish.
+	baseCtx  context.Context
+	execCtx  context.Context
+	stopExec context.CancelCauseFunc
+}
+
+// New returns a worker for the namespace named in cfg. The caller owns rdb:
+// the worker never closes it.
+func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
+	if rdb == nil {
+		return nil, errors.New("worker: New: nil Redis client")
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := streams.New(rdb, streams.Config{Namespace: cfg.Namespace})
+	if err != nil {
+		return nil, fmt.Errorf("worker: New: %w", err)
+	}
+	return newWorker(st, cfg), nil
+}
+
+// newWorker builds a worker over any store (tests wrap the real one).
+// cfg must have its defaults and be valid.
+func newWorker(st store, cfg Config) *Worker {
+	return &Worker{
+		cfg:          cfg,
+		store:        st,
+		policy:       cfg.policy(),
+		log:          cfg.Logger.Named("worker").With("consumer", cfg.InstanceID),
+		jobs:         make(map[string]*job),
+		wakeDispatch: make(chan struct{}, 1),
+		capacity:     make(chan struct{}, 1),
+		claimNow:     make(chan struct{}, 1),
+		work:         make(chan *job),
+		finalizeQ:    make(chan *job, finalizeQueueDepth),
+	}
+}
+
+// InstanceID returns the consumer name this worker uses.
+func (w *Worker) InstanceID() string { return w.cfg.InstanceID }
+
+// Stats returns a snapshot of the worker's counters.
+func (w *Worker) Stats() Stats {
+	w.mu.Lock()
+	inFlight := len(w.jobs)
+	w.mu.Unlock()
+	s := Stats{
+		InFlight:        inFlight,
+		Admitted:        w.stats.admitted.Load(),
+		Reclaimed:       w.stats.reclaimed.Load(),
+		LeasesLost:      w.stats.leasesLost.Load(),
+		Poisoned:        w.stats.poisoned.Load(),
+		HandedOff:       w.stats.handedOff.Load(),
+		OrphansCanceled: w.stats.orphans.Load(),
+		Finalized:       make(map[workflow.State]uint64, statesFinalizedCount),
+	}
+	for i, st := range terminalStates {
+		s.Finalized[st] = w.stats.finalized[i].Load()
+	}
+	return s
+}
+
+// Run runs the worker until ctx is done, then shuts down gracefully and
+// returns nil. Shutdown order: stop fetching and claiming; let in-flight
+// Runpod calls finish for up to ShutdownTimeout, then cancel them with
+// ErrStopping; write the outcomes and checkpoints that came back; hand every
+// still-owned lease to the peers (they take them over at once); stop the
+// heartbeat last, so no lease lapses while the rest drains. Every goroutine
+// started here has ended when Run returns. Run may be called once.
+func (w *Worker) Run(ctx context.Context) error {
+	if !w.started.CompareAndSwap(false, true) {
+		return errors.New("worker: Run called twice")
+	}
+	if err := w.ensureGroup(ctx); err != nil {
+		return nil // ctx ended before Redis answered: nothing to shut down
+	}
+	w.log.Info("worker started", "namespace", w.cfg.Namespace, "max_in_flight", w.cfg.MaxInFlight,
+		"concurrency", w.cfg.Concurrency)
+
+	w.baseCtx = context.WithoutCancel(ctx)
+	w.execCtx, w.stopExec = context.WithCancelCause(w.baseCtx)
+	defer w.stopExec(nil)
+	loopsCtx, stopLoops := context.WithCancel(w.baseCtx)
+	defer stopLoops()
+	hbCtx, stopHB := context.WithCancel(w.baseCtx)
+	defer stopHB()
+
+	var loops, dispatcher, executors, finalizer, heartbeater sync.WaitGroup
+	goTracked := func(wg *sync.WaitGroup, f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	goTracked(&heartbeater, func() { w.heartbeatLoop(hbCtx) })
+	goTracked(&finalizer, w.finalizeLoop)
+	for i := 0; i < w.cfg.Concurrency; i++ {
+		goTracked(&executors, w.executeLoop)
+	}
+	stopDispatch := make(chan struct{})
+	goTracked(&dispatcher, func() { w.dispatch(stopDispatch) })
+	goTracked(&loops, func() { w.fetchLoop(loopsCtx) })
+	goTracked(&loops, func() { w.claimLoop(loopsCtx) })
+	goTracked(&loops, func() { w.controlLoop(loopsCtx) })
+	goTracked(&loops, func() { w.janitorLoop(loopsCtx) })
+
+	<-ctx.Done()
+	w.log.Info("worker stopping", "in_flight", w.Stats().InFlight)
+
+	// 1. No new work: fetch, claim, control and janitor end; the
+	// dispatcher starts no new action.
+	stopLoops()
+	loops.Wait()
+	close(stopDispatch)
+	dispatcher.Wait()
+	close(w.work)
+
+	// 2. In-flight actions get ShutdownTimeout, then their ctx is canceled.
+	drained := make(chan struct{})
+	go func() { executors.Wait(); close(drained) }()
+	grace := time.NewTimer(w.cfg.ShutdownTimeout)
+	select {
+	case <-drained:
+	case <-grace.C:
+		w.log.Warn("shutdown timeout: canceling in-flight Runpod calls", "timeout", w.cfg.ShutdownTimeout)
+		w.stopExec(ErrStopping)
+		<-drained
+	}
+	grace.Stop()
+
+	// 3. Outcomes decided meanwhile are written.
+	close(w.finalizeQ)
+	finalizer.Wait()
+
+	// 4. What is still owned goes to the peers at once.
+	w.handoff()
+
+	// 5. Heartbeats last.
+	stopHB()
+	heartbeater.Wait()
+	w.log.Info("worker stopped")
+	return nil
+}
+
+// ensureGroup creates the consumer group, retrying while Redis is away.
+func (w *Worker) ensureGroup(ctx context.Context) error {
+	b := backoff{}
+	for {
+		err := w.store.EnsureGroup(ctx)
+		if err == nil {
+			return nil
+		}
+		w.log.Warn("cannot create the consumer group; retrying", "error", err)
+		if !b.wait(ctx) {
+			return ctx.Err()
+		}
+	}
+}
+
+// handoff marks every still-owned lease long idle and nudges the peers.
+func (w *Worker) handoff() {
+	w.mu.Lock()
+	leases := make([]streams.Lease, 0, len(w.jobs))
+	for _, j := range w.jobs {
+		leases = append(leases, j.lease())
+	}
+	w.mu.Unlock()
+	if len(leases) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(w.baseCtx, handoffTimeout)
+	defer cancel()
+	total := 0
+	for start := 0; start < len(leases); start += heartbeatBatch {
+		batch := leases[start:min(start+heartbeatBatch, len(leases))]
+		n, err := w.store.Handoff(ctx, w.cfg.InstanceID, batch)
+		if err != nil {
+			// Not fatal: the leases lapse after MinIdle and are reclaimed then.
+			w.log.Warn("handoff failed; peers will reclaim after MinIdle", "leases", len(batch), "error", err)
+			continue
+		}
+		total += n
+	}
+	w.stats.handedOff.Add(uint64(total))
+	w.log.Info("handed off leases", "leases", total)
+}
+
+// RecoverNow runs one full claim pass now: entries idle past MinIdle
+// anywhere in the group are taken over and scheduled. It returns how many
+// jobs were admitted. Call it while Run is running (the admitted jobs are
+// executed by Run's executors).
+func (w *Worker) RecoverNow(ctx context.Context) (int, error) {
+	return w.claimPass(ctx)
+}
+
+// now is the configured clock.
+func (w *Worker) now() time.Time { return w.cfg.Now() }
+
+// backoff is a loop's capped exponential wait after a Redis error.
+type backoff struct{ n int }
+
+func (b *backoff) reset() { b.n = 0 }
+
+// wait sleeps the next backoff delay; false if ctx ended first.
+func (b *backoff) wait(ctx context.Context) bool {
+	d := min(100*time.Millisecond<<min(b.n, 10), loopBackoffMax)
+	b.n++
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
