@@ -338,6 +338,9 @@ func (s *Sim) injectFault(w http.ResponseWriter, r *http.Request, fd faultDecisi
 		case <-r.Context().Done():
 		case <-s.done:
 		}
+		// Never answer a hung request: abort the connection (net/http
+		// recovers this panic silently).
+		panic(http.ErrAbortHandler)
 	case faultDrop:
 		hj, ok := w.(http.Hijacker)
 		if !ok {
