@@ -70,7 +70,12 @@ func TestTTL(t *testing.T) {
 	other := b.run(t, 1)
 	require.Equal(t, 400, b.call(t, "GET", "status/"+other+"?ttl=abc", nil).code)
 
-	to := setup(t, func(c *Config) { manual(c); c.GPUWorkers = 1; c.QueueExpiryOutcome = OutcomeTimedOut; c.TTL = 20 * time.Second })
+	to := setup(t, func(c *Config) {
+		manual(c)
+		c.GPUWorkers = 1
+		c.QueueExpiryOutcome = OutcomeTimedOut
+		c.TTL = 20 * time.Second
+	})
 	r = to.call(t, "POST", "run", map[string]any{"input": map[string]any{"mock_delay": 60000}, "policy": map[string]any{"ttl": 60000}})
 	require.Equal(t, 200, r.code)
 	q := to.run(t, 1)
