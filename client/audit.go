@@ -23,7 +23,8 @@ const (
 	// workflow.CanTransition refuses (for example IN_PROGRESS → SUBMITTED).
 	ViolationIllegalTransition ViolationKind = "illegal_transition"
 	// ViolationNotSubmittedFirst: replaying from the start, a job's first
-	// event is not "submitted" (or "deduplicated" for an alias).
+	// event is not "submitted" ("deduplicated" for an alias, or a "failed"
+	// event with a dead-letter reason for a raw submission refused as poison).
 	ViolationNotSubmittedFirst ViolationKind = "not_submitted_first"
 	// ViolationBadState: an event with an unknown state, a terminal event
 	// type whose state does not match it, or a state-changing event without
@@ -130,7 +131,7 @@ func (a *Auditor) Add(ev Event) {
 		h.alias = true
 	}
 
-	if first && a.fromStart && ev.Type != EventSubmitted && ev.Type != EventDeduplicated {
+	if first && a.fromStart && !startsHistory(ev) {
 		violate(ViolationNotSubmittedFirst, "first event is %q", ev.Type)
 	}
 	if h.terminal {
@@ -165,6 +166,20 @@ func (a *Auditor) Add(ev Event) {
 	if ev.State.Terminal() {
 		h.terminal = true
 	}
+}
+
+// startsHistory reports whether ev may be a job's first event: its
+// submitted event, the deduplicated event of an alias, or the failed event
+// of a raw submission a worker refused as poison before creating a record
+// (it carries the dead-letter reason).
+func startsHistory(ev Event) bool {
+	switch ev.Type {
+	case EventSubmitted, EventDeduplicated:
+		return true
+	case EventFailed:
+		return ev.Reason != ""
+	}
+	return false
 }
 
 // terminalState maps each terminal event type to the state it must carry.
