@@ -25,6 +25,7 @@ var allowed = map[string][]string{
 	"cmd/runpod-sim":       {"activities/runpodsim"},
 	"internal/redistest":   {},
 	"internal/archtest":    {},
+	"internal/e2e":         {},
 }
 
 // forbiddenThirdParty lists third-party imports a package must not take in
