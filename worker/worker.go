@@ -25,7 +25,7 @@ var errLeaseLost = errors.New("worker: lease lost")
 
 // Internal tuning that is not worth a Config field.
 const (
-	readBlock            = 500 * time.Millisecond // XREADGROUP block: bounds shutdown latency
+	readBlock            = 250 * time.Millisecond // XREADGROUP block: bounds shutdown latency (a blocked read ignores ctx)
 	readBatchMax         = 256                    // entries per XREADGROUP
 	claimBatchMax        = 100                    // entries per XAUTOCLAIM page
 	heartbeatBatch       = 500                    // leases per heartbeat script call
