@@ -53,6 +53,8 @@ type Stats struct {
 	// Queued and Running are gauges at the time of the call.
 	Queued  int `json:"queued"`
 	Running int `json:"running"`
+	// PeakRunning is the most executions ever running at once.
+	PeakRunning int `json:"peak_running"`
 }
 
 func newStats() Stats {

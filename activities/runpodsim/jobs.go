@@ -247,6 +247,7 @@ func (s *Sim) startLocked(j *job) {
 	j.executions++
 	s.stats.Executions++
 	s.running++
+	s.stats.PeakRunning = max(s.stats.PeakRunning, s.running)
 	e := &execution{}
 	j.exec = e
 	delay := s.cfg.MockDelay
