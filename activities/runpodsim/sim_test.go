@@ -371,7 +371,8 @@ func TestRetryAndPurge(t *testing.T) {
 		c.PurgeOutcome = OutcomeDelete
 		c.RetryInvalidStatus = 404
 	})
-	del.run(t, map[string]any{"mock_delay": 1000})
+	busy := del.run(t, map[string]any{"mock_delay": 1000})
+	require.Equal(t, 404, del.call(t, "POST", "retry/"+busy, nil).code, "RetryInvalidStatus")
 	q := del.run(t, 1)
 	require.Equal(t, 1.0, del.call(t, "POST", "purge-queue", nil).obj(t)["removed"])
 	require.Equal(t, 404, del.call(t, "GET", "status/"+q, nil).code)
