@@ -307,7 +307,7 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 	if !wf.Deadline.IsZero() {
 		// Let Runpod drop the job a little after our own deadline, so a job
 		// whose id we never recorded does not hold a GPU queue slot forever.
-		ttl := time.Until(wf.Deadline) + time.Minute
+		ttl := wf.Deadline.Sub(w.now()) + time.Minute
 		ttl = min(max(ttl, 10*time.Second), 7*24*time.Hour)
 		req.Policy = &workflow.RunPolicy{TTLMs: ttl.Milliseconds()}
 	}
