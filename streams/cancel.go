@@ -11,6 +11,9 @@ import (
 // channel. It returns the job's state; a terminal job is left unchanged, and
 // so is an alias record (state ""). ErrNotFound if absent.
 func (s *Store) Cancel(ctx context.Context, jobID string, now time.Time) (string, error) {
+	if now.IsZero() {
+		now = time.Now()
+	}
 	payload, err := EncodePayload(EventPayload{})
 	if err != nil {
 		return "", err

@@ -25,6 +25,9 @@ var terminalStates = map[string]string{
 // checked in that order; a refusal writes nothing. Terminal states go
 // through Finalize (ErrInvalid here).
 func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) error {
+	if now.IsZero() {
+		now = time.Now()
+	}
 	if _, ok := terminalStates[cp.State]; ok {
 		return fmt.Errorf("streams: checkpoint %q: state %s is terminal, use Finalize: %w", cp.JobID, cp.State, ErrInvalid)
 	}
