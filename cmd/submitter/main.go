@@ -25,6 +25,14 @@ func main() {
 	os.Exit(code(os.Stderr, run(signalContext(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)))
 }
 
+// go-redis logs dial failures to stderr on its own; the command reports
+// errors itself, once, so its library log is silenced.
+func init() { redis.SetLogger(quietLogger{}) }
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
 // signalContext is cancelled by SIGINT or SIGTERM. Its stop function is not
 // needed: the process exits when run returns.
 func signalContext() context.Context {
@@ -117,7 +125,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 
 const envHelp = `
 environment:
-  ` + envRedisURL + `    default for --redis-url (` + redisURLDefault + `)
+  ` + envRedisURL + `           default for --redis-url (` + redisURLDefault + `)
   ` + envNamespace + `    default for --namespace (runpod)
 `
 
@@ -183,7 +191,7 @@ func (c *cli) newFlagSet(g *globals, name, positional, summary string) *flag.Fla
 	g.register(fs)
 	fs.Usage = func() {
 		w := fs.Output()
-		fmt.Fprintf(w, "usage: submitter %s [flags] %s\n\n%s\n\nflags:\n", name, positional, summary)
+		fmt.Fprintf(w, "usage: submitter %s\n\n%s\n\nflags:\n", strings.TrimSpace(name+" [flags] "+positional), summary)
 		fs.PrintDefaults()
 		fmt.Fprint(w, envHelp)
 	}
