@@ -1,0 +1,436 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/yourscope/runpod-orchestrator/activities"
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/worker"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// Defaults of the command (the library defaults are in worker and activities).
+const (
+	redisURLDefault = "redis://localhost:6379/0"
+	// httpAddrDefault is where /metrics, /healthz and /readyz are served.
+	httpAddrDefault = ":9464"
+
+	// devRedisAddrDefault is the embedded Redis of --dev: Redis's usual port,
+	// so the submitter's default --redis-url reaches it without flags.
+	devRedisAddrDefault  = "127.0.0.1:6379"
+	devRunpodAddrDefault = "127.0.0.1:8089"
+	devHTTPAddrDefault   = "127.0.0.1:9464"
+	devGPUWorkersDefault = 8
+	devEndpointID        = "dev-endpoint"
+	// devAPIKey is the simulator's key in --dev; not a secret.
+	devAPIKey = "dev-api-key"
+	// Faster polling in --dev so the demo answers in about a second.
+	devPollInitial = 200 * time.Millisecond
+	devPollMax     = time.Second
+)
+
+// options is the parsed command line and environment.
+type options struct {
+	redisURL   string
+	namespace  string
+	instanceID string
+
+	apiKey     string
+	endpointID string
+	baseURL    string
+
+	runpodRequestTimeout     time.Duration
+	runpodMaxAttempts        int
+	runpodBreakerFailures    int
+	runpodBreakerOpenTimeout time.Duration
+
+	maxInFlight       int
+	concurrency       int
+	minIdle           time.Duration
+	heartbeatInterval time.Duration
+	claimInterval     time.Duration
+	maxDeliveries     int
+
+	pollInitial time.Duration
+	pollMax     time.Duration
+	pollJitter  float64
+
+	jobTimeout      time.Duration
+	resultTTL       time.Duration
+	eventRetention  time.Duration
+	persistInput    bool
+	dedupe          bool
+	submitUncertain string
+	maxInputBytes   int
+	shutdownTimeout time.Duration
+
+	logFormat string
+	logLevel  string
+	httpAddr  string
+
+	dev           bool
+	devRedisAddr  string
+	devRunpodAddr string
+	devGPUWorkers int
+}
+
+func defaultOptions() *options {
+	return &options{
+		redisURL:                 redisURLDefault,
+		namespace:                streams.NamespaceDefault,
+		baseURL:                  activities.BaseURLDefault,
+		runpodRequestTimeout:     activities.RequestTimeoutDefault,
+		runpodMaxAttempts:        activities.MaxAttemptsDefault,
+		runpodBreakerFailures:    int(activities.BreakerFailuresDefault),
+		runpodBreakerOpenTimeout: activities.BreakerOpenTimeoutDefault,
+		maxInFlight:              worker.MaxInFlightDefault,
+		concurrency:              worker.ConcurrencyDefault,
+		minIdle:                  worker.MinIdleDefault,
+		claimInterval:            worker.ClaimIntervalDefault,
+		maxDeliveries:            worker.MaxDeliveriesDefault,
+		pollInitial:              workflow.PollInitialDefault,
+		pollMax:                  workflow.PollMaxDefault,
+		pollJitter:               workflow.PollJitterDefault,
+		jobTimeout:               worker.JobTimeoutDefault,
+		resultTTL:                worker.ResultTTLDefault,
+		eventRetention:           worker.EventRetentionDefault,
+		submitUncertain:          string(workflow.SubmitUncertainDefault),
+		maxInputBytes:            worker.MaxInputBytesDefault,
+		shutdownTimeout:          worker.ShutdownTimeoutDefault,
+		logFormat:                "text",
+		logLevel:                 "info",
+		httpAddr:                 httpAddrDefault,
+		devRedisAddr:             devRedisAddrDefault,
+		devRunpodAddr:            devRunpodAddrDefault,
+		devGPUWorkers:            devGPUWorkersDefault,
+	}
+}
+
+// Group titles of --help.
+const (
+	groupConn    = "connections"
+	groupWorker  = "worker (leases, capacity, storage)"
+	groupPoll    = "polling Runpod /status"
+	groupRunpod  = "Runpod client"
+	groupOps     = "logging and observability"
+	groupDev     = "dev mode"
+	durationNote = "0 means none"
+)
+
+// newFlagTable defines every flag over o. Ranges are checked as values are
+// set; cross-field rules are left to the libraries' Validate (see check).
+func newFlagTable(o *options) *flagTable {
+	t := &flagTable{}
+	dur := func(p *time.Duration, min, max time.Duration) *durationValue {
+		return &durationValue{p: p, min: min, max: max}
+	}
+	ints := func(p *int, min, max int) *intValue { return &intValue{p: p, min: min, max: max} }
+
+	t.add(groupConn, "redis-url", "URL",
+		"Redis to use: redis://[user:password@]host:port/db, rediss://... for TLS, unix:///path.sock",
+		redisURLDefault, &stringValue{p: &o.redisURL}).secret = false
+	t.add(groupConn, "namespace", "NAME",
+		"key namespace: every key is {NAME}:...; workers and producers of one deployment share it",
+		streams.NamespaceDefault, &stringValue{p: &o.namespace, check: func(s string) error {
+			if err := streams.ValidateNamespace(s); err != nil {
+				return fmt.Errorf("%q is not a valid namespace (%v)", s, strings.TrimPrefix(err.Error(), "streams: "))
+			}
+			return nil
+		}})
+	t.add(groupConn, "runpod-api-key", "KEY",
+		"Runpod API key (required unless --dev); never logged or printed",
+		"", &stringValue{p: &o.apiKey}).secret = true
+	t.add(groupConn, "runpod-endpoint-id", "ID",
+		"Runpod Serverless endpoint id (required unless --dev)", "", &stringValue{p: &o.endpointID})
+	t.add(groupConn, "runpod-base-url", "URL",
+		"Runpod API base URL, without the endpoint id", activities.BaseURLDefault, &stringValue{p: &o.baseURL})
+
+	t.add(groupWorker, "instance-id", "ID",
+		"this worker's consumer name; unique per process", "hostname:pid:random", &stringValue{p: &o.instanceID})
+	t.add(groupWorker, "max-in-flight", "N",
+		"most jobs this worker owns at once (1..1000000)", strconv.Itoa(worker.MaxInFlightDefault),
+		ints(&o.maxInFlight, 1, 1_000_000))
+	t.add(groupWorker, "concurrency", "N",
+		"most Runpod calls in flight at once (1..10000)", strconv.Itoa(worker.ConcurrencyDefault),
+		ints(&o.concurrency, 1, 10_000))
+	t.add(groupWorker, "min-idle", "DURATION",
+		"lease: a job not heartbeated this long is taken over by another worker (at least 1s)",
+		worker.MinIdleDefault.String(), dur(&o.minIdle, time.Second, 0))
+	t.add(groupWorker, "heartbeat-interval", "DURATION",
+		"how often owned leases are refreshed; less than --min-idle (0 = min-idle/3)",
+		"min-idle/3", &durationValue{p: &o.heartbeatInterval, min: 10 * time.Millisecond, zeroOK: true})
+	t.add(groupWorker, "claim-interval", "DURATION",
+		"how often idle leases of crashed workers are reclaimed", worker.ClaimIntervalDefault.String(),
+		dur(&o.claimInterval, 10*time.Millisecond, 0))
+	t.add(groupWorker, "max-deliveries", "N",
+		"a job admitted more often than this (it keeps crashing workers) ends FAILED and is dead-lettered (1..1000)",
+		strconv.Itoa(worker.MaxDeliveriesDefault), ints(&o.maxDeliveries, 1, 1000))
+	t.add(groupWorker, "job-timeout", "DURATION",
+		"deadline of a job whose submission names none, from its creation; "+durationNote,
+		worker.JobTimeoutDefault.String(), &durationValue{p: &o.jobTimeout, min: time.Second, zeroOK: true})
+	t.add(groupWorker, "result-ttl", "DURATION",
+		"how long a finished job's record is kept", worker.ResultTTLDefault.String(),
+		dur(&o.resultTTL, time.Second, 0))
+	t.add(groupWorker, "event-retention", "DURATION",
+		"events older than this are trimmed; 0 keeps them forever",
+		worker.EventRetentionDefault.String(), &durationValue{p: &o.eventRetention, min: time.Minute, zeroOK: true})
+	t.add(groupWorker, "persist-input", "",
+		"keep each job's input in its record", "false", &boolValue{p: &o.persistInput})
+	t.add(groupWorker, "dedupe", "",
+		"deduplicate raw submissions by their input_hash", "false", &boolValue{p: &o.dedupe})
+	t.add(groupWorker, "submit-uncertain", "POLICY",
+		"a /run whose outcome is unknown (crash between /run and its checkpoint): resubmit or fail",
+		string(workflow.SubmitUncertainDefault), &choiceValue{p: &o.submitUncertain,
+			choices: []string{string(workflow.SubmitUncertainResubmit), string(workflow.SubmitUncertainFail)}})
+	t.add(groupWorker, "max-input-bytes", "N",
+		"larger inputs are refused as poison (1..10485760, Runpod's /run limit)",
+		strconv.Itoa(worker.MaxInputBytesDefault), ints(&o.maxInputBytes, 1, worker.MaxInputBytesDefault))
+	t.add(groupWorker, "shutdown-timeout", "DURATION",
+		"on SIGINT/SIGTERM, how long in-flight Runpod calls may finish before they are canceled",
+		worker.ShutdownTimeoutDefault.String(), dur(&o.shutdownTimeout, 10*time.Millisecond, time.Hour))
+
+	t.add(groupPoll, "poll-initial", "DURATION",
+		"first wait between /status polls of a job (--dev: 200ms)", workflow.PollInitialDefault.String(),
+		dur(&o.pollInitial, 10*time.Millisecond, time.Hour))
+	t.add(groupPoll, "poll-max", "DURATION",
+		"longest wait between /status polls; at least --poll-initial (--dev: 1s)", workflow.PollMaxDefault.String(),
+		dur(&o.pollMax, 10*time.Millisecond, time.Hour))
+	t.add(groupPoll, "poll-jitter", "FRACTION",
+		"spread of each poll wait, ±FRACTION of it (0..1)", strconv.FormatFloat(workflow.PollJitterDefault, 'g', -1, 64),
+		&floatValue{p: &o.pollJitter, min: 0, max: 1})
+
+	t.add(groupRunpod, "runpod-request-timeout", "DURATION",
+		"bound of each HTTP attempt to Runpod", activities.RequestTimeoutDefault.String(),
+		dur(&o.runpodRequestTimeout, 100*time.Millisecond, 10*time.Minute))
+	t.add(groupRunpod, "runpod-max-attempts", "N",
+		"HTTP attempts per Runpod call, first included (1..20; /run is never repeated once sent)",
+		strconv.Itoa(activities.MaxAttemptsDefault), ints(&o.runpodMaxAttempts, 1, 20))
+	t.add(groupRunpod, "runpod-breaker-failures", "N",
+		"consecutive transient failures that open the circuit breaker (1..1000)",
+		strconv.Itoa(int(activities.BreakerFailuresDefault)), ints(&o.runpodBreakerFailures, 1, 1000))
+	t.add(groupRunpod, "runpod-breaker-open-timeout", "DURATION",
+		"how long the open circuit rejects calls before one probe", activities.BreakerOpenTimeoutDefault.String(),
+		dur(&o.runpodBreakerOpenTimeout, 100*time.Millisecond, time.Hour))
+
+	t.add(groupOps, "log-format", "FORMAT", "log format: text or json", "text",
+		&choiceValue{p: &o.logFormat, choices: []string{"text", "json"}})
+	t.add(groupOps, "log-level", "LEVEL", "log level: trace, debug, info, warn or error", "info",
+		&choiceValue{p: &o.logLevel, choices: []string{"trace", "debug", "info", "warn", "error"}})
+	t.add(groupOps, "http-addr", "ADDR",
+		"serve /metrics, /healthz and /readyz on this address; empty disables (--dev: "+devHTTPAddrDefault+")",
+		httpAddrDefault, &stringValue{p: &o.httpAddr})
+
+	t.add(groupDev, "dev", "",
+		"run with an embedded Redis and a Runpod simulator on loopback: no Redis, no Runpod account",
+		"false", &boolValue{p: &o.dev})
+	t.add(groupDev, "dev-redis-addr", "ADDR", "address of the embedded Redis in --dev",
+		devRedisAddrDefault, &stringValue{p: &o.devRedisAddr})
+	t.add(groupDev, "dev-runpod-addr", "ADDR", "address of the Runpod simulator in --dev",
+		devRunpodAddrDefault, &stringValue{p: &o.devRunpodAddr})
+	t.add(groupDev, "dev-gpu-workers", "N", "simulated GPU workers in --dev (1..1024)",
+		strconv.Itoa(devGPUWorkersDefault), ints(&o.devGPUWorkers, 1, 1024))
+	return t
+}
+
+// check applies the rules that involve more than one flag, and dev mode's
+// defaults. sources maps each flag given to where it came from.
+func (o *options) check(sources map[string]string) error {
+	if o.dev {
+		// Dev mode brings its own Redis and Runpod; a connection flag on the
+		// command line is a mistake, the same variable in the environment is
+		// usually left over from a shell and is ignored.
+		for _, name := range []string{"redis-url", "runpod-api-key", "runpod-endpoint-id", "runpod-base-url"} {
+			if sources[name] == sourceFlag {
+				return &flagError{Flag: name, Msg: "cannot be combined with --dev (dev mode runs its own Redis and Runpod simulator)"}
+			}
+		}
+		if sources["poll-initial"] == "" {
+			o.pollInitial = devPollInitial
+		}
+		if sources["poll-max"] == "" {
+			o.pollMax = max(devPollMax, o.pollInitial)
+		}
+		if sources["http-addr"] == "" {
+			o.httpAddr = devHTTPAddrDefault
+		}
+		return nil
+	}
+	for _, name := range []string{"dev-redis-addr", "dev-runpod-addr", "dev-gpu-workers"} {
+		if sources[name] == sourceFlag {
+			return &flagError{Flag: name, Msg: "only applies with --dev"}
+		}
+	}
+	if o.apiKey == "" {
+		return &flagError{Flag: "runpod-api-key", Msg: "required (or set RUNPOD_API_KEY); use --dev to try the worker without a Runpod account"}
+	}
+	if o.endpointID == "" {
+		return &flagError{Flag: "runpod-endpoint-id", Msg: "required (or set RUNPOD_ENDPOINT_ID); use --dev to try the worker without a Runpod account"}
+	}
+	if _, err := parseRedisURL(o.redisURL); err != nil {
+		return err
+	}
+	return nil
+}
+
+// parseRedisURL parses --redis-url. Its errors never contain the password:
+// url.Parse and redis.ParseURL quote the URL they reject, so their text is
+// scrubbed, and a URL that does not parse at all is not echoed.
+func parseRedisURL(raw string) (*redis.Options, error) {
+	bad := func(msg string) error { return &flagError{Flag: "redis-url", Msg: msg} }
+	const want = "want redis://[user:password@]host:port/db, rediss://... for TLS, or unix:///path.sock"
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, bad("not a valid URL (" + want + ")")
+	}
+	switch u.Scheme {
+	case "redis", "rediss", "unix":
+	default:
+		return nil, bad(fmt.Sprintf("scheme %q is not supported (%s)", u.Scheme, want))
+	}
+	opt, err := redis.ParseURL(raw)
+	if err != nil {
+		msg := err.Error()
+		msg = strings.ReplaceAll(msg, raw, u.Redacted())
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+		return nil, bad(fmt.Sprintf("%s: %s (%s)", u.Redacted(), msg, want))
+	}
+	return opt, nil
+}
+
+// redactURL is raw for logs and messages, with any password replaced.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}
+
+// Where a flag's value came from (the values of flagTable.parse's map that
+// are not environment variable names).
+const sourceFlag = "flag"
+
+// placeholderRunpod lets check validate a worker.Config before the Runpod
+// client exists. It is never called.
+type placeholderRunpod struct{ workflow.Runpod }
+
+// workerConfig maps the options onto worker.Config.
+func (o *options) workerConfig(rp workflow.Runpod, log hclog.Logger, hooks worker.Hooks) worker.Config {
+	cfg := worker.Config{
+		Runpod:            rp,
+		InstanceID:        o.instanceID,
+		Namespace:         o.namespace,
+		MaxInFlight:       o.maxInFlight,
+		Concurrency:       o.concurrency,
+		MinIdle:           o.minIdle,
+		HeartbeatInterval: o.heartbeatInterval,
+		ClaimInterval:     o.claimInterval,
+		MaxDeliveries:     o.maxDeliveries,
+		Poll: workflow.PollPolicy{
+			Initial: o.pollInitial,
+			Max:     o.pollMax,
+			Jitter:  o.pollJitter,
+		},
+		JobTimeout:      o.jobTimeout,
+		ResultTTL:       o.resultTTL,
+		PersistInput:    o.persistInput,
+		Dedupe:          o.dedupe,
+		SubmitUncertain: workflow.SubmitUncertainPolicy(o.submitUncertain),
+		MaxInputBytes:   o.maxInputBytes,
+		ShutdownTimeout: o.shutdownTimeout,
+		EventRetention:  o.eventRetention,
+		Logger:          log,
+		Hooks:           hooks,
+	}
+	// The flags use 0 for "none"; the library uses -1 (0 means default).
+	if o.jobTimeout == 0 {
+		cfg.JobTimeout = -1
+	}
+	if o.eventRetention == 0 {
+		cfg.EventRetention = -1
+	}
+	if o.pollJitter == 0 {
+		cfg.Poll.Jitter = -1
+	}
+	return cfg
+}
+
+// activitiesConfig maps the options onto activities.Config.
+func (o *options) activitiesConfig(apiKey, endpointID, baseURL string, log hclog.Logger, m *metrics) activities.Config {
+	return activities.Config{
+		APIKey:               apiKey,
+		EndpointID:           endpointID,
+		BaseURL:              baseURL,
+		RequestTimeout:       o.runpodRequestTimeout,
+		MaxAttempts:          o.runpodMaxAttempts,
+		BreakerFailures:      uint32(o.runpodBreakerFailures),
+		BreakerOpenTimeout:   o.runpodBreakerOpenTimeout,
+		OnCall:               m.onCall,
+		OnBreakerStateChange: m.onBreakerStateChange,
+		Logger:               log,
+	}
+}
+
+// Library config fields and the flags that set them, so a library's
+// Validate error ("worker: MinIdle: ...") is reported as "--min-idle: ...".
+var fieldFlags = map[string]string{
+	"worker: InstanceID":             "instance-id",
+	"worker: Namespace":              "namespace",
+	"worker: MaxInFlight":            "max-in-flight",
+	"worker: Concurrency":            "concurrency",
+	"worker: MinIdle":                "min-idle",
+	"worker: HeartbeatInterval":      "heartbeat-interval",
+	"worker: ClaimInterval":          "claim-interval",
+	"worker: MaxDeliveries":          "max-deliveries",
+	"worker: Poll.Initial":           "poll-initial",
+	"worker: Poll.Max":               "poll-max",
+	"worker: Poll.Jitter":            "poll-jitter",
+	"worker: JobTimeout":             "job-timeout",
+	"worker: ResultTTL":              "result-ttl",
+	"worker: MaxInputBytes":          "max-input-bytes",
+	"worker: ShutdownTimeout":        "shutdown-timeout",
+	"worker: EventRetention":         "event-retention",
+	"worker: SubmitUncertain":        "submit-uncertain",
+	"activities: APIKey":             "runpod-api-key",
+	"activities: EndpointID":         "runpod-endpoint-id",
+	"activities: BaseURL":            "runpod-base-url",
+	"activities: RequestTimeout":     "runpod-request-timeout",
+	"activities: MaxAttempts":        "runpod-max-attempts",
+	"activities: BreakerFailures":    "runpod-breaker-failures",
+	"activities: BreakerOpenTimeout": "runpod-breaker-open-timeout",
+}
+
+// flagErrorFrom reports a library's Validate error under the flag that sets
+// the offending field; errors it cannot place are returned as they are.
+func flagErrorFrom(err error) error {
+	if err == nil {
+		return nil
+	}
+	var fe *flagError
+	if errors.As(err, &fe) {
+		return err
+	}
+	msg := err.Error()
+	pkg, rest, ok := strings.Cut(msg, ": ")
+	if !ok {
+		return err
+	}
+	field, why, ok := strings.Cut(rest, ": ")
+	if !ok {
+		return err
+	}
+	if name, ok := fieldFlags[pkg+": "+field]; ok {
+		return &flagError{Flag: name, Msg: why}
+	}
+	return err
+}

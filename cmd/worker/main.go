@@ -1,0 +1,199 @@
+// Command worker runs a runpod-orchestrator worker: it takes jobs from a
+// Redis submissions stream, runs each on a Runpod Serverless endpoint as a
+// checkpointed workflow, and writes exactly one terminal outcome per job.
+// Run any number of workers against one Redis; they share the work and take
+// over each other's jobs when one stops.
+//
+//	worker --redis-url redis://redis:6379/0 --runpod-endpoint-id ID   # RUNPOD_API_KEY in the environment
+//	worker --dev                                                    # no Redis, no Runpod account
+//
+// Configuration comes from flags and environment variables (flag wins);
+// "worker --help" lists them and docs/operations.md explains them. The worker
+// serves Prometheus metrics on /metrics and health checks on /healthz and
+// /readyz (--http-addr), and stops gracefully on SIGINT or SIGTERM, handing
+// its unfinished jobs to the other workers.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	okrun "github.com/oklog/run"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/yourscope/runpod-orchestrator/activities"
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/worker"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+// exitCode is 2 for configuration mistakes, 1 for everything else.
+func exitCode(err error) int {
+	var fe *flagError
+	if errors.As(err, &fe) || errors.Is(err, errUsage) {
+		return 2
+	}
+	return 1
+}
+
+// errUsage marks command-line errors that are not about one flag's value.
+var errUsage = errors.New("usage")
+
+// httpShutdownTimeout bounds the metrics server's graceful stop.
+const httpShutdownTimeout = 5 * time.Second
+
+// run is the whole command: parse args and the environment, start the
+// worker, the HTTP server and (with --dev) the embedded services, and stop
+// them all when ctx ends or SIGINT/SIGTERM arrives. It returns nil on such a
+// stop, and an error when start-up fails or a component stops on its own.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runEnv(ctx, args, os.LookupEnv, stdout, stderr)
+}
+
+// runEnv is run with the environment given as lookupEnv, for tests.
+func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+	o := defaultOptions()
+	table := newFlagTable(o)
+	sources, err := table.parse(args, lookupEnv)
+	if errors.Is(err, flag.ErrHelp) {
+		table.usage(stdout, lookupEnv)
+		return nil
+	}
+	if err != nil {
+		var fe *flagError
+		if !errors.As(err, &fe) {
+			err = fmt.Errorf("%w: %w", errUsage, err)
+		}
+		return err
+	}
+	if err := o.check(sources); err != nil {
+		return err
+	}
+	log := hclog.New(&hclog.LoggerOptions{
+		Name:       "runpod-orchestrator",
+		Level:      hclog.LevelFromString(o.logLevel),
+		Output:     stderr,
+		Mutex:      &sync.Mutex{},
+		JSONFormat: o.logFormat == "json",
+	})
+	m := newMetrics()
+
+	// Validate the worker's configuration before anything is started, so a
+	// bad value is reported under its flag and nothing needs undoing.
+	if err := o.workerConfig(placeholderRunpod{}, log, worker.Hooks{}).WithDefaults().Validate(); err != nil {
+		return flagErrorFrom(err)
+	}
+
+	// Where Redis and Runpod are: the flags, or the dev services.
+	redisURL, apiKey, endpointID, baseURL := o.redisURL, o.apiKey, o.endpointID, o.baseURL
+	var dev *devServices
+	if o.dev {
+		for _, name := range []string{"redis-url", "runpod-api-key", "runpod-endpoint-id", "runpod-base-url"} {
+			if src := sources[name]; src != "" {
+				log.Info("dev mode: ignoring the environment variable", "env", src)
+			}
+		}
+		if dev, err = startDev(o, log); err != nil {
+			return err
+		}
+		defer dev.Close()
+		redisURL, apiKey, endpointID, baseURL = dev.redisURL, devAPIKey, devEndpointID, dev.sim.URL
+	}
+
+	ropt, err := parseRedisURL(redisURL)
+	if err != nil {
+		return err
+	}
+	rdb := redis.NewClient(ropt)
+	defer rdb.Close()
+
+	rp, err := activities.New(o.activitiesConfig(apiKey, endpointID, baseURL, log, m))
+	if err != nil {
+		return flagErrorFrom(err)
+	}
+	defer rp.CloseIdleConnections()
+
+	w, err := worker.New(rdb, o.workerConfig(rp, log, m.hooks()))
+	if err != nil {
+		return flagErrorFrom(err)
+	}
+	store, err := streams.New(rdb, streams.Config{Namespace: o.namespace})
+	if err != nil {
+		return flagErrorFrom(fmt.Errorf("worker: Namespace: %w", err))
+	}
+	m.observe(w.Stats, rp.BreakerState, store.Pending, log)
+
+	var g okrun.Group
+	g.Add(okrun.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	{
+		wctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			if err := w.Run(wctx); err != nil {
+				return fmt.Errorf("worker: %w", err)
+			}
+			if wctx.Err() == nil {
+				return errors.New("worker stopped unexpectedly")
+			}
+			return nil
+		}, func(error) { cancel() })
+	}
+	httpAddr := ""
+	if o.httpAddr != "" {
+		ln, err := net.Listen("tcp", o.httpAddr)
+		if err != nil {
+			return &flagError{Flag: "http-addr", Msg: fmt.Sprintf("cannot listen: %v", err)}
+		}
+		httpAddr = ln.Addr().String()
+		srv := &http.Server{
+			Handler: newMux(m.reg, readiness{
+				ping:    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+				breaker: rp.BreakerState,
+			}, log.Named("http")),
+			ReadHeaderTimeout: 5 * time.Second,
+		}
+		g.Add(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http server on %s: %w", httpAddr, err)
+			}
+			return nil
+		}, func(error) {
+			sctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		})
+	}
+	if dev != nil {
+		cctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return dev.runClock(cctx) }, func(error) { cancel() })
+		dev.banner(stdout, o.namespace, httpAddr)
+	}
+	log.Info("starting", "redis", redactURL(redisURL), "namespace", o.namespace,
+		"runpod_base_url", redactURL(baseURL), "runpod_endpoint_id", endpointID,
+		"instance_id", w.InstanceID(), "http_addr", httpAddr, "dev", o.dev)
+
+	err = g.Run()
+	switch {
+	case errors.Is(err, okrun.ErrSignal):
+		log.Info("stopped by signal", "signal", err.Error())
+		return nil
+	case err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return nil
+	}
+	return err
+}
