@@ -131,8 +131,11 @@ func (c *Client) Get(ctx context.Context, id string) (Job, error) {
 // moment. A job not yet on Runpod ends CANCELED without being sent; one on
 // Runpod is cancelled there and ends CANCELED (or with whatever outcome
 // Runpod reports if it finished first). Cancelling a terminal job changes
-// nothing and returns its terminal state. Use AwaitResult for the outcome.
-// A job that does not exist is an error matching workflow.ErrJobNotFound.
+// nothing and returns its terminal state. An alias record is not followed
+// (its target may answer other callers too): nothing is cancelled and the
+// state is empty; cancel Job.AliasOf to mean the target. Use AwaitResult for
+// the outcome. A job that does not exist is an error matching
+// workflow.ErrJobNotFound.
 func (c *Client) Cancel(ctx context.Context, id string) (workflow.State, error) {
 	st, err := c.store.Cancel(ctx, id, c.cfg.NowFunc())
 	if errors.Is(err, streams.ErrNotFound) {
