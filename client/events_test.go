@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/yourscope/runpod-orchestrator/client"
@@ -151,6 +152,19 @@ func TestEvents(t *testing.T) {
 		require.ErrorContains(t, err, "From")
 		err = b.client.Subscribe(ctx, client.EventsOptions{JobID: "a b"}, func(client.Event) error { return nil })
 		require.ErrorContains(t, err, "JobID")
+	})
+
+	t.Run("UndecodableEntryHasNoType", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, client.Config{})
+		require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: "{" + b.ns + "}:events",
+			Values: []any{"type", "completed", "job_id", "x", "payload", "not msgpack"}}).Err())
+		b.submit(t, "after")
+		evs := collect(t, b.client, client.EventsOptions{From: client.FromStart})
+		require.Len(t, evs, 2, "one bad entry does not stop the stream")
+		require.Empty(t, evs[0].Type)
+		require.NotEmpty(t, evs[0].ID)
+		require.Equal(t, client.EventSubmitted, evs[1].Type)
 	})
 
 	t.Run("JSONUsesMilliseconds", func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/yourscope/runpod-orchestrator/client"
@@ -98,5 +99,21 @@ func TestCancel(t *testing.T) {
 		job, err := b.client.Get(ctx, "j")
 		require.NoError(t, err)
 		require.False(t, job.CancelRequested)
+	})
+
+	t.Run("AliasIsNotFollowed", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, client.Config{Dedupe: true})
+		_, err := b.client.Submit(ctx, client.SubmitOptions{ClientJobID: "holder", Input: 1, InputHash: "h"})
+		require.NoError(t, err)
+		require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: "{" + b.ns + "}:submissions",
+			Values: []any{"job_id", "raw", "input", "1", "input_hash", "h"}}).Err())
+		b.worker.admit(ctx, 2, streams.AdmitOpts{Dedupe: true})
+		st, err := b.client.Cancel(ctx, "raw")
+		require.NoError(t, err)
+		require.Empty(t, st)
+		holder, err := b.client.Get(ctx, "holder")
+		require.NoError(t, err)
+		require.False(t, holder.CancelRequested, "the alias's target is not cancelled")
 	})
 }
