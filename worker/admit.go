@@ -29,6 +29,15 @@ func (w *Worker) release(n int) {
 	w.mu.Lock()
 	w.reserved -= n
 	w.mu.Unlock()
+	w.signalCapacity()
+}
+
+// signalCapacity nudges the fetcher: capacity may have been freed.
+func (w *Worker) signalCapacity() {
+	select {
+	case w.capacity <- struct{}{}:
+	default:
+	}
 }
 
 // admit decodes delivered entries, takes ownership of them in one

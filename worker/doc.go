@@ -45,9 +45,11 @@
 //     workflow resumes at the recorded step. RecoverNow runs one pass.
 //   - control subscriber: "cancel <id>" wakes an owned job at once; the step
 //     re-reads the record, because the cancel flag there is the truth and
-//     messages are only hints. Polls also re-read the flag every 10s, so a
-//     missed message only delays a cancel.
-//   - janitor: every few minutes trims events older than EventRetention.
+//     messages are only hints. Polls also re-read the flag every 30s, so a
+//     missed message (pub/sub drops messages while it reconnects) only
+//     delays a cancel.
+//   - janitor: at start and every few minutes, trims events older than
+//     EventRetention.
 //
 // # Deadlines and cancellation
 //

@@ -157,10 +157,7 @@ func (w *Worker) dropLocked(j *job, lost bool) {
 			w.cfg.Hooks.OnLeaseLost(j.wf.ID)
 		}
 	}
-	select {
-	case w.capacity <- struct{}{}:
-	default:
-	}
+	w.signalCapacity()
 }
 
 func (w *Worker) stepHook(id, point string) {

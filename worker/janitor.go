@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// janitorLoop trims events older than EventRetention every
+// janitorLoop trims events older than EventRetention at start and every
 // EventTrimIntervalDefault until ctx is done (EventRetention -1: never).
 // Every worker of a pool runs it; trimming by MINID is idempotent, so the
 // duplicates cost one cheap command each.
@@ -16,11 +16,13 @@ func (w *Worker) janitorLoop(ctx context.Context) {
 	log := w.log.Named("janitor")
 	t := time.NewTicker(EventTrimIntervalDefault)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		n, err := w.store.TrimEvents(ctx, w.now().Add(-w.cfg.EventRetention))
 		if err != nil {

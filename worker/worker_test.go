@@ -459,3 +459,19 @@ func TestPoisonSubmission(t *testing.T) {
 	runs, _, _ := b.rp.counts()
 	require.Equal(t, 1, runs)
 }
+
+func TestJanitorTrimsOldEvents(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.submit(t, "old", `{"mock_delay":5}`, 0)
+	first := b.start(t, b.config("w1"))
+	b.waitState(t, "old", workflow.StateCompleted, 5*time.Second)
+	first.stop(t)
+	require.NotEmpty(t, b.events(t)["old"])
+
+	// A worker whose clock says eight days later trims them at start.
+	cfg := b.config("w2")
+	cfg.Now = func() time.Time { return time.Now().Add(8 * 24 * time.Hour) }
+	b.start(t, cfg)
+	require.Eventually(t, func() bool { return len(b.events(t)) == 0 }, 5*time.Second, 20*time.Millisecond)
+}
