@@ -297,12 +297,13 @@ func parseRedisURL(raw string) (*redis.Options, error) {
 	}
 	opt, err := redis.ParseURL(raw)
 	if err != nil {
-		msg := err.Error()
-		msg = strings.ReplaceAll(msg, raw, u.Redacted())
+		msg := fmt.Sprintf("%s: %s (%s)", u.Redacted(), strings.ReplaceAll(err.Error(), raw, u.Redacted()), want)
+		// The password may also appear elsewhere in the URL (and so in the
+		// message); scrub every occurrence.
 		if pw, ok := u.User.Password(); ok && pw != "" {
 			msg = strings.ReplaceAll(msg, pw, "xxxxx")
 		}
-		return nil, bad(fmt.Sprintf("%s: %s (%s)", u.Redacted(), msg, want))
+		return nil, bad(msg)
 	}
 	return opt, nil
 }
@@ -313,7 +314,11 @@ func redactURL(raw string) string {
 	if err != nil {
 		return "(unparseable URL)"
 	}
-	return u.Redacted()
+	out := u.Redacted()
+	if pw, ok := u.User.Password(); ok && pw != "" {
+		out = strings.ReplaceAll(out, pw, "xxxxx")
+	}
+	return out
 }
 
 // Where a flag's value came from (the values of flagTable.parse's map that

@@ -116,6 +116,9 @@ func newMetrics() *metrics {
 	for _, st := range []workflow.State{workflow.StateCompleted, workflow.StateFailed, workflow.StateTimedOut, workflow.StateCanceled} {
 		m.outcomes.WithLabelValues(string(st))
 	}
+	for _, st := range []string{"closed", "half-open", "open"} {
+		m.breakerChanges.WithLabelValues(st)
+	}
 	return m
 }
 
