@@ -568,3 +568,8 @@ func jobIDs(prefix string, n int) []string {
 	}
 	return ids
 }
+
+func procStat(c *child) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
+	return string(b)
+}

@@ -110,6 +110,13 @@ func runChildWorker() int {
 	point, action := os.Getenv(envHookPoint), os.Getenv(envHookAction)
 	after := int64(num(envHookAfter, 1))
 	var seen atomic.Int64
+	// kill(getpid(), SIGSTOP) returns before the whole process is stopped:
+	// the kernel starts the group stop from whichever thread it picks. The
+	// hook therefore waits for the SIGCONT that resumes it, so the step
+	// cannot go on before the pause.
+	resumed := make(chan os.Signal, 1)
+	signal.Notify(resumed, syscall.SIGCONT)
+	defer signal.Stop(resumed)
 	hook := func(jobID, p string) {
 		if p != point || seen.Add(1) != after {
 			return
@@ -123,7 +130,7 @@ func runChildWorker() int {
 			select {} // never reached: SIGKILL cannot be caught
 		case "stop":
 			_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
-			// Resumed by SIGCONT: the step goes on with its stale epoch.
+			<-resumed // the step goes on with its stale epoch
 		}
 	}
 

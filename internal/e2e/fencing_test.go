@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/yourscope/runpod-orchestrator/activities/runpodsim"
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/worker"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// TestFencingPausedWorker pauses a worker process with SIGSTOP right after a
+// /run returned (before it recorded the Runpod id), lets a survivor take all
+// its jobs over after MinIdle, then resumes it with SIGCONT while the
+// survivor is still running them. The stale worker must write nothing:
+//
+//   - the records' owner and epoch after it resumed (and exited) are the ones
+//     the survivor set — a stale heartbeat, checkpoint or outcome that got
+//     through would change them or the state history;
+//   - no event written after the takeover carries an older epoch than the
+//     job's takeover epoch (audit checks epochs never go back, per job);
+//   - the Runpod job it created and could no longer record is cancelled on
+//     the simulator (no orphan GPU spend), and so is any other Runpod job
+//     that is not a job's recorded one;
+//   - every job still ends COMPLETED exactly once.
+func TestFencingPausedWorker(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, runpodsim.Config{})
+	const n = 6
+	ids := jobIDs("fence", n)
+	for _, id := range ids {
+		// Long enough that the survivor is still polling when the stale
+		// worker resumes: the epoch guard, not the terminal guard, refuses.
+		e.submit(id, jobInput(id, map[string]any{"mock_delay": 6000}), 0)
+	}
+	stale := e.startChild(childOpts{ID: "stale", Concurrency: 2,
+		HookPoint: worker.PointAfterRun, HookAfter: n - 1, HookAction: "stop"})
+	eventually(t, 20*time.Second, func() (bool, string) {
+		return stale.stopped(), "stale worker not stopped yet: " + stale.stderr.String()
+	})
+	hit := stale.hookJob()
+	require.NotEmpty(t, hit)
+	hitRec, err := e.record(hit)
+	require.NoError(t, err)
+	require.Equal(t, string(workflow.StepSubmitting), hitRec.Step, "paused between /run and its checkpoint: %+v stat %s", hitRec, procStat(stale))
+	require.Equal(t, "stale", hitRec.Owner)
+
+	survivor := e.startWorker(e.workerConfig("survivor", e.runpod()))
+	snap := make(map[string]streams.Record, n)
+	eventually(t, 20*time.Second, func() (bool, string) {
+		for _, id := range ids {
+			rec, err := e.record(id)
+			if err != nil || rec.Owner != "survivor" {
+				return false, id + " owned by " + rec.Owner
+			}
+			snap[id] = rec
+		}
+		return true, ""
+	})
+	for id, rec := range snap {
+		require.False(t, workflow.State(rec.State).Terminal(), "job %s ended before the stale worker resumed: the test would only exercise the terminal guard", id)
+	}
+	lastBefore, err := e.store.LastEventID(context.Background())
+	require.NoError(t, err)
+
+	stale.signal(t, syscall.SIGCONT)
+	// The resumed worker finds its /run's id unrecordable and cancels that
+	// Runpod job.
+	eventually(t, 20*time.Second, func() (bool, string) {
+		js := e.simJobs()[hit]
+		if len(js) == 0 {
+			return false, "no runpod job for the hit job"
+		}
+		return js[0].Status == workflow.RunpodCancelled, "orphan status " + string(js[0].Status)
+	})
+	// Let it finish whatever it still does, then exit gracefully.
+	stale.signal(t, syscall.SIGTERM)
+	st := stale.wait(t, 20*time.Second)
+	require.True(t, st.Success(), "stale worker exit: %v", st)
+	stats := stale.stats(t)
+	require.GreaterOrEqual(t, stats.OrphansCanceled, uint64(1), "stale worker stats %+v", stats)
+	require.GreaterOrEqual(t, stats.LeasesLost, uint64(1), "stale worker stats %+v", stats)
+	for _, c := range stats.Finalized {
+		require.Zero(t, c, "the stale worker wrote an outcome: %+v", stats)
+	}
+
+	for _, id := range ids {
+		rec, err := e.record(id)
+		require.NoError(t, err)
+		require.Equal(t, snap[id].Owner, rec.Owner, "job %s: owner changed by the stale worker", id)
+		require.Equal(t, snap[id].Epoch, rec.Epoch, "job %s: epoch changed by the stale worker", id)
+		require.Equal(t, snap[id].RunpodID, rec.RunpodID, "job %s: runpod id changed", id)
+		require.Equal(t, snap[id].Attempts, rec.Attempts, "job %s: attempts changed", id)
+	}
+	// Nothing was written since the takeover under a stale epoch.
+	evs, err := e.store.ReadEvents(context.Background(), lastBefore, 10000, 0)
+	require.NoError(t, err)
+	for _, ev := range evs {
+		if workerEvent(ev.Type) {
+			require.GreaterOrEqual(t, ev.Epoch, snap[ev.JobID].Epoch, "event %s %s of %s under a stale epoch", ev.ID, ev.Type, ev.JobID)
+		}
+	}
+
+	recs := e.waitTerminal(ids, 30*time.Second)
+	e.audit(ids)
+	for id, rec := range recs {
+		require.Equal(t, string(workflow.StateCompleted), rec.State, "job %s: %s", id, rec.Error)
+		require.Equal(t, "survivor", rec.Owner)
+	}
+	e.checkRunpodSide(recs, false)
+	for id, js := range e.simJobs() {
+		for _, j := range js {
+			if j.ID != recs[id].RunpodID {
+				require.Equal(t, workflow.RunpodCancelled, j.Status, "job %s: unrecorded runpod job %s left running", id, j.ID)
+			}
+		}
+	}
+	require.Len(t, e.simJobs()[hit], 2, "hit job: the orphan and the survivor's resubmit")
+	survivor.stop(t)
+}
