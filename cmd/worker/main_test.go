@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/redis/go-redis/v9"
@@ -453,4 +455,38 @@ func TestExitCode(t *testing.T) {
 	require.Equal(t, 2, exitCode(&flagError{Flag: "x", Msg: "y"}))
 	require.Equal(t, 2, exitCode(fmt.Errorf("%w: unknown flag", errUsage)))
 	require.Equal(t, 1, exitCode(errors.New("worker: boom")))
+}
+
+// TestReadyzChecks covers /readyz's answers for each failing check.
+func TestReadyzChecks(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		pingErr  error
+		breaker  string
+		wantCode int
+		failing  []string
+	}{
+		{"ready", nil, "closed", http.StatusOK, nil},
+		{"half-open is ready", nil, "half-open", http.StatusOK, nil},
+		{"breaker open", nil, "open", http.StatusServiceUnavailable, []string{"runpod_breaker"}},
+		{"redis down", errors.New("dial tcp: refused " + secretPassword), "closed", http.StatusServiceUnavailable, []string{"redis"}},
+		{"both", errors.New("timeout"), "open", http.StatusServiceUnavailable, []string{"redis", "runpod_breaker"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			mux := newMux(newMetrics().reg, readiness{
+				ping:    func(context.Context) error { return tt.pingErr },
+				breaker: func() string { return tt.breaker },
+			}, hclog.NewNullLogger())
+			rec := httptest.NewRecorder()
+			mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+			require.Equal(t, tt.wantCode, rec.Code)
+			var body readyBody
+			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+			require.Equal(t, tt.failing, body.Failing)
+			require.NotContains(t, rec.Body.String(), secretPassword, "no error text in the body")
+		})
+	}
 }
