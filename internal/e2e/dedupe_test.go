@@ -50,8 +50,7 @@ func TestDedupe(t *testing.T) {
 		rec, err := e.record("dd-raw")
 		return err == nil && rec.AliasOf == "dd-live", "dd-raw alias of " + rec.AliasOf
 	})
-	out, err := e.cli.AwaitResult(ctx, "dd-raw")
-	require.NoError(t, err)
+	out := e.await("dd-raw")
 	require.Equal(t, "dd-live", out.ClientJobID, "an alias resolves to the live job's outcome")
 	require.Equal(t, workflow.StateCompleted, out.Status)
 	require.JSONEq(t, `"first"`, string(out.Output))
@@ -65,15 +64,13 @@ func TestDedupe(t *testing.T) {
 	// A FAILED job releases its hash: the same hash runs again.
 	failed := submit("dd-fail", "sha256:bbb", map[string]any{"mock_error": "boom"})
 	require.False(t, failed.Deduplicated)
-	res, err := e.cli.AwaitResult(ctx, "dd-fail")
-	require.NoError(t, err)
+	res := e.await("dd-fail")
 	require.Equal(t, workflow.StateFailed, res.Status)
 	require.Contains(t, res.Error, "boom")
 	retry := submit("dd-retry", "sha256:bbb", map[string]any{"mock_return": "ok"})
 	require.False(t, retry.Deduplicated, "after FAILED the hash may run again")
 	require.Equal(t, "dd-retry", retry.ClientJobID)
-	res, err = e.cli.AwaitResult(ctx, "dd-retry")
-	require.NoError(t, err)
+	res = e.await("dd-retry")
 	require.Equal(t, workflow.StateCompleted, res.Status)
 
 	ids := []string{"dd-live", "dd-fail", "dd-retry"}
