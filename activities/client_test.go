@@ -186,6 +186,7 @@ func TestConfigValidation(t *testing.T) {
 		{"max below initial", func(c *Config) { c.RetryInitialBackoff = time.Minute }, "activities: RetryMaxBackoff:"},
 		{"negative attempts", func(c *Config) { c.MaxAttempts = -1 }, "activities: MaxAttempts:"},
 		{"stream wait", func(c *Config) { c.StreamWait = time.Hour }, "activities: StreamWait:"},
+		{"short stream wait", func(c *Config) { c.StreamWait = time.Millisecond }, "activities: StreamWait:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -35,7 +35,9 @@ const (
 	// StreamWaitDefault is the ?wait sent on /stream: how long Runpod may
 	// hold the request when no chunk is buffered.
 	StreamWaitDefault = 5 * time.Second
-	// StreamWaitMax is Runpod's upper bound for ?wait on /stream.
+	// StreamWaitMin and StreamWaitMax are Runpod's bounds for ?wait on
+	// /stream (runpod-api.md §8).
+	StreamWaitMin = time.Second
 	StreamWaitMax = 300 * time.Second
 	// MaxResponseBytesDefault bounds a response body the client will read.
 	MaxResponseBytesDefault int64 = 100 << 20
@@ -85,7 +87,8 @@ type Config struct {
 	// Defaults to BreakerOpenTimeoutDefault.
 	BreakerOpenTimeout time.Duration
 	// StreamWait is sent as ?wait on /stream (Runpod holds the request up
-	// to this long when no chunk is buffered); at most StreamWaitMax.
+	// to this long when no chunk is buffered); within StreamWaitMin and
+	// StreamWaitMax.
 	// Defaults to StreamWaitDefault.
 	StreamWait time.Duration
 	// MaxResponseBytes bounds the body the client reads from one response.
@@ -190,8 +193,8 @@ func (c Config) validate() error {
 		return errors.New("activities: MaxAttempts: must not be negative")
 	case c.BreakerOpenTimeout < 0:
 		return errors.New("activities: BreakerOpenTimeout: must not be negative")
-	case c.StreamWait < 0 || c.StreamWait > StreamWaitMax:
-		return fmt.Errorf("activities: StreamWait: must be within 0..%s", StreamWaitMax)
+	case c.StreamWait < StreamWaitMin || c.StreamWait > StreamWaitMax:
+		return fmt.Errorf("activities: StreamWait: must be within %s..%s", StreamWaitMin, StreamWaitMax)
 	case c.MaxResponseBytes < 0:
 		return errors.New("activities: MaxResponseBytes: must not be negative")
 	}

@@ -1,0 +1,115 @@
+package activities
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/time/rate"
+)
+
+// TestBucketSizing: burst plus one window's refill equals the budget, so no
+// window of length Per can see more than Requests grants.
+func TestBucketSizing(t *testing.T) {
+	t.Parallel()
+	for op, lim := range DefaultRateLimits {
+		b := newBucket(lim)
+		perWindow := float64(b.Burst()) + float64(b.Limit())*lim.Per.Seconds()
+		require.InDelta(t, float64(lim.Requests), perWindow, 0.01, "op %s: burst %d, rate %v", op, b.Burst(), b.Limit())
+	}
+	require.Equal(t, 200, newBucket(DefaultRateLimits[OpStatus]).Burst())
+	require.Equal(t, 1, newBucket(DefaultRateLimits[OpPurgeQueue]).Burst())
+	require.Equal(t, rate.Every(10*time.Second), newBucket(RateLimit{Requests: 1, Per: 10 * time.Second}).Limit())
+}
+
+func TestLocalLimiterWait(t *testing.T) {
+	t.Parallel()
+	l := NewLocalLimiter(map[string]RateLimit{"slow": {Requests: 1, Per: time.Hour}, "bad": {Requests: 0, Per: time.Second}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	require.NoError(t, l.Wait(ctx, "slow"))
+	err := l.Wait(ctx, "slow")
+	require.Error(t, err, "the next token is an hour away: fail now, not at the deadline")
+	require.Contains(t, err.Error(), "rate limit slow")
+	for range 1000 {
+		require.NoError(t, l.Wait(ctx, "unlisted"))
+		require.NoError(t, l.Wait(ctx, "bad"))
+	}
+	canceled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	require.ErrorIs(t, l.Wait(canceled, "unlisted"), context.Canceled)
+}
+
+// TestLimiterHoldsStatusBurst sends 5,000 status calls from 64 goroutines
+// through a limiter scaled to 2,000 per 500 ms (Runpod's status budget
+// compressed 20×). The token bucket (burst 200, 3,600/s) cannot grant them
+// faster than (5000-200)/3600 s ≈ 1.33 s, and the server must never see
+// more than the budget in a window.
+func TestLimiterHoldsStatusBurst(t *testing.T) {
+	t.Parallel()
+	const (
+		calls   = 5000
+		workers = 64
+	)
+	lim := RateLimit{Requests: 2000, Per: 500 * time.Millisecond}
+	var (
+		mu      sync.Mutex
+		arrived = make([]time.Time, 0, calls)
+	)
+	b := setup(t, func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		arrived = append(arrived, time.Now())
+		mu.Unlock()
+		writeJSON(w, 200, `{"id":"job-1-u1","status":"IN_PROGRESS"}`)
+	}, func(c *Config) {
+		c.Limiter = NewLocalLimiter(map[string]RateLimit{OpStatus: lim})
+	})
+
+	jobs := make(chan struct{}, calls)
+	for range calls {
+		jobs <- struct{}{}
+	}
+	close(jobs)
+	errs := make(chan error, calls)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range jobs {
+				_, err := b.client.Status(context.Background(), "job-1-u1")
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+
+	bucket := newBucket(lim)
+	minElapsed := time.Duration(float64(calls-bucket.Burst()) / float64(bucket.Limit()) * float64(time.Second))
+	t.Logf("5000 status calls took %s (rate floor %s)", elapsed, minElapsed)
+	require.GreaterOrEqual(t, elapsed, minElapsed-10*time.Millisecond)
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, arrived, calls)
+	slices.SortFunc(arrived, func(a, b time.Time) int { return a.Compare(b) })
+	// Allow 100 ms for delivery jitter between the limiter and the server.
+	window := lim.Per - 100*time.Millisecond
+	busiest, j := 0, 0
+	for i := range arrived {
+		for arrived[i].Sub(arrived[j]) >= window {
+			j++
+		}
+		busiest = max(busiest, i-j+1)
+	}
+	t.Logf("busiest %s window at the server: %d requests", window, busiest)
+	require.LessOrEqual(t, busiest, lim.Requests)
+}
