@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -434,8 +435,20 @@ func flagErrorFrom(err error) error {
 	if !ok {
 		return err
 	}
-	if name, ok := fieldFlags[pkg+": "+field]; ok {
-		return &flagError{Flag: name, Msg: why}
+	name, ok := fieldFlags[pkg+": "+field]
+	if !ok {
+		return err
 	}
-	return err
+	// The message may name sibling fields ("less than MinIdle 30s"); name
+	// their flags instead, so the user sees only the words they can type.
+	prefix := field[:strings.LastIndex(field, ".")+1] // "Poll." or ""
+	for key, other := range fieldFlags {
+		kpkg, kfield, _ := strings.Cut(key, ": ")
+		short, ok := strings.CutPrefix(kfield, prefix)
+		if kpkg != pkg || !ok || strings.Contains(short, ".") {
+			continue
+		}
+		why = regexp.MustCompile(`\b`+regexp.QuoteMeta(short)+`\b`).ReplaceAllString(why, "--"+other)
+	}
+	return &flagError{Flag: name, Msg: why}
 }
