@@ -148,7 +148,7 @@ func TestRedisRestart(t *testing.T) {
 		e.submit(id, jobInput(id, map[string]any{"mock_delay": 300 + 30*i, "mock_return": id}), 0)
 	}
 	e.startChild(childOpts{ID: "rr-child", Concurrency: 8})
-	e.startWorker(e.workerConfig("rr-inproc", e.runpod()))
+	inproc := e.startWorker(e.workerConfig("rr-inproc", e.runpod()))
 	// Mid-run: some jobs done, most not.
 	eventually(t, 30*time.Second, func() (bool, string) {
 		done := 0
@@ -160,6 +160,12 @@ func TestRedisRestart(t *testing.T) {
 		return done >= 5, fmt.Sprintf("%d terminal", done)
 	})
 
+	inFlight := 0
+	for _, id := range ids {
+		if rec, err := e.record(id); err == nil && !workflow.State(rec.State).Terminal() {
+			inFlight++
+		}
+	}
 	srv.Kill()
 	killedAt := time.Now()
 	// The outage is the fault being injected, not a wait for async work:
@@ -169,7 +175,7 @@ func TestRedisRestart(t *testing.T) {
 	srv2, err := redistest.StartWith(redistest.Options{Port: srv.Port, Dir: dir, AppendOnly: true})
 	require.NoError(t, err, "restart redis-server on the same port and data")
 	current = srv2
-	t.Logf("redis down for %s", time.Since(killedAt))
+	t.Logf("redis killed with %d of %d jobs unfinished, down for %s", inFlight, n, time.Since(killedAt))
 
 	more := jobIDs("rr-after", 10)
 	eventually(t, 20*time.Second, func() (bool, string) {
@@ -187,6 +193,8 @@ func TestRedisRestart(t *testing.T) {
 		require.Equal(t, string(workflow.StateCompleted), rec.State, "job %s: %s", id, rec.Error)
 		require.JSONEq(t, fmt.Sprintf("%q", id), string(rec.Output))
 	}
+	s := inproc.w.Stats()
+	t.Logf("in-process survivor: admitted %d, reclaimed %d, leases lost %d, orphans canceled %d", s.Admitted, s.Reclaimed, s.LeasesLost, s.OrphansCanceled)
 	e.checkRunpodSide(recs, false)
 	sims := e.simJobs()
 	for id, rec := range recs {

@@ -54,8 +54,10 @@ func TestFencingPausedWorker(t *testing.T) {
 	eventually(t, 20*time.Second, func() (bool, string) {
 		for _, id := range ids {
 			rec, err := e.record(id)
-			if err != nil || rec.Owner != "survivor" {
-				return false, id + " owned by " + rec.Owner
+			// Taken over, and (for the hit job) resubmitted and recorded:
+			// from here on only the survivor's own writes may change it.
+			if err != nil || rec.Owner != "survivor" || rec.RunpodID == "" {
+				return false, id + " owned by " + rec.Owner + " at " + rec.Step
 			}
 			snap[id] = rec
 		}

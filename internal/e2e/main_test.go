@@ -27,8 +27,16 @@ func TestMain(m *testing.M) {
 	if os.Getenv("E2E_WORKER") == "1" {
 		os.Exit(runChildWorker())
 	}
+	// go-redis logs every failed dial; TestRedisRestart makes hundreds.
+	redis.SetLogger(quietLogger{})
 	redistest.Main(m)
 }
+
+// quietLogger drops go-redis's internal log lines (set once, before any test
+// runs, because the logger is a package global).
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
 
 // Environment of a child worker. Durations are Go duration strings.
 const (
