@@ -37,6 +37,7 @@ import (
 )
 
 func main() {
+	redis.SetLogger(redisLogger{})
 	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(exitCode(err))
@@ -92,6 +93,8 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 		Mutex:      &sync.Mutex{},
 		JSONFormat: o.logFormat == "json",
 	})
+	redisLog := log.Named("redis")
+	redisLogTarget.Store(&redisLog)
 	m := newMetrics()
 
 	// Validate the worker's configuration before anything is started, so a

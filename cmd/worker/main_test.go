@@ -490,3 +490,15 @@ func TestReadyzChecks(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisLogger: go-redis's own log lines go through run's hclog logger.
+// Not parallel: it sets the process-wide target that run also sets, and
+// sequential tests finish before parallel ones start.
+func TestRedisLogger(t *testing.T) {
+	var buf bytes.Buffer
+	l := hclog.New(&hclog.LoggerOptions{Output: &buf, JSONFormat: true, Name: "x"})
+	prev := redisLogTarget.Swap(&l)
+	defer redisLogTarget.Store(prev)
+	redisLogger{}.Printf(context.Background(), "redis: %s: dial tcp %s", "connection pool", "127.0.0.1:1")
+	require.Contains(t, buf.String(), `"@level":"warn","@message":"connection pool: dial tcp 127.0.0.1:1"`)
+}
