@@ -284,7 +284,8 @@ func TestSimFaults(t *testing.T) {
 // TestSimRateLimitNoStorm: 5,000 status calls through the client's limiter
 // against the simulator enforcing Runpod's status budget (2,000 per
 // 10-second window, time scaled 20× so a window is 500 ms). The limiter,
-// configured with the same budget, keeps the simulator from answering 429.
+// given the same published budget (it keeps 5% headroom for network
+// jitter), keeps the simulator from answering 429.
 func TestSimRateLimitNoStorm(t *testing.T) {
 	t.Parallel()
 	const (
