@@ -137,7 +137,7 @@ func newFlagTable(o *options) *flagTable {
 
 	t.add(groupConn, "redis-url", "URL",
 		"Redis to use: redis://[user:password@]host:port/db, rediss://... for TLS, unix:///path.sock",
-		redisURLDefault, &stringValue{p: &o.redisURL}).secret = false
+		redisURLDefault, &stringValue{p: &o.redisURL})
 	t.add(groupConn, "namespace", "NAME",
 		"key namespace: every key is {NAME}:...; workers and producers of one deployment share it",
 		streams.NamespaceDefault, &stringValue{p: &o.namespace, check: func(s string) error {

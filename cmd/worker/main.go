@@ -33,14 +33,19 @@ func main() {
 // exitCode is 2 for configuration mistakes, 1 for everything else.
 func exitCode(err error) int {
 	var fe *flagError
-	if errors.As(err, &fe) || errors.Is(err, errUsage) {
+	var ue *usageError
+	if errors.As(err, &fe) || errors.As(err, &ue) {
 		return 2
 	}
 	return 1
 }
 
-// errUsage marks command-line errors that are not about one flag's value.
-var errUsage = errors.New("usage")
+// usageError marks a command-line mistake that is not about one flag's
+// value (an unknown flag, a stray argument); its text is the wrapped error's.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
 
 // httpShutdownTimeout bounds the metrics server's graceful stop.
 const httpShutdownTimeout = 5 * time.Second
@@ -65,7 +70,7 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if err != nil {
 		var fe *flagError
 		if !errors.As(err, &fe) {
-			err = fmt.Errorf("%w: %w", errUsage, err)
+			err = &usageError{err: err}
 		}
 		return err
 	}

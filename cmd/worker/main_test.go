@@ -453,7 +453,7 @@ func TestDevPortInUse(t *testing.T) {
 func TestExitCode(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, 2, exitCode(&flagError{Flag: "x", Msg: "y"}))
-	require.Equal(t, 2, exitCode(fmt.Errorf("%w: unknown flag", errUsage)))
+	require.Equal(t, 2, exitCode(fmt.Errorf("run: %w", &usageError{err: errors.New("unknown flag --x")})))
 	require.Equal(t, 1, exitCode(errors.New("worker: boom")))
 }
 
