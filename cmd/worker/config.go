@@ -117,13 +117,12 @@ func defaultOptions() *options {
 
 // Group titles of --help.
 const (
-	groupConn    = "connections"
-	groupWorker  = "worker (leases, capacity, storage)"
-	groupPoll    = "polling Runpod /status"
-	groupRunpod  = "Runpod client"
-	groupOps     = "logging and observability"
-	groupDev     = "dev mode"
-	durationNote = "0 means none"
+	groupConn   = "connections"
+	groupWorker = "worker (leases, capacity, storage)"
+	groupPoll   = "polling Runpod /status"
+	groupRunpod = "Runpod client"
+	groupOps    = "logging and observability"
+	groupDev    = "dev mode"
 )
 
 // newFlagTable defines every flag over o. Ranges are checked as values are
@@ -175,7 +174,7 @@ func newFlagTable(o *options) *flagTable {
 		"a job admitted more often than this (it keeps crashing workers) ends FAILED and is dead-lettered (1..1000)",
 		strconv.Itoa(worker.MaxDeliveriesDefault), ints(&o.maxDeliveries, 1, 1000))
 	t.add(groupWorker, "job-timeout", "DURATION",
-		"deadline of a job whose submission names none, from its creation; "+durationNote,
+		"deadline of a job whose submission names none, from its creation; 0 means none",
 		worker.JobTimeoutDefault.String(), &durationValue{p: &o.jobTimeout, min: time.Second, zeroOK: true})
 	t.add(groupWorker, "result-ttl", "DURATION",
 		"how long a finished job's record is kept", worker.ResultTTLDefault.String(),
