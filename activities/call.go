@@ -286,8 +286,7 @@ func (c *Client) transportFailure(ctx, actx context.Context, r *request, err err
 		// The caller's context ended: not Runpod's fault.
 		cause := fmt.Errorf("%w (%s)", ctxErr(ctx), c.redact.String(err.Error()))
 		if uncertain {
-			e := c.uncertain(r, classCanceled, 0, cause)
-			return e
+			return c.uncertain(r, classCanceled, 0, cause)
 		}
 		return c.fail(r, classCanceled, 0, 0, cause)
 	case errors.Is(context.Cause(actx), ErrAttemptTimeout):
