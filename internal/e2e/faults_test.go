@@ -108,8 +108,10 @@ func TestRunpodFaults(t *testing.T) {
 		sims := e.simJobs()
 		failed := 0
 		for id, rec := range recs {
-			require.Len(t, sims[id], 1, "job %s: a second Runpod job under the fail policy", id)
-			require.Equal(t, 1, rec.Attempts, "job %s: attempts", id)
+			// Attempts may exceed 1: an open circuit or a 503 is a /run
+			// intent recorded but never sent. What must not happen is a
+			// second Runpod job.
+			require.Len(t, sims[id], 1, "job %s (attempts %d): a second Runpod job under the fail policy", id, rec.Attempts)
 			if rec.State == string(workflow.StateFailed) {
 				failed++
 				require.True(t, strings.HasPrefix(rec.Error, workflow.ReasonSubmitUncertain), "job %s error %q", id, rec.Error)

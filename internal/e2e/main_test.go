@@ -105,7 +105,10 @@ func runChildWorker() int {
 	rp, err := activities.New(activities.Config{
 		APIKey: testAPIKey, EndpointID: testEndpointID, BaseURL: os.Getenv(envSimURL),
 		HTTPClient:          &http.Client{Transport: transport},
-		RequestTimeout:      5 * time.Second,
+		// Long enough that a /run in flight when the process is paused
+		// (SIGSTOP) still reads its answer on resume, so the fencing test
+		// sees the orphan it can cancel rather than an uncertain /run.
+		RequestTimeout:      30 * time.Second,
 		RetryInitialBackoff: 10 * time.Millisecond, RetryMaxBackoff: 200 * time.Millisecond,
 		BreakerOpenTimeout: 300 * time.Millisecond,
 		Limiter:            noLimit{},
