@@ -153,3 +153,43 @@ func TestCrashRecovery(t *testing.T) {
 		e.checkRunpodSide(recs, false)
 	})
 }
+
+// TestCrashLoopingJobDeadLettered: a job that kills every worker that runs
+// it (two subprocesses SIGKILLed at before_run in turn) is not handed from
+// worker to worker forever: the next admit, over MaxDeliveries, ends it
+// FAILED with a reason and copies it to the dead-letter stream, and the pool
+// goes on with other work. Without the delivery limit the survivor would
+// run it (and the job would complete, failing the FAILED assertion).
+func TestCrashLoopingJobDeadLettered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, runpodsim.Config{})
+	const id = "crashloop"
+	e.submit(id, jobInput(id, nil), 0)
+	for i := range 2 {
+		c := e.startChild(childOpts{ID: fmt.Sprintf("victim%d", i), Concurrency: 1,
+			HookPoint: worker.PointBeforeRun, HookAfter: 1, HookAction: "kill"})
+		c.wait(t, 30*time.Second)
+		require.True(t, c.killedBy(syscall.SIGKILL), "victim%d: %v", i, c.state)
+		require.Equal(t, id, c.hookJob())
+	}
+	rec, err := e.record(id)
+	require.NoError(t, err)
+	require.Equal(t, 2, rec.Deliveries, "each victim took the job once")
+
+	cfg := e.workerConfig("survivor", e.runpod())
+	cfg.MaxDeliveries = 2
+	w := e.startWorker(cfg)
+	e.submit("after-crashloop", jobInput("after-crashloop", nil), 0)
+	recs := e.waitTerminal([]string{id, "after-crashloop"}, 20*time.Second)
+	e.audit([]string{id, "after-crashloop"})
+	require.Equal(t, string(workflow.StateFailed), recs[id].State)
+	require.NotEmpty(t, recs[id].Error, "a reason")
+	require.Equal(t, string(workflow.StateCompleted), recs["after-crashloop"].State)
+	dead, err := e.rdb.XRange(t.Context(), e.store.Keys().Dead(), "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, dead, 1, "one dead-letter copy")
+	require.Equal(t, uint64(1), w.w.Stats().Poisoned)
+	// Both victims wrote SUBMITTING and died before /run: nothing on Runpod.
+	require.Empty(t, e.simJobs()[id])
+	t.Logf("crash-looping job: %s", recs[id].Error)
+}

@@ -35,7 +35,7 @@ func TestFencingPausedWorker(t *testing.T) {
 	for _, id := range ids {
 		// Long enough that the survivor is still polling when the stale
 		// worker resumes: the epoch guard, not the terminal guard, refuses.
-		e.submit(id, jobInput(id, map[string]any{"mock_delay": 6000}), 0)
+		e.submit(id, jobInput(id, map[string]any{"mock_delay": 10000}), 0)
 	}
 	stale := e.startChild(childOpts{ID: "stale", Concurrency: 2,
 		HookPoint: worker.PointAfterRun, HookAfter: n - 1, HookAction: "stop"})

@@ -452,8 +452,9 @@ func workerEvent(typ string) bool {
 //     and its state is the record's;
 //   - fencing: a job's worker-written events never go back to an older
 //     epoch (a stale owner's write after a takeover would);
-//   - every job's record names no owner process's write after the terminal
-//     event (the record is terminal and its finished time is set).
+//   - the record agrees: terminal in the same state, under the epoch of the
+//     terminal event, with its finished time set;
+//   - no submission is left pending in the consumer group.
 //
 // It returns the events by job.
 func (e *env) audit(ids []string) map[string][]streams.Event {
