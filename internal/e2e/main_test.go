@@ -104,7 +104,7 @@ func runChildWorker() int {
 	transport := &http.Transport{MaxIdleConnsPerHost: 64}
 	rp, err := activities.New(activities.Config{
 		APIKey: testAPIKey, EndpointID: testEndpointID, BaseURL: os.Getenv(envSimURL),
-		HTTPClient:          &http.Client{Transport: transport},
+		HTTPClient: &http.Client{Transport: transport},
 		// Long enough that a /run in flight when the process is paused
 		// (SIGSTOP) still reads its answer on resume, so the fencing test
 		// sees the orphan it can cancel rather than an uncertain /run.
