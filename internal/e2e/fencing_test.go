@@ -2,6 +2,14 @@ package e2e
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -39,11 +47,11 @@ func TestFencingPausedWorker(t *testing.T) {
 	}
 	stale := e.startChild(childOpts{ID: "stale", Concurrency: 2,
 		HookPoint: worker.PointAfterRun, HookAfter: n - 1, HookAction: "stop"})
+	// Stopped, and its hook line copied out of the pipe (which lags).
 	eventually(t, 20*time.Second, func() (bool, string) {
-		return stale.stopped(), "stale worker not stopped yet: " + stale.stderr.String()
+		return stale.stopped() && stale.hookJob() != "", "stale worker not stopped yet: " + stale.stderr.String()
 	})
 	hit := stale.hookJob()
-	require.NotEmpty(t, hit)
 	hitRec, err := e.record(hit)
 	require.NoError(t, err)
 	require.Equal(t, string(workflow.StepSubmitting), hitRec.Step, "paused between /run and its checkpoint: %+v stat %s", hitRec, procStat(stale))
@@ -133,4 +141,121 @@ func TestFencingPausedWorker(t *testing.T) {
 	}
 	require.Len(t, e.simJobs()[hit], 2, "hit job: the orphan and the survivor's resubmit")
 	survivor.stop(t)
+}
+
+// runProxy forwards to the simulator. It holds the first /run answer (the
+// simulator has already created the job): it reports the arrival on arrived,
+// waits for release, then holds the answer a further delay (or until the
+// caller gives up). The test pauses the worker and takes its job over while
+// the answer is held: a /run in flight across a takeover.
+type runProxy struct {
+	*httptest.Server
+	arrived chan struct{}
+	release chan struct{}
+	delay   time.Duration
+	once    sync.Once
+	gaveUp  atomic.Bool // the worker hung up before the answer was sent
+}
+
+func newRunProxy(t *testing.T, root string, delay time.Duration) *runProxy {
+	t.Helper()
+	target, err := url.Parse(root)
+	require.NoError(t, err)
+	p := &runProxy{arrived: make(chan struct{}), release: make(chan struct{}), delay: delay}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if !strings.HasSuffix(resp.Request.URL.Path, "/run") {
+			return nil
+		}
+		first := false
+		p.once.Do(func() { first = true })
+		if !first {
+			return nil
+		}
+		ctx := resp.Request.Context()
+		close(p.arrived)
+		select {
+		case <-p.release:
+		case <-ctx.Done():
+		}
+		tm := time.NewTimer(p.delay)
+		defer tm.Stop()
+		select {
+		case <-tm.C:
+		case <-ctx.Done():
+			p.gaveUp.Store(true)
+		}
+		return nil
+	}
+	p.Server = httptest.NewServer(rp)
+	t.Cleanup(func() {
+		select {
+		case <-p.release:
+		default:
+			close(p.release)
+		}
+		p.Close()
+	})
+	return p
+}
+
+// TestFencingStaleRunInFlight: a worker's /run reaches Runpod (the job is
+// created), and before the answer gets back the worker is paused (SIGSTOP)
+// and its job taken over; on resume (SIGCONT) its heartbeat learns the lease
+// is lost while the /run answer is still on its way. Guarantee 3: "a
+// fenced-out worker that created a Runpod job it can no longer record cancels
+// it (no orphan GPU spend)". The worker can learn the id — the answer does
+// arrive — so the Runpod job must end CANCELLED. If the worker abandons the
+// /run on lease loss instead, the job runs on a GPU with nobody recording it,
+// and this test fails.
+//
+// Known bug (reported): worker/executor.go submit() calls Runpod.Run with the
+// action's ctx, which dropLocked cancels with errLeaseLost; the client hangs
+// up, the answer (and the id) is lost, and the Runpod job runs unrecorded.
+// Skipped unless E2E_KNOWN_BUGS=1 until worker lets a sent /run finish.
+func TestFencingStaleRunInFlight(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("E2E_KNOWN_BUGS") != "1" {
+		t.Skip("known bug: a /run in flight is abandoned on lease loss, leaving an uncancelled orphan Runpod job (worker/executor.go submit); E2E_KNOWN_BUGS=1 runs it")
+	}
+	e := newEnv(t, runpodsim.Config{})
+	const id = "inflight"
+	e.submit(id, jobInput(id, map[string]any{"mock_delay": 600000}), 0)
+	proxy := newRunProxy(t, e.srv.Root, 1500*time.Millisecond)
+	stale := e.startChild(childOpts{ID: "stale", Concurrency: 1, SimURL: proxy.URL + "/v2"})
+	select {
+	case <-proxy.arrived:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the stale worker sent no /run; stderr:\n%s", stale.stderr.String())
+	}
+	js := e.simJobs()[id]
+	require.Len(t, js, 1, "the stale worker's /run created the Runpod job")
+	orphan := js[0].ID
+
+	stale.signal(t, syscall.SIGSTOP)
+	eventually(t, 10*time.Second, stale.stoppedCond)
+	e.startWorker(e.workerConfig("survivor", e.runpod()))
+	taken := e.waitRecord(id, 20*time.Second, func(r streams.Record) bool { return r.Owner == "survivor" && r.RunpodID != "" })
+	require.NotEqual(t, orphan, taken.RunpodID, "the survivor resubmitted (the record said SUBMITTING)")
+	require.Equal(t, 2, taken.Attempts)
+
+	stale.signal(t, syscall.SIGCONT)
+	close(proxy.release)
+	eventually(t, 20*time.Second, func() (bool, string) {
+		return strings.Contains(stale.stderr.String(), "lease lost"), "stale worker has not noticed the takeover"
+	})
+	// Whatever the stale worker does with the answer, it has done it once
+	// it exits gracefully.
+	stale.signal(t, syscall.SIGTERM)
+	require.True(t, stale.wait(t, 20*time.Second).Success())
+	t.Logf("stale worker hung up on its /run before the answer: %v; stats %+v", proxy.gaveUp.Load(), stale.stats(t))
+
+	sj, ok := e.srv.Sim.Job(orphan)
+	require.True(t, ok)
+	require.Equal(t, workflow.RunpodCancelled, sj.Status,
+		"Runpod job %s, created by the fenced-out worker's /run, is left %s: an orphan nobody records or cancels", orphan, sj.Status)
+
+	e.cancel(id) // end the survivor's long job
+	e.waitTerminal([]string{id}, 20*time.Second)
+	e.audit([]string{id})
 }

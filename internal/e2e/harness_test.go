@@ -180,6 +180,7 @@ type childOpts struct {
 	HookPoint   string // worker.Point*; empty: no hook
 	HookAfter   int    // act at the N-th occurrence of HookPoint
 	HookAction  string // "kill" or "stop"
+	SimURL      string // default: the env's simulator (e.g. a proxy in front of it)
 }
 
 // child is a worker subprocess: this test binary re-executed with
@@ -232,7 +233,11 @@ func (e *env) startChild(o childOpts) *child {
 	vars := append(os.Environ(), "E2E_WORKER=1")
 	vars = set(vars, envRedis, e.addr)
 	vars = set(vars, envNamespace, e.ns)
-	vars = set(vars, envSimURL, e.srv.URL)
+	simURL := e.srv.URL
+	if o.SimURL != "" {
+		simURL = o.SimURL
+	}
+	vars = set(vars, envSimURL, simURL)
 	vars = set(vars, envInstance, o.ID)
 	vars = set(vars, envMinIdle, o.MinIdle)
 	vars = set(vars, envHeartbeat, o.Heartbeat)
@@ -337,6 +342,11 @@ func (c *child) stopped() bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i >= 0 && len(s) > i+2 && s[i+2] == 'T'
+}
+
+// stoppedCond is stopped as an eventually condition.
+func (c *child) stoppedCond() (bool, string) {
+	return c.stopped(), "worker subprocess " + c.id + " not stopped"
 }
 
 // eventually polls cond every 20ms until it holds or timeout passes; on
