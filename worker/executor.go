@@ -308,11 +308,21 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 		ttl = min(max(ttl, 10*time.Second), 7*24*time.Hour)
 		req.Policy = &workflow.RunPolicy{TTLMs: ttl.Milliseconds()}
 	}
-	rj, err := w.cfg.Runpod.Run(ctx, req)
-	if abandoned(ctx, err) {
-		// The /run may have reached Runpod; the record says SUBMITTING, so
-		// whoever resumes the job applies SubmitUncertainPolicy.
+	if ctx.Err() != nil {
+		// Lease lost or stopping before anything was sent: nothing to take back.
 		return w.abandon(ctx, r)
+	}
+	// Once sent, a /run is seen through even if the lease is lost meanwhile:
+	// only its answer tells which Runpod job to cancel when the id cannot be
+	// recorded (the fenced checkpoint below). So it runs under execCtx, which
+	// only the end of the shutdown grace period cancels, not under the job's
+	// ctx, which a lost lease cancels.
+	rj, err := w.cfg.Runpod.Run(w.execCtx, req)
+	if abandoned(w.execCtx, err) {
+		// Shutdown cut the /run short: it may have reached Runpod; the record
+		// says SUBMITTING, so whoever resumes the job applies
+		// SubmitUncertainPolicy.
+		return w.abandon(w.execCtx, r)
 	}
 	if err == nil && rj.ID != "" {
 		w.stepHook(wf.ID, PointAfterRun)

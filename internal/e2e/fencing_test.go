@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -212,15 +211,10 @@ func newRunProxy(t *testing.T, root string, delay time.Duration) *runProxy {
 // /run on lease loss instead, the job runs on a GPU with nobody recording it,
 // and this test fails.
 //
-// Known bug (reported): worker/executor.go submit() calls Runpod.Run with the
-// action's ctx, which dropLocked cancels with errLeaseLost; the client hangs
-// up, the answer (and the id) is lost, and the Runpod job runs unrecorded.
-// Skipped unless E2E_KNOWN_BUGS=1 until worker lets a sent /run finish.
+// Regression: submit() once ran /run under the action's ctx, which a lost
+// lease cancels; the client hung up, the id was lost, the Runpod job ran on.
 func TestFencingStaleRunInFlight(t *testing.T) {
 	t.Parallel()
-	if os.Getenv("E2E_KNOWN_BUGS") != "1" {
-		t.Skip("known bug: a /run in flight is abandoned on lease loss, leaving an uncancelled orphan Runpod job (worker/executor.go submit); E2E_KNOWN_BUGS=1 runs it")
-	}
 	e := newEnv(t, runpodsim.Config{})
 	const id = "inflight"
 	e.submit(id, jobInput(id, map[string]any{"mock_delay": 600000}), 0)
