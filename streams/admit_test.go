@@ -32,6 +32,19 @@ func TestAdmitRawSubmission(t *testing.T) {
 	})
 }
 
+func TestAdmitRawSubmissionPersistsInput(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		b.rawAdd(t, "job_id", "raw-p", "input", `{"keep":true}`, "input_hash", "h-p")
+		_, res := b.readAdmit(t, "w1", 10, AdmitOpts{PersistInput: true})
+		require.Equal(t, Admitted, res[0].Status)
+		stored := b.get(t, "raw-p")
+		require.JSONEq(t, `{"keep":true}`, string(stored.Input), "input persisted in the record")
+		require.Equal(t, "h-p", stored.InputHash)
+		require.Zero(t, stored.DeadlineMs, "no timeout_ms and no default: no deadline")
+	})
+}
+
 func TestAdmitDuplicateRawEntry(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, b *testBundle) {

@@ -126,22 +126,7 @@ for i = 0, n - 1 do
         end
       end
       if res == nil and not exists then
-        local rf = { 'HSET', job, 'state', 'SUBMITTED', 'step', 'SUBMIT', 'epoch', '0', 'entry', entry_id,
-          'attempts', '0', 'deliveries', '0', 'created_ms', now, 'updated_ms', now }
-        local t = tonumber(timeout) or 0
-        if t > 0 then
-          rf[#rf + 1] = 'deadline_ms'
-          rf[#rf + 1] = itoa(tonumber(now) + t)
-        end
-        if hash ~= '' then
-          rf[#rf + 1] = 'input_hash'
-          rf[#rf + 1] = hash
-        end
-        if persist then
-          rf[#rf + 1] = 'input'
-          rf[#rf + 1] = input
-        end
-        redis.call(unpack(rf))
+        create_record(job, entry_id, now, tonumber(timeout) or 0, hash, persist and input or nil)
         emit(events, 'submitted', job_id, 'SUBMITTED', 0, now, envelope({}))
         state = 'SUBMITTED'
       end

@@ -62,21 +62,9 @@ fields[#fields + 1] = 'v'
 fields[#fields + 1] = '1'
 local entry = redis.call(unpack(fields))
 
-local rf = { 'HSET', job, 'state', 'SUBMITTED', 'step', 'SUBMIT', 'epoch', '0', 'entry', entry,
-  'attempts', '0', 'deliveries', '0', 'created_ms', now, 'updated_ms', now }
-if t > 0 then
-  rf[#rf + 1] = 'deadline_ms'
-  rf[#rf + 1] = itoa(tonumber(now) + t)
-end
-if hash ~= '' then
-  rf[#rf + 1] = 'input_hash'
-  rf[#rf + 1] = hash
-end
-if ARGV[6] == '1' then
-  rf[#rf + 1] = 'input'
-  rf[#rf + 1] = input
-end
-redis.call(unpack(rf))
+local persisted = nil
+if ARGV[6] == '1' then persisted = input end
+create_record(job, entry, now, t, hash, persisted)
 
 if dedupe then
   redis.call('SET', dedupe, job_id)

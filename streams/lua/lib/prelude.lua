@@ -97,3 +97,24 @@ end
 local function itoa(n)
   return string.format('%d', n)
 end
+
+-- create_record writes a new job record as SUBMITTED: the one layout shared
+-- by the client path (submit.lua) and the raw-producer path (admit.lua).
+-- timeout_ms <= 0 means no deadline; input is stored only when non-nil.
+local function create_record(job, entry_id, now, timeout_ms, hash, input)
+  local rf = { 'HSET', job, 'state', 'SUBMITTED', 'step', 'SUBMIT', 'epoch', '0', 'entry', entry_id,
+    'attempts', '0', 'deliveries', '0', 'created_ms', now, 'updated_ms', now }
+  if timeout_ms > 0 then
+    rf[#rf + 1] = 'deadline_ms'
+    rf[#rf + 1] = itoa(tonumber(now) + timeout_ms)
+  end
+  if hash ~= '' then
+    rf[#rf + 1] = 'input_hash'
+    rf[#rf + 1] = hash
+  end
+  if input then
+    rf[#rf + 1] = 'input'
+    rf[#rf + 1] = input
+  end
+  redis.call(unpack(rf))
+end
