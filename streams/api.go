@@ -22,6 +22,10 @@ var (
 	ErrFenced = errors.New("streams: fenced: epoch is stale")
 	// ErrTerminal: the job already has its terminal outcome.
 	ErrTerminal = errors.New("streams: job already terminal")
+	// ErrCancelRequested: a checkpoint recording the /run intent (Step
+	// SUBMITTING) was refused because the job's cancel flag is set; nothing
+	// was written. The job must end CANCELED without being sent.
+	ErrCancelRequested = errors.New("streams: cancel requested before submission")
 	// ErrUnknownVersion: an envelope or submission names a version this code
 	// does not know.
 	ErrUnknownVersion = errors.New("streams: unknown wire format version")
