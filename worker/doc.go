@@ -76,11 +76,13 @@
 // When Run's ctx is done: the fetcher, claimer, control subscriber and
 // janitor stop, and no new action starts; in-flight actions get
 // ShutdownTimeout to finish, after which their ctx is canceled with the
-// cause ErrStopping; outcomes decided meanwhile are written; every lease
-// still owned is handed off (streams.Handoff marks it long idle and
-// publishes "handoff", so a peer's claimer takes it at once rather than
-// after MinIdle); the heartbeater stops last so no lease lapses during the
-// drain. Run returns when every goroutine has ended.
+// cause ErrStopping; outcomes decided meanwhile are written; the
+// heartbeater, which kept the leases alive during the drain, stops; then
+// every lease still owned is handed off (streams.Handoff marks it long idle
+// and publishes "handoff", so a peer's claimer takes it at once rather than
+// after MinIdle). The heartbeater stops before the handoff, so no heartbeat
+// resets a handed-off entry's idle time. Run returns when every goroutine
+// has ended.
 //
 // # Fault injection
 //

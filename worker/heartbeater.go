@@ -10,8 +10,9 @@ import (
 // heartbeatLoop refreshes every owned lease each HeartbeatInterval, in
 // batches, until ctx is done. Leases the store reports lost belong to
 // another worker now: those jobs are dropped at once and their running
-// action is canceled. It is the last loop to stop at shutdown, so no lease
-// lapses while in-flight work drains.
+// action is canceled. At shutdown it runs until in-flight work has drained
+// (so no lease lapses meanwhile) and stops just before the handoff (so no
+// heartbeat undoes it).
 func (w *Worker) heartbeatLoop(ctx context.Context) {
 	log := w.log.Named("heartbeater")
 	t := time.NewTicker(w.cfg.HeartbeatInterval)

@@ -163,9 +163,10 @@ func (w *Worker) Stats() Stats {
 // Run runs the worker until ctx is done, then shuts down gracefully and
 // returns nil. Shutdown order: stop fetching and claiming; let in-flight
 // Runpod calls finish for up to ShutdownTimeout, then cancel them with
-// ErrStopping; write the outcomes and checkpoints that came back; hand every
-// still-owned lease to the peers (they take them over at once); stop the
-// heartbeat last, so no lease lapses while the rest drains. Every goroutine
+// ErrStopping; write the outcomes and checkpoints that came back; stop the
+// heartbeat (it ran throughout the drain, so no lease lapsed); hand every
+// still-owned lease to the peers (they take them over at once; no heartbeat
+// can follow and undo it). Every goroutine
 // started here has ended when Run returns. Run may be called once.
 func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
@@ -230,12 +231,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	close(w.finalizeQ)
 	finalizer.Wait()
 
-	// 4. What is still owned goes to the peers at once.
-	w.handoff()
-
-	// 5. Heartbeats last.
+	// 4. Heartbeats stop before the handoff: a heartbeat after it would
+	// reset the handed-off entries' idle time and strand them for MinIdle.
+	// Nothing runs any more, so no lease needs refreshing.
 	stopHB()
 	heartbeater.Wait()
+
+	// 5. What is still owned goes to the peers at once.
+	w.handoff()
 	w.log.Info("worker stopped")
 	return nil
 }

@@ -1,0 +1,79 @@
+package worker
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"github.com/yourscope/runpod-orchestrator/streams"
+)
+
+// watchHandoff is the real store, except that Handoff, once it has written,
+// waits (bounded) for a heartbeat to follow, and counts those that do.
+type watchHandoff struct {
+	*streams.Store
+	wait         time.Duration
+	handedOff    atomic.Bool
+	beatsAfter   atomic.Int64
+	beatAfterSig chan struct{}
+}
+
+func (s *watchHandoff) Heartbeat(ctx context.Context, consumer string, leases []streams.Lease) ([]streams.Lease, error) {
+	if s.handedOff.Load() {
+		s.beatsAfter.Add(1)
+		select {
+		case s.beatAfterSig <- struct{}{}:
+		default:
+		}
+	}
+	return s.Store.Heartbeat(ctx, consumer, leases)
+}
+
+func (s *watchHandoff) Handoff(ctx context.Context, consumer string, leases []streams.Lease) (int, error) {
+	n, err := s.Store.Handoff(ctx, consumer, leases)
+	s.handedOff.Store(true)
+	// A heartbeater still running ticks within a few HeartbeatIntervals.
+	t := time.NewTimer(s.wait)
+	defer t.Stop()
+	select {
+	case <-s.beatAfterSig:
+	case <-t.C:
+	}
+	return n, err
+}
+
+// The heartbeater stops before the handoff: no heartbeat may follow it and
+// reset the handed-off entry's idle time (which would strand it for MinIdle).
+func TestNoHeartbeatAfterHandoff(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config("w").WithDefaults()
+	st := &watchHandoff{Store: b.store, wait: 3 * cfg.HeartbeatInterval, beatAfterSig: make(chan struct{}, 1)}
+	w := newWorker(st, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+
+	b.submit(t, "hb", `{"mock_delay":60000,"mock_return":"x"}`, 0)
+	b.waitRecord(t, "hb", 5*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	require.True(t, st.handedOff.Load())
+	require.EqualValues(t, 1, w.Stats().HandedOff)
+	require.Zero(t, st.beatsAfter.Load(), "a heartbeat followed the handoff")
+
+	// The entry is still long idle: a peer can claim it at once.
+	p, err := b.rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{
+		Stream: b.store.Keys().Submissions(), Group: b.store.Group(), Start: "-", End: "+", Count: 10}).Result()
+	require.NoError(t, err)
+	require.Len(t, p, 1)
+	require.Greater(t, p[0].Idle, cfg.MinIdle, "handed-off entry idle time was reset")
+}
