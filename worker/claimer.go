@@ -50,8 +50,13 @@ func (w *Worker) claimPass(ctx context.Context) (int, error) {
 		}
 		msgs, _, next, err := w.store.Claim(ctx, w.cfg.InstanceID, w.cfg.MinIdle, n, cursor)
 		if err == nil && len(msgs) > 0 {
+			// The entries are ours now (XAUTOCLAIM reset their idle
+			// time): admit them even if the shutdown began meanwhile, so
+			// they are adopted and handed off, not stranded for MinIdle.
 			var k int
-			k, err = w.admit(ctx, msgs)
+			actx, cancel := w.persistCtx(ctx)
+			k, err = w.admit(actx, msgs)
+			cancel()
 			total += k
 		}
 		w.release(n)

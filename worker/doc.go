@@ -74,7 +74,10 @@
 // # Shutdown
 //
 // When Run's ctx is done: the fetcher, claimer, control subscriber and
-// janitor stop, and no new action starts; in-flight actions get
+// janitor stop (entries a read or claim already delivered are still
+// admitted, under a bounded ctx the shutdown does not cancel, so they are
+// handed off below rather than stranded for MinIdle), and no new action
+// starts; in-flight actions get
 // ShutdownTimeout to finish, after which their ctx is canceled with the
 // cause ErrStopping; outcomes decided meanwhile are written; the
 // heartbeater, which kept the leases alive during the drain, stops; then

@@ -21,7 +21,12 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 		}
 		msgs, err := w.store.Read(ctx, w.cfg.InstanceID, n, readBlock)
 		if err == nil && len(msgs) > 0 {
-			_, err = w.admit(ctx, msgs)
+			// The entries are delivered to us now: admit them even if the
+			// shutdown began meanwhile, so they are adopted and handed off
+			// rather than left pending, idle, for MinIdle.
+			actx, cancel := w.persistCtx(ctx)
+			_, err = w.admit(actx, msgs)
+			cancel()
 		}
 		w.release(n)
 		if err != nil {

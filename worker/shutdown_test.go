@@ -77,3 +77,83 @@ func TestNoHeartbeatAfterHandoff(t *testing.T) {
 	require.Len(t, p, 1)
 	require.Greater(t, p[0].Idle, cfg.MinIdle, "handed-off entry idle time was reset")
 }
+
+// stopAfterDelivery is the real store, except that the first Read or Claim
+// that delivers entries returns only once the shutdown has begun (the
+// loop's ctx is done), so the admit that follows runs during shutdown.
+type stopAfterDelivery struct {
+	*streams.Store
+	stop      context.CancelFunc
+	delivered atomic.Bool
+}
+
+func (s *stopAfterDelivery) hold(ctx context.Context, n int) {
+	if n == 0 || !s.delivered.CompareAndSwap(false, true) {
+		return
+	}
+	s.stop()
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		panic("loop ctx not canceled 5s after Run's ctx")
+	}
+}
+
+func (s *stopAfterDelivery) Read(ctx context.Context, consumer string, count int, block time.Duration) ([]redis.XMessage, error) {
+	msgs, err := s.Store.Read(ctx, consumer, count, block)
+	s.hold(ctx, len(msgs))
+	return msgs, err
+}
+
+func (s *stopAfterDelivery) Claim(ctx context.Context, consumer string, minIdle time.Duration, count int, cursor string) ([]redis.XMessage, []string, string, error) {
+	msgs, del, next, err := s.Store.Claim(ctx, consumer, minIdle, count, cursor)
+	s.hold(ctx, len(msgs))
+	return msgs, del, next, err
+}
+
+// Entries delivered (by XREADGROUP or XAUTOCLAIM) just as the shutdown
+// begins are still admitted and then handed off, not stranded for MinIdle.
+func TestEntriesDeliveredAtShutdownAreHandedOff(t *testing.T) {
+	t.Parallel()
+	for _, via := range []string{"read", "claim"} {
+		t.Run(via, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			id := "d-" + via
+			b.submit(t, id, `{"mock_delay":60000,"mock_return":"x"}`, 0)
+			if via == "claim" {
+				// A crashed consumer got the entry long ago.
+				require.NoError(t, b.store.EnsureGroup(context.Background()))
+				msgs, err := b.store.Read(context.Background(), "dead", 1, 0)
+				require.NoError(t, err)
+				require.Len(t, msgs, 1)
+				require.NoError(t, b.rdb.Do(context.Background(), "XCLAIM", b.store.Keys().Submissions(), b.store.Group(),
+					"dead", 0, msgs[0].ID, "IDLE", 3600000, "JUSTID").Err())
+			}
+			cfg := b.config("w").WithDefaults()
+			ctx, cancel := context.WithCancel(context.Background())
+			st := &stopAfterDelivery{Store: b.store, stop: cancel}
+			w := newWorker(st, cfg)
+			done := make(chan error, 1)
+			go func() { done <- w.Run(ctx) }()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(15 * time.Second):
+				cancel()
+				t.Fatal("Run did not return")
+			}
+			require.True(t, st.delivered.Load())
+			rec := b.get(t, id)
+			require.Equal(t, "w", rec.Owner, "the delivered entry was not admitted")
+			require.EqualValues(t, 1, w.Stats().Admitted)
+			require.EqualValues(t, 1, w.Stats().HandedOff)
+			p, err := b.rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{
+				Stream: b.store.Keys().Submissions(), Group: b.store.Group(), Start: "-", End: "+", Count: 10}).Result()
+			require.NoError(t, err)
+			require.Len(t, p, 1)
+			require.Equal(t, "w", p[0].Consumer)
+			require.Greater(t, p[0].Idle, cfg.MinIdle, "entry not handed off: stranded for MinIdle")
+		})
+	}
+}
