@@ -21,8 +21,10 @@ var terminalStates = map[string]string{
 }
 
 // Checkpoint applies cp atomically with its event, if the job is not
-// terminal and cp.Epoch is current. ErrNotFound, ErrTerminal, ErrFenced are
-// checked in that order; a refusal writes nothing. Terminal states go
+// terminal and cp.Epoch is current. ErrNotFound, ErrTerminal, ErrFenced,
+// ErrCancelRequested are checked in that order; a refusal writes nothing.
+// ErrCancelRequested refuses only a Step SUBMITTING checkpoint (the /run
+// intent) on a job whose cancel flag is set. Terminal states go
 // through Finalize (ErrInvalid here).
 func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) error {
 	if now.IsZero() {
@@ -71,6 +73,8 @@ func codeErr(code string) error {
 		return ErrTerminal
 	case "fenced":
 		return ErrFenced
+	case "canceled":
+		return ErrCancelRequested
 	}
 	return fmt.Errorf("unexpected script reply %q", code)
 }

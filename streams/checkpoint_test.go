@@ -77,3 +77,46 @@ func TestCheckpointRefusals(t *testing.T) {
 		require.NoError(t, err)
 	})
 }
+
+// TestCheckpointSubmittingRefusedAfterCancel: the /run intent (Step
+// SUBMITTING) is refused on a cancel-flagged job, atomically with the flag
+// check, so a job canceled before it is sent is never sent; other
+// checkpoints still pass (a polling job keeps recording progress).
+func TestCheckpointSubmittingRefusedAfterCancel(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		rec := b.admitted(t, "c")
+		st, err := b.st.Cancel(b.ctx, "c", b.now)
+		require.NoError(t, err)
+		require.Equal(t, "SUBMITTED", st)
+		before := b.get(t, "c")
+		require.True(t, before.Cancel)
+		require.Equal(t, 0, before.Attempts)
+		nEvents := len(b.events(t))
+
+		later := b.now.Add(5000)
+		err = b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch, Step: "SUBMITTING", IncAttempts: true,
+			Event: &EventInput{Type: EventProgress}}, later)
+		require.ErrorIs(t, err, ErrCancelRequested)
+		after := b.get(t, "c")
+		require.Equal(t, before, after, "a refused intent writes nothing")
+		require.Equal(t, 0, after.Attempts)
+		require.Equal(t, before.Step, after.Step)
+		require.Len(t, b.events(t), nEvents, "a refused intent appends no event")
+
+		// Fenced still beats canceled.
+		err = b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch - 1, Step: "SUBMITTING"}, later)
+		require.ErrorIs(t, err, ErrFenced)
+
+		// A non-SUBMITTING checkpoint on the cancel-flagged job is applied.
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch,
+			Step: "POLL", State: "IN_PROGRESS", RunpodID: "rp-1", RunpodStatus: "IN_PROGRESS",
+			Event: &EventInput{Type: EventProgress}}, later))
+		got := b.get(t, "c")
+		require.Equal(t, "POLL", got.Step)
+		require.Equal(t, "IN_PROGRESS", got.State)
+		require.Equal(t, "rp-1", got.RunpodID)
+		require.Equal(t, later.UnixMilli(), got.UpdatedMs)
+		require.Equal(t, []string{EventSubmitted, EventCancelRequested, EventProgress}, b.eventTypes(t, "c"))
+	})
+}

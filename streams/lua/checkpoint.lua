@@ -1,6 +1,11 @@
 -- checkpoint.lua: a fenced, non-terminal change to one job record, written
 -- atomically with its event. Refusals are checked in this order and change
--- nothing: not_found, terminal (also for an alias record), fenced.
+-- nothing: not_found, terminal (also for an alias record), fenced, canceled.
+-- canceled: the step is SUBMITTING (the /run intent) and the record's cancel
+-- flag is set; refusing here, atomically with the flag check, guarantees a
+-- job canceled before its intent is recorded is never sent to Runpod. Other
+-- checkpoints still pass on a cancel-flagged job, so a job already on Runpod
+-- keeps recording its progress until the worker cancels it there.
 --
 -- KEYS[1] job record (HASH)
 -- KEYS[2] events stream
@@ -17,19 +22,22 @@
 -- ARGV[10] event type, "" = no event
 -- ARGV[11] event payload envelope (msgpack)
 --
--- Returns "ok", "not_found", "terminal" or "fenced".
+-- Returns "ok", "not_found", "terminal", "fenced" or "canceled".
 
 local job, events = KEYS[1], KEYS[2]
 if redis.call('EXISTS', job) == 0 then
   return 'not_found'
 end
-local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of')
+local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of', 'cancel')
 local state, epoch = nz(rec[1]), nz(rec[2]) or '0'
 if is_terminal(state) or nz(rec[3]) then
   return 'terminal'
 end
 if epoch ~= ARGV[2] then
   return 'fenced'
+end
+if ARGV[4] == 'SUBMITTING' and nz(rec[4]) == '1' then
+  return 'canceled'
 end
 
 local f = { 'HSET', job, 'updated_ms', ARGV[3] }
