@@ -1,6 +1,7 @@
 package streams
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -221,5 +222,112 @@ func TestAdmitRawDedupe(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "", st, "alias records are left alone")
 		require.Len(t, b.pel(t), 1)
+	})
+}
+
+// TestAdmitHandoffNotCounted: a delivery that follows a graceful handoff is
+// not counted toward MaxDeliveries, so a healthy job survives any number of
+// rolling restarts; the handoff flag is cleared by the admit that sees it.
+func TestAdmitHandoffNotCounted(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		opts := AdmitOpts{MaxDeliveries: 5, ResultTTL: time.Hour}
+		_, err := b.st.Submit(b.ctx, sub("long"), SubmitOpts{Now: b.now})
+		require.NoError(t, err)
+		msgs, res := b.readAdmit(t, "w0", 1, opts)
+		require.Equal(t, Admitted, res[0].Status)
+		require.Equal(t, 1, res[0].Record.Deliveries)
+		owner, epoch := "w0", res[0].Record.Epoch
+		for i := 1; i <= 6; i++ {
+			n, err := b.st.Handoff(b.ctx, owner, []Lease{{JobID: "long", Entry: msgs[0].ID, Epoch: epoch}})
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+			flag, err := b.rdb.HGet(b.ctx, b.keys.Job("long"), "handoff").Result()
+			require.NoError(t, err)
+			require.Equal(t, "1", flag)
+
+			next := fmt.Sprintf("w%d", i)
+			got, _, _, err := b.st.Claim(b.ctx, next, 30*time.Second, 10, "0-0")
+			require.NoError(t, err)
+			require.Len(t, got, 1)
+			r := b.admit(t, next, got, opts)[0]
+			require.Equal(t, Admitted, r.Status, "handoff #%d", i)
+			require.Equal(t, 1, r.Record.Deliveries, "handoff #%d is not counted", i)
+			require.Equal(t, next, r.Record.Owner)
+			owner, epoch = next, r.Record.Epoch
+			n64, err := b.rdb.HExists(b.ctx, b.keys.Job("long"), "handoff").Result()
+			require.NoError(t, err)
+			require.False(t, n64, "the admit clears the handoff flag")
+		}
+		rec := b.get(t, "long")
+		require.Equal(t, "SUBMITTED", rec.State)
+		require.EqualValues(t, 7, rec.Epoch)
+		require.Zero(t, b.xlen(t, b.keys.Dead()))
+
+		// Without a handoff the next re-deliveries count again: 1 + 4 = 5 is
+		// allowed, the 6th counted admit poisons.
+		for i := 0; i < 4; i++ {
+			b.takeOver(t, "wx", msgs[0].ID)
+			require.Equal(t, Admitted, b.admit(t, "wx", msgs, opts)[0].Status)
+		}
+		b.takeOver(t, "wx", msgs[0].ID)
+		require.Equal(t, Poisoned, b.admit(t, "wx", msgs, opts)[0].Status)
+		require.Equal(t, 6, b.get(t, "long").Deliveries)
+	})
+}
+
+// TestAdmitOnRunpodNotCounted: once the record has a runpod_id the worker
+// only polls the job, so re-deliveries (worker crashes, reclaims) are not
+// counted and a long job on Runpod is never poisoned while it still runs.
+func TestAdmitOnRunpodNotCounted(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		opts := AdmitOpts{MaxDeliveries: 5, ResultTTL: time.Hour}
+		_, err := b.st.Submit(b.ctx, sub("rp"), SubmitOpts{Now: b.now})
+		require.NoError(t, err)
+		msgs, res := b.readAdmit(t, "w0", 1, opts)
+		require.Equal(t, Admitted, res[0].Status)
+		rec := res[0].Record
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "rp", Epoch: rec.Epoch, Step: "SUBMITTING", IncAttempts: true}, b.now))
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "rp", Epoch: rec.Epoch, Step: "POLL",
+			State: "IN_PROGRESS", RunpodID: "rp-1", RunpodStatus: "IN_PROGRESS"}, b.now))
+		for i := 1; i <= 6; i++ {
+			c := fmt.Sprintf("w%d", i)
+			b.takeOver(t, c, msgs[0].ID)
+			r := b.admit(t, c, msgs, opts)[0]
+			require.Equal(t, Admitted, r.Status, "reclaim #%d", i)
+			require.Equal(t, 1, r.Record.Deliveries, "reclaim #%d of a job on Runpod is not counted", i)
+		}
+		got := b.get(t, "rp")
+		require.Equal(t, "IN_PROGRESS", got.State)
+		require.Equal(t, "rp-1", got.RunpodID)
+		require.EqualValues(t, 7, got.Epoch)
+		require.Zero(t, b.xlen(t, b.keys.Dead()))
+	})
+}
+
+// TestAdmitCrashLoopStillPoisoned: with no runpod_id and no handoff every
+// re-delivery counts, as before: past MaxDeliveries the job is poisoned.
+func TestAdmitCrashLoopStillPoisoned(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		opts := AdmitOpts{MaxDeliveries: 5, ResultTTL: time.Hour}
+		_, err := b.st.Submit(b.ctx, sub("crash"), SubmitOpts{Now: b.now})
+		require.NoError(t, err)
+		msgs, res := b.readAdmit(t, "w0", 1, opts)
+		require.Equal(t, Admitted, res[0].Status)
+		for i := 1; i <= 4; i++ {
+			c := fmt.Sprintf("w%d", i)
+			b.takeOver(t, c, msgs[0].ID)
+			r := b.admit(t, c, msgs, opts)[0]
+			require.Equal(t, Admitted, r.Status)
+			require.Equal(t, i+1, r.Record.Deliveries)
+		}
+		b.takeOver(t, "w5", msgs[0].ID)
+		require.Equal(t, Poisoned, b.admit(t, "w5", msgs, opts)[0].Status)
+		rec := b.get(t, "crash")
+		require.Equal(t, "FAILED", rec.State)
+		require.Equal(t, "delivered 6 times, over MaxDeliveries 5", rec.Error)
+		require.EqualValues(t, 1, b.xlen(t, b.keys.Dead()))
 	})
 }

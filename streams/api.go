@@ -83,7 +83,7 @@ type Record struct {
 	RunpodID     string
 	RunpodStatus string
 	Attempts     int // /run attempts started (intents recorded)
-	Deliveries   int // admits so far (first delivery = 1)
+	Deliveries   int // admits that counted toward MaxDeliveries (not after a graceful handoff, nor once RunpodID is set)
 	InputHash    string
 	Input        []byte // present when input is persisted
 	Cancel       bool   // a cancel was requested
@@ -169,7 +169,7 @@ type AdmitRequest struct {
 // AdmitOpts tunes Admit.
 type AdmitOpts struct {
 	Consumer       string
-	MaxDeliveries  int // a job admitted more often than this ends FAILED and is dead-lettered
+	MaxDeliveries  int // a job with more counted admits (see Record.Deliveries) ends FAILED and is dead-lettered
 	Dedupe         bool
 	PersistInput   bool
 	DefaultTimeout time.Duration // deadline for jobs whose submission names none; 0 = none

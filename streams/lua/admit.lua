@@ -9,9 +9,16 @@
 --   retry         dedupe key no longer holds what the caller saw: untouched
 --   deduplicated  raw submission whose hash a live/completed job holds:
 --                 alias record, `deduplicated` event, XACK + XDEL
---   poisoned      deliveries over ARGV[4]: FAILED + dead letter as above
---   admitted      deliveries+1, epoch+1, owner = ARGV[2]
+--   poisoned      a counted delivery over ARGV[4]: FAILED + dead letter as above
+--   admitted      epoch+1, owner = ARGV[2]; deliveries+1 if counted
 -- A missing record is created first (raw producer path: `submitted` event).
+--
+-- `deliveries` counts only the admits that count toward MaxDeliveries, the
+-- guard against an input that crashes workers. An admit is not counted when
+-- the record has a `runpod_id` (the job is on Runpod: the worker only polls
+-- it, the input is no longer what runs in the worker) or when it carries
+-- `handoff` = "1" (set by handoff.lua: the previous owner shut down
+-- gracefully); that flag is cleared (HDEL) by the admit that sees it.
 --
 -- KEYS[1] submissions stream
 -- KEYS[2] events stream
@@ -93,9 +100,10 @@ for i = 0, n - 1 do
     res = { 'poisoned' }
   else
     local exists = redis.call('EXISTS', job) == 1
-    local rec = redis.call('HMGET', job, 'state', 'entry', 'alias_of', 'deliveries')
+    local rec = redis.call('HMGET', job, 'state', 'entry', 'alias_of', 'deliveries', 'runpod_id', 'handoff')
     local state, rec_entry, alias = nz(rec[1]), nz(rec[2]), nz(rec[3])
     local deliveries = tonumber(nz(rec[4]) or '0') or 0
+    local counted = not nz(rec[5]) and nz(rec[6]) ~= '1'
     if exists and rec_entry ~= entry_id then
       ack_del(subs, group, entry_id)
       res = { 'duplicate' }
@@ -131,8 +139,9 @@ for i = 0, n - 1 do
         state = 'SUBMITTED'
       end
       if res == nil then
-        deliveries = deliveries + 1
-        if max_deliveries > 0 and deliveries > max_deliveries then
+        if nz(rec[6]) then redis.call('HDEL', job, 'handoff') end
+        if counted then deliveries = deliveries + 1 end
+        if counted and max_deliveries > 0 and deliveries > max_deliveries then
           fail(job, job_id, entry_id,
             'delivered ' .. deliveries .. ' times, over MaxDeliveries ' .. max_deliveries,
             dedupe, true, deliveries)

@@ -2,6 +2,9 @@
 -- Same ownership check as heartbeat.lua; held entries get
 -- XCLAIM <group> <consumer> 0 <entry> IDLE <ARGV[3]> JUSTID, so the next
 -- XAUTOCLAIM anywhere takes them at once, then one PUBLISH nudges peers.
+-- Each handed-off record gets `handoff` = "1" so the next admit does not
+-- count that delivery toward MaxDeliveries (a graceful shutdown is not a
+-- crash); admit.lua clears the flag.
 --
 -- KEYS[1]   submissions stream
 -- KEYS[1+i] job record of lease i (i = 1..N)
@@ -24,6 +27,7 @@ for i = 1, #KEYS - 1 do
   if nz(rec[1]) == consumer and nz(rec[2]) == epoch and not is_terminal(nz(rec[3]))
     and pel_owner(subs, group, entry) == consumer then
     redis.call('XCLAIM', subs, group, consumer, 0, entry, 'IDLE', idle, 'JUSTID')
+    redis.call('HSET', KEYS[1 + i], 'handoff', '1')
     count = count + 1
   end
 end
