@@ -31,6 +31,12 @@ const (
 	MaxJobIDLen = 256
 	// MaxInputHashLen is the longest input hash accepted, in bytes.
 	MaxInputHashLen = 256
+	// MaxTimeoutMs is the largest timeout_ms accepted: 10 years (365-day
+	// years) in milliseconds. The scripts add it to a unix-ms creation time
+	// in Lua numbers (doubles); the cap keeps the deadline an exact integer
+	// far below 2^53, where a larger value would overflow to a negative or
+	// garbled deadline and time the job out at once.
+	MaxTimeoutMs int64 = 10 * 365 * 24 * 60 * 60 * 1000
 )
 
 // PoisonError says why a submission entry cannot be run. The entry is
@@ -113,6 +119,9 @@ func DecodeSubmission(msg redis.XMessage, maxInput int) (Submission, error) {
 		n, err := parseNonNegative(ts)
 		if err != nil {
 			return Submission{}, poison(id, "%s %q is not a non-negative integer", FieldTimeoutMs, clip(ts, 32))
+		}
+		if n > MaxTimeoutMs {
+			return Submission{}, poison(id, "%s %d is over the maximum of %d (10 years)", FieldTimeoutMs, n, MaxTimeoutMs)
 		}
 		sub.TimeoutMs = n
 	}

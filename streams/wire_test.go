@@ -2,8 +2,10 @@ package streams
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -29,6 +31,7 @@ func TestDecodeSubmission(t *testing.T) {
 			Submission{JobID: "j1", Input: []byte(`[1]`), InputHash: "h", TimeoutMs: 500}},
 		{"unknown fields ignored", entry("job_id", "j1", "input", `1`, "extra", "x"), Submission{JobID: "j1", Input: []byte(`1`)}},
 		{"zero timeout", entry("job_id", "j1", "input", `1`, "timeout_ms", "0"), Submission{JobID: "j1", Input: []byte(`1`)}},
+		{"max timeout", entry("job_id", "j1", "input", `1`, "timeout_ms", "315360000000"), Submission{JobID: "j1", Input: []byte(`1`), TimeoutMs: MaxTimeoutMs}},
 		{"id at limit", entry("job_id", strings.Repeat("a", 256), "input", `1`), Submission{JobID: strings.Repeat("a", 256), Input: []byte(`1`)}},
 	}
 	for _, tc := range ok {
@@ -62,6 +65,9 @@ func TestDecodeSubmission(t *testing.T) {
 		{"float timeout", entry("job_id", "j", "input", `1`, "timeout_ms", "1.5"), "j", "timeout_ms", false},
 		{"huge timeout", entry("job_id", "j", "input", `1`, "timeout_ms", "99999999999999999999"), "j", "timeout_ms", false},
 		{"bad hash", entry("job_id", "j", "input", `1`, "input_hash", "a b"), "j", "input_hash", false},
+		{"timeout over max", entry("job_id", "j", "input", `1`, "timeout_ms", "315360000001"), "j", "timeout_ms 315360000001 is over the maximum", false},
+		{"timeout int64 max", entry("job_id", "j", "input", `1`, "timeout_ms", "9223372036854775807"), "j", "timeout_ms", false},
+		{"timeout 2^53+1", entry("job_id", "j", "input", `1`, "timeout_ms", "9007199254740993"), "j", "timeout_ms", false},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -118,5 +124,33 @@ func FuzzDecodeSubmission(f *testing.F) {
 		again, err := DecodeSubmission(entry(SubmissionValues(s)...), 256)
 		require.NoError(t, err)
 		require.Equal(t, s, again)
+	})
+}
+
+// TestTimeoutOverMax: a timeout_ms over MaxTimeoutMs is refused by
+// ValidateSubmission and Submit (nothing written) and poisons a raw entry
+// with a reason naming the field, instead of overflowing the deadline.
+func TestTimeoutOverMax(t *testing.T) {
+	t.Parallel()
+	require.EqualValues(t, 315_360_000_000, MaxTimeoutMs)
+	err := ValidateSubmission(Submission{JobID: "j", Input: []byte(`1`), TimeoutMs: MaxTimeoutMs + 1}, 0)
+	var pe *PoisonError
+	require.ErrorAs(t, err, &pe)
+	require.Equal(t, "j", pe.JobID)
+	require.Contains(t, pe.Reason, "timeout_ms")
+	require.NoError(t, ValidateSubmission(Submission{JobID: "j", Input: []byte(`1`), TimeoutMs: MaxTimeoutMs}, 0))
+
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		_, err := b.st.Submit(b.ctx, Submission{JobID: "s", Input: []byte(`1`), TimeoutMs: math.MaxInt64}, SubmitOpts{Now: b.now})
+		require.ErrorAs(t, err, &pe)
+		require.Zero(t, b.xlen(t, b.keys.Submissions()), "Submit writes nothing")
+
+		b.rawAdd(t, "job_id", "big", "input", `1`, "timeout_ms", "9223372036854775807")
+		_, res := b.readAdmit(t, "w1", 10, AdmitOpts{ResultTTL: time.Hour})
+		require.Equal(t, Poisoned, res[0].Status)
+		rec := b.get(t, "big")
+		require.Equal(t, "FAILED", rec.State)
+		require.Contains(t, rec.Error, "timeout_ms")
+		require.Contains(t, rec.Error, "over the maximum")
 	})
 }
