@@ -30,7 +30,11 @@
 //     POLL and state QUEUED (event "queued") right after, before anything
 //     else. If that write is refused (fenced: another worker took the job),
 //     it cancels the Runpod job it just created, so no GPU time is spent on
-//     a job nobody records. For a poll it calls /status, feeds the result to
+//     a job nobody records. A write fenced only by this worker's own
+//     re-admit (its lease lapsed, e.g. during a Redis blip, and its claimer
+//     took the job back with a newer epoch) is not a takeover: it is
+//     written again with the new epoch (at most twice), here and in the
+//     finalizer, so the job is neither canceled, sent twice nor dropped. For a poll it calls /status, feeds the result to
 //     workflow.Apply, and checkpoints a state or progress change (event
 //     "progress"). The job is then put back in the heap at its next due time.
 //   - finalizer: decided outcomes are written in batches (a few ms, up to

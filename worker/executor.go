@@ -22,6 +22,7 @@ const (
 // snapshot is what a step reads from a job under the lock, so the Runpod
 // call runs without it.
 type snapshot struct {
+	j            *job // read-only outside w.mu: for reAdmitted
 	wf           workflow.Job
 	epoch        int64
 	input        []byte
@@ -65,7 +66,7 @@ func (w *Worker) execute(j *job, rnd *rand.Rand) {
 	}
 	ctx, cancel := context.WithCancelCause(w.execCtx)
 	j.cancel = cancel
-	s := snapshot{wf: j.wf, epoch: j.epoch, input: j.input, pending: j.pending,
+	s := snapshot{j: j, wf: j.wf, epoch: j.epoch, input: j.input, pending: j.pending,
 		checkCancel: j.checkCancel, lastCheck: j.lastCheck, storeRetries: j.storeRetries}
 	j.checkCancel = false
 	w.mu.Unlock()
@@ -183,15 +184,17 @@ func (w *Worker) step(ctx context.Context, s snapshot, rnd *rand.Rand) stepResul
 	// A checkpoint an earlier step could not write goes first: it may hold
 	// the Runpod id, which must be recorded before anything else.
 	if s.pending != nil {
-		pctx, cancel := w.persistCtx(ctx)
-		err := w.store.Checkpoint(pctx, *s.pending, w.now())
-		cancel()
+		cp, err := w.checkpointOwned(ctx, s.j, *s.pending, w.now())
 		if err != nil {
-			if refused(err) && s.pending.RunpodID != "" {
-				w.cancelOrphan(ctx, log, wf.ID, s.pending.RunpodID, err)
+			if refused(err) && cp.RunpodID != "" {
+				w.cancelOrphan(ctx, log, wf.ID, cp.RunpodID, err)
+			}
+			if !refused(err) {
+				r.pending = &cp // keep the newest epoch it was tried with
 			}
 			return w.storeFailed(log, r, err, "write the pending checkpoint", rnd)
 		}
+		r.epoch = cp.Epoch // we may have re-admitted the job meanwhile
 		r.clearPending = true
 		r.storeRetries = 0
 	}
@@ -203,7 +206,7 @@ func (w *Worker) step(ctx context.Context, s snapshot, rnd *rand.Rand) stepResul
 		// The record's cancel flag is the truth; control messages are hints.
 		rec, err := w.store.Get(ctx, wf.ID)
 		switch {
-		case err == nil && (rec.Epoch != s.epoch || rec.Owner != w.cfg.InstanceID):
+		case err == nil && (rec.Epoch != r.epoch || rec.Owner != w.cfg.InstanceID):
 			log.Debug("job taken over by another worker", "owner", rec.Owner, "record_epoch", rec.Epoch)
 			r.drop, r.lost = true, true
 			return r
@@ -243,7 +246,7 @@ func (w *Worker) step(ctx context.Context, s snapshot, rnd *rand.Rand) stepResul
 	case workflow.ActSubmit:
 		return w.submit(ctx, log, r, s, a, rnd)
 	case workflow.ActPoll, workflow.ActCancel:
-		return w.callRunpod(ctx, log, r, a, rnd)
+		return w.callRunpod(ctx, log, r, s, a, rnd)
 	}
 	log.Error("unknown action; dropping job", "action", a.Kind.String())
 	r.drop = true
@@ -287,7 +290,7 @@ func (w *Worker) abandon(ctx context.Context, r stepResult) stepResult {
 func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s snapshot, a workflow.Action, rnd *rand.Rand) stepResult {
 	wf := workflow.BeginSubmit(r.wf)
 	err := w.store.Checkpoint(ctx, streams.Checkpoint{
-		JobID: wf.ID, Epoch: s.epoch, Step: string(workflow.StepSubmitting), IncAttempts: true,
+		JobID: wf.ID, Epoch: r.epoch, Step: string(workflow.StepSubmitting), IncAttempts: true,
 	}, w.now())
 	if err != nil {
 		if abandoned(ctx, err) {
@@ -337,19 +340,18 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 		return w.next(r, now)
 	}
 	cp := streams.Checkpoint{
-		JobID: wf2.ID, Epoch: s.epoch, Step: string(wf2.Step), State: string(wf2.State),
+		JobID: wf2.ID, Epoch: r.epoch, Step: string(wf2.Step), State: string(wf2.State),
 		RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus),
 		Event: &streams.EventInput{Type: streams.EventQueued, Payload: streams.EventPayload{
 			RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus), Attempt: wf2.Attempts}},
 	}
-	pctx, cancel := w.persistCtx(ctx)
-	err = w.store.Checkpoint(pctx, cp, now)
-	cancel()
+	cp, err = w.checkpointOwned(ctx, s.j, cp, now)
 	log = log.With("runpod_id", wf2.RunpodID)
 	if err != nil {
 		if refused(err) {
-			// Another worker owns the job now and will not know this id:
-			// cancel the GPU job nobody would ever record.
+			// Another worker owns the job now and will not know this id
+			// (not our own re-admit: checkpointOwned rewrote those): cancel
+			// the GPU job nobody would ever record.
 			w.cancelOrphan(ctx, log, wf2.ID, wf2.RunpodID, err)
 			r.drop, r.lost = true, errors.Is(err, streams.ErrFenced)
 			return r
@@ -358,8 +360,47 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 		r.pending = &cp
 		return w.storeFailed(log, r, err, "record the runpod id", rnd)
 	}
+	r.epoch = cp.Epoch
 	log.Debug("job queued on runpod", "step", wf2.Step, "state", wf2.State)
 	return w.next(r, now)
+}
+
+// maxRefence bounds how often one write is redone with a newer epoch after
+// our own claimer re-admitted the job (see checkpointOwned).
+const maxRefence = 2
+
+// reAdmitted reports whether j is still ours with an epoch newer than used:
+// our own lease lapsed (a Redis blip) and our claimer re-admitted the job,
+// so a write fenced at epoch used is fenced by ourselves, not by a peer.
+func (w *Worker) reAdmitted(j *job, used int64) (int64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if j == nil || j.dropped || w.jobs[j.wf.ID] != j || j.epoch <= used {
+		return 0, false
+	}
+	return j.epoch, true
+}
+
+// checkpointOwned writes cp under a persist ctx. If the write is fenced only
+// because this worker re-admitted the job meanwhile, it is redone with the
+// new epoch (at most maxRefence times), instead of treating the job as taken
+// over. It returns the checkpoint as last tried (its epoch may be newer).
+func (w *Worker) checkpointOwned(ctx context.Context, j *job, cp streams.Checkpoint, now time.Time) (streams.Checkpoint, error) {
+	for i := 0; ; i++ {
+		pctx, cancel := w.persistCtx(ctx)
+		err := w.store.Checkpoint(pctx, cp, now)
+		cancel()
+		if err == nil || !errors.Is(err, streams.ErrFenced) || i == maxRefence {
+			return cp, err
+		}
+		epoch, ok := w.reAdmitted(j, cp.Epoch)
+		if !ok {
+			return cp, err
+		}
+		w.log.Debug("write fenced by our own re-admit; redoing it with the new epoch",
+			"job_id", cp.JobID, "epoch", cp.Epoch, "new_epoch", epoch)
+		cp.Epoch = epoch
+	}
 }
 
 // cancelOrphan cancels a Runpod job this worker created but cannot record.
@@ -376,7 +417,7 @@ func (w *Worker) cancelOrphan(ctx context.Context, log hclog.Logger, jobID, runp
 }
 
 // callRunpod performs /status or /cancel and checkpoints what changed.
-func (w *Worker) callRunpod(ctx context.Context, log hclog.Logger, r stepResult, a workflow.Action, rnd *rand.Rand) stepResult {
+func (w *Worker) callRunpod(ctx context.Context, log hclog.Logger, r stepResult, s snapshot, a workflow.Action, rnd *rand.Rand) stepResult {
 	wf := r.wf
 	log = log.With("runpod_id", wf.RunpodID)
 	var (
@@ -409,9 +450,7 @@ func (w *Worker) callRunpod(ctx context.Context, log hclog.Logger, r stepResult,
 			RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus), Output: eff.Output,
 			DelayMs: rj.DelayTime, ExecMs: rj.ExecutionTime}},
 	}
-	pctx, cancel := w.persistCtx(ctx)
-	err = w.store.Checkpoint(pctx, cp, now)
-	cancel()
+	cp, err = w.checkpointOwned(ctx, s.j, cp, now)
 	if err != nil {
 		if refused(err) {
 			return w.storeFailed(log, r, err, "record progress", rnd)
@@ -419,6 +458,7 @@ func (w *Worker) callRunpod(ctx context.Context, log hclog.Logger, r stepResult,
 		r.pending = &cp
 		return w.storeFailed(log, r, err, "record progress", rnd)
 	}
+	r.epoch = cp.Epoch
 	if wf2.State != wf.State {
 		log.Debug("state changed", "from", wf.State, "to", wf2.State, "runpod_status", wf2.RunpodStatus)
 	}

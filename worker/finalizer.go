@@ -49,8 +49,20 @@ func (w *Worker) finalizeLoop() {
 // finalizeBatch writes the outcomes of batch and forgets the jobs whose
 // outcome is now in Redis (or that are no longer ours). On a Redis error the
 // jobs go back to the heap and are retried after a backoff: the outcome is
-// decided (workflow.Decide) and will not change.
+// decided (workflow.Decide) and will not change. An outcome fenced only
+// because our own claimer re-admitted the job meanwhile (our lease lapsed,
+// e.g. a Redis blip) is written again with the new epoch, at most
+// maxRefence times, rather than dropped as a lost lease.
 func (w *Worker) finalizeBatch(batch []*job, rnd *rand.Rand) {
+	for i := 0; len(batch) > 0; i++ {
+		batch = w.finalizeOnce(batch, rnd, i < maxRefence)
+	}
+}
+
+// finalizeOnce writes one batch of outcomes. With refence, it returns the
+// jobs whose outcome was fenced by our own re-admit (still ours, newer
+// epoch) instead of dropping them; the caller writes those again.
+func (w *Worker) finalizeOnce(batch []*job, rnd *rand.Rand, refence bool) (again []*job) {
 	now := w.now()
 	outs := make([]streams.Outcome, 0, len(batch))
 	live := batch[:0]
@@ -69,7 +81,7 @@ func (w *Worker) finalizeBatch(batch []*job, rnd *rand.Rand) {
 	}
 	w.mu.Unlock()
 	if len(outs) == 0 {
-		return
+		return nil
 	}
 
 	ctx, cancel := context.WithTimeout(w.baseCtx, persistTimeout)
@@ -90,12 +102,19 @@ func (w *Worker) finalizeBatch(batch []*job, rnd *rand.Rand) {
 			j.storeRetries++
 		}
 		w.mu.Unlock()
-		return
+		return nil
 	}
 
 	for i, j := range live {
 		out := outs[i]
 		log := w.log.With("job_id", out.JobID, "epoch", out.Epoch, "runpod_id", out.RunpodID)
+		if refence && errors.Is(errs[i], streams.ErrFenced) {
+			if epoch, ok := w.reAdmitted(j, out.Epoch); ok {
+				log.Debug("outcome fenced by our own re-admit; writing it again", "new_epoch", epoch)
+				again = append(again, j)
+				continue
+			}
+		}
 		w.mu.Lock()
 		from := j.wf.State
 		w.dropLocked(j, errors.Is(errs[i], streams.ErrFenced))
@@ -120,4 +139,5 @@ func (w *Worker) finalizeBatch(batch []*job, rnd *rand.Rand) {
 			log.Debug("outcome refused; dropping job", "error", errs[i])
 		}
 	}
+	return again
 }

@@ -1,0 +1,121 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// selfReclaim makes our own lease of entry look lapsed (idle for an hour,
+// as after a Redis blip longer than MinIdle) and runs our own claim pass,
+// which re-admits the job: same owner, new epoch.
+func selfReclaim(ctx context.Context, b *testBundle, w *Worker, entry string) error {
+	if err := b.rdb.Do(ctx, "XCLAIM", b.store.Keys().Submissions(), b.store.Group(), w.cfg.InstanceID, 0, entry,
+		"IDLE", 3600000, "JUSTID").Err(); err != nil {
+		return fmt.Errorf("age the entry: %w", err)
+	}
+	n, err := w.RecoverNow(ctx)
+	if err != nil {
+		return err
+	}
+	if n != 1 {
+		return fmt.Errorf("re-admitted %d jobs, want 1", n)
+	}
+	return nil
+}
+
+// Our claimer re-admits our own job while its /run is in flight: the id
+// checkpoint, fenced by our own new epoch, is written again with it; the
+// good Runpod job is neither canceled nor sent twice.
+func TestRunFencedBySelfReclaimIsRewritten(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config("w").WithDefaults()
+	w := newWorker(b.store, cfg)
+	var fired atomic.Bool
+	hookErr := make(chan error, 1)
+	b.rp.runHook = func(n int) error {
+		if n == 1 && fired.CompareAndSwap(false, true) {
+			rec, err := b.store.Get(context.Background(), "rx")
+			if err == nil {
+				err = selfReclaim(context.Background(), b, w, rec.Entry)
+			}
+			hookErr <- err
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	b.submit(t, "rx", `{"mock_delay":50,"mock_return":{"ok":1}}`, 0)
+	rec := b.waitRecord(t, "rx", 10*time.Second, func(r streams.Record) bool { return workflow.State(r.State).Terminal() })
+	require.True(t, fired.Load())
+	require.NoError(t, <-hookErr)
+	runs, _, cancels := b.rp.counts()
+	require.Equal(t, string(workflow.StateCompleted), rec.State, "error=%q", rec.Error)
+	require.Equal(t, 1, runs, "one owner all along (only the epoch moved): one Runpod job")
+	require.Zero(t, cancels, "the recorded Runpod job was canceled as an orphan")
+	require.Zero(t, w.Stats().OrphansCanceled)
+	require.Zero(t, w.Stats().LeasesLost)
+	require.EqualValues(t, 2, rec.Epoch)
+	require.Equal(t, "rp-1", rec.RunpodID)
+}
+
+// selfReclaimDuringFinalize re-admits our own job (selfReclaim) just before
+// its first outcome batch reaches finalize.lua.
+type selfReclaimDuringFinalize struct {
+	*streams.Store
+	b    *testBundle
+	w    *Worker
+	done atomic.Bool
+	err  chan error
+}
+
+func (s *selfReclaimDuringFinalize) Finalize(ctx context.Context, outs []streams.Outcome, opts streams.FinalizeOpts) ([]error, error) {
+	if s.done.CompareAndSwap(false, true) {
+		var err error
+		for _, o := range outs {
+			if err = selfReclaim(ctx, s.b, s.w, o.Entry); err != nil {
+				break
+			}
+		}
+		s.err <- err
+	}
+	return s.Store.Finalize(ctx, outs, opts)
+}
+
+// An outcome fenced by our own re-admit is written again with the new
+// epoch: the job is ours, no lease is counted lost.
+func TestFinalizeFencedBySelfReclaimIsRewritten(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config("w").WithDefaults()
+	var lost atomic.Int64
+	cfg.Hooks.OnLeaseLost = func(string) { lost.Add(1) }
+	st := &selfReclaimDuringFinalize{Store: b.store, b: b, err: make(chan error, 1)}
+	w := newWorker(st, cfg)
+	st.w = w
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	b.submit(t, "fx", `{"mock_delay":50,"mock_return":{"ok":1}}`, 0)
+	rec := b.waitRecord(t, "fx", 5*time.Second, func(r streams.Record) bool { return workflow.State(r.State).Terminal() })
+	require.True(t, st.done.Load())
+	require.NoError(t, <-st.err)
+	require.Equal(t, string(workflow.StateCompleted), rec.State)
+	require.EqualValues(t, 2, rec.Epoch, "the outcome is written with the new epoch")
+	require.Eventually(t, func() bool { return w.Stats().InFlight == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Zero(t, w.Stats().LeasesLost)
+	require.Zero(t, lost.Load())
+	require.EqualValues(t, 1, w.Stats().Finalized[workflow.StateCompleted])
+}
