@@ -39,13 +39,17 @@ func (s *Store) Admit(ctx context.Context, reqs []AdmitRequest, opts AdmitOpts) 
 	for i := range reqs {
 		todo[i] = i
 	}
+	// aliases: per request index, the alias holder the script reported, so
+	// the next pass passes its record and the script can drop a stale alias.
+	aliases := map[int]string{}
 	// Each pass admits what it can; entries whose dedupe key changed between
-	// our read and the script ("retry") go round again.
+	// our read and the script ("retry"), or whose record is an alias not
+	// checked yet ("retry_alias"), go round again.
 	for range dedupeRetries {
 		if len(todo) == 0 {
 			return results, nil
 		}
-		retry, err := s.admitPass(ctx, reqs, todo, results, opts, now)
+		retry, err := s.admitPass(ctx, reqs, todo, results, aliases, opts, now)
 		if err != nil {
 			return nil, err
 		}
@@ -75,7 +79,8 @@ func admitJob(r AdmitRequest) (jobID, hash string) {
 	return jobID, hash
 }
 
-func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, results []AdmitResult, opts AdmitOpts, now time.Time) (retry []int, err error) {
+func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, results []AdmitResult,
+	aliases map[int]string, opts AdmitOpts, now time.Time) (retry []int, err error) {
 	// Read the dedupe keys of the entries that may need one, in one round trip.
 	seen := make(map[int]*redis.StringCmd)
 	if opts.Dedupe {
@@ -124,7 +129,12 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 				timeout = fmt.Sprint(r.Sub.TimeoutMs)
 			}
 		}
-		args = append(args, r.Entry.ID, jobID, r.Poison, kJob, kDedupe, kHolder, holder, input, hash, timeout)
+		kAlias := 0
+		if a := aliases[i]; a != "" {
+			kAlias = addKey(s.keys.Job(a))
+		}
+		args = append(args, r.Entry.ID, jobID, r.Poison, kJob, kDedupe, kHolder, holder, input, hash, timeout,
+			aliases[i], kAlias)
 	}
 
 	v, err := s.runScript(ctx, "admit", scriptAdmit, keys, args...)
@@ -162,6 +172,12 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 		case "lost":
 			results[i] = AdmitResult{Status: Lost}
 		case "retry":
+			retry = append(retry, i)
+		case "retry_alias":
+			if len(r) < 2 || r[1] == "" {
+				return nil, fmt.Errorf("streams: admit entry %s: bad retry_alias reply %q", reqs[i].Entry.ID, r)
+			}
+			aliases[i] = r[1]
 			retry = append(retry, i)
 		default:
 			return nil, fmt.Errorf("streams: admit entry %s: unexpected reply %q", reqs[i].Entry.ID, r[0])

@@ -331,3 +331,67 @@ func TestAdmitCrashLoopStillPoisoned(t *testing.T) {
 		require.EqualValues(t, 1, b.xlen(t, b.keys.Dead()))
 	})
 }
+
+// aliasOf makes raw x an alias of raw y (same input hash h) and returns
+// y's admitted record.
+func (b *testBundle) aliasOf(t *testing.T, x, y, h string, opts AdmitOpts) Record {
+	t.Helper()
+	b.rawAdd(t, "job_id", y, "input", `1`, "input_hash", h)
+	_, res := b.readAdmit(t, "w1", 10, opts)
+	last := res[len(res)-1] // earlier entries may be pending ones of the test
+	require.Equal(t, Admitted, last.Status)
+	require.Equal(t, y, last.Record.JobID)
+	b.rawAdd(t, "job_id", x, "input", `1`, "input_hash", h)
+	_, res2 := b.readAdmit(t, "w1", 10, opts)
+	require.Equal(t, Deduplicated, res2[len(res2)-1].Status)
+	require.Equal(t, y, b.get(t, x).AliasOf)
+	return last.Record
+}
+
+// TestAdmitStaleAlias: a raw re-submission of an alias id whose holder
+// FAILED (or expired) runs as a new job instead of being a duplicate; an
+// alias of a live or COMPLETED holder still answers Finished/Duplicate.
+func TestAdmitStaleAlias(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		opts := AdmitOpts{Dedupe: true, ResultTTL: time.Hour, MaxDeliveries: 5}
+		y := b.aliasOf(t, "X", "Y", "h", opts)
+
+		// Holder live: the re-XADD of X is a duplicate, X stays an alias.
+		b.rawAdd(t, "job_id", "X", "input", `1`, "input_hash", "h")
+		_, res := b.readAdmit(t, "w1", 10, opts)
+		require.Equal(t, Duplicate, res[0].Status)
+		require.Equal(t, "Y", b.get(t, "X").AliasOf)
+
+		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "Y", Entry: y.Entry, Epoch: y.Epoch, State: "FAILED",
+			Error: "boom", InputHash: "h"}}, FinalizeOpts{ResultTTL: time.Hour, Now: b.now})
+		require.NoError(t, err)
+		require.NoError(t, errs[0])
+
+		b.rawAdd(t, "job_id", "X", "input", `1`, "input_hash", "h")
+		_, res = b.readAdmit(t, "w1", 10, opts)
+		require.Equal(t, Admitted, res[0].Status)
+		x := b.get(t, "X")
+		require.Equal(t, "", x.AliasOf)
+		require.Equal(t, "SUBMITTED", x.State)
+		require.Equal(t, res[0].Record.Entry, x.Entry)
+		require.Equal(t, "w1", x.Owner)
+		require.EqualValues(t, 1, x.Epoch)
+		require.Equal(t, 1, x.Deliveries)
+		require.Equal(t, []string{EventDeduplicated, EventSubmitted}, b.eventTypes(t, "X"))
+		holder, err := b.rdb.Get(b.ctx, b.keys.Dedupe("h")).Result()
+		require.NoError(t, err)
+		require.Equal(t, "X", holder, "the re-run job takes the dedupe key")
+		ttl, err := b.rdb.PTTL(b.ctx, b.keys.Job("X")).Result()
+		require.NoError(t, err)
+		require.Less(t, ttl, time.Duration(0), "the new record has no alias TTL")
+
+		// Holder expired: same.
+		b.aliasOf(t, "X2", "Y2", "h2", opts)
+		require.NoError(t, b.rdb.Del(b.ctx, b.keys.Job("Y2")).Err())
+		b.rawAdd(t, "job_id", "X2", "input", `1`)
+		_, res = b.readAdmit(t, "w1", 10, opts)
+		require.Equal(t, Admitted, res[0].Status)
+		require.Equal(t, "", b.get(t, "X2").AliasOf)
+	})
+}

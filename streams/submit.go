@@ -25,7 +25,9 @@ var errDedupeContention = errors.New("streams: dedupe key changed on every attem
 // completed job holding the same input hash. The submission is validated as
 // a worker would (DecodeSubmission rules, opts.MaxInput); a refusal is a
 // *PoisonError and nothing is written. A known id that is an alias record
-// answers with its target (Deduped true).
+// answers with its target (Deduped true) while the target is live or
+// COMPLETED; an alias whose target is gone or ended otherwise is deleted and
+// the id submitted as a new job.
 func (s *Store) Submit(ctx context.Context, sub Submission, opts SubmitOpts) (SubmitResult, error) {
 	if err := ValidateSubmission(sub, opts.MaxInput); err != nil {
 		return SubmitResult{}, fmt.Errorf("streams: submit: %w", err)
@@ -47,12 +49,19 @@ func (s *Store) Submit(ctx context.Context, sub Submission, opts SubmitOpts) (Su
 	if opts.PersistInput {
 		persist = "1"
 	}
+	// aliasSeen: the alias holder the script reported on a previous pass;
+	// passing it (and its record) lets the script drop a stale alias.
+	aliasSeen := ""
 	for range dedupeRetries {
-		keys := []string{s.keys.Submissions(), s.keys.Events(), s.keys.Job(sub.JobID)}
+		aliasKey := s.keys.Job(sub.JobID) // placeholder when no alias was seen
+		if aliasSeen != "" {
+			aliasKey = s.keys.Job(aliasSeen)
+		}
+		keys := []string{s.keys.Submissions(), s.keys.Events(), s.keys.Job(sub.JobID), aliasKey}
 		seen := ""
 		if dedupe {
 			keys = append(keys, s.keys.Dedupe(sub.InputHash))
-			seen, err = s.rdb.Get(ctx, keys[3]).Result()
+			seen, err = s.rdb.Get(ctx, keys[4]).Result()
 			if err != nil && !errors.Is(err, redis.Nil) {
 				return SubmitResult{}, fmt.Errorf("streams: submit %q: read dedupe key: %w", sub.JobID, err)
 			}
@@ -61,7 +70,7 @@ func (s *Store) Submit(ctx context.Context, sub Submission, opts SubmitOpts) (Su
 			}
 		}
 		v, err := s.runScript(ctx, "submit "+sub.JobID, scriptSubmit, keys,
-			sub.JobID, string(sub.Input), sub.InputHash, timeout, now.UnixMilli(), persist, seen, payload)
+			sub.JobID, string(sub.Input), sub.InputHash, timeout, now.UnixMilli(), persist, seen, payload, aliasSeen)
 		if err != nil {
 			return SubmitResult{}, err
 		}
@@ -78,6 +87,12 @@ func (s *Store) Submit(ctx context.Context, sub Submission, opts SubmitOpts) (Su
 			return SubmitResult{JobID: r[1], Deduped: true, State: r[2], Entry: r[3]}, nil
 		case "exists":
 			if alias := r[4]; alias != "" {
+				if alias != aliasSeen {
+					// Not checked yet: pass the holder's record so the
+					// script can tell a live alias from a stale one.
+					aliasSeen = alias
+					continue
+				}
 				res := SubmitResult{JobID: alias, Deduped: true}
 				rec, err := s.Get(ctx, alias)
 				if err == nil {

@@ -2,6 +2,7 @@ package streams
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -133,4 +134,53 @@ func TestSubmitDedupe(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestSubmitStaleAlias: Submit of an alias id answers with the holder while
+// it is live or COMPLETED, and creates the job anew once the holder FAILED
+// or expired.
+func TestSubmitStaleAlias(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		opts := AdmitOpts{Dedupe: true, ResultTTL: time.Hour}
+		y := b.aliasOf(t, "X", "Y", "h", opts)
+		s := Submission{JobID: "X", Input: []byte(`1`), InputHash: "h"}
+
+		r, err := b.st.Submit(b.ctx, s, SubmitOpts{Now: b.now, Dedupe: true})
+		require.NoError(t, err)
+		require.Equal(t, SubmitResult{JobID: "Y", Deduped: true, State: "SUBMITTED", Entry: y.Entry}, r)
+
+		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "Y", Entry: y.Entry, Epoch: y.Epoch, State: "FAILED",
+			Error: "boom", InputHash: "h"}}, FinalizeOpts{ResultTTL: time.Hour, Now: b.now})
+		require.NoError(t, err)
+		require.NoError(t, errs[0])
+
+		r, err = b.st.Submit(b.ctx, s, SubmitOpts{Now: b.now, Dedupe: true})
+		require.NoError(t, err)
+		require.True(t, r.Created, "X may run again after its holder failed: %+v", r)
+		require.Equal(t, "X", r.JobID)
+		x := b.get(t, "X")
+		require.Equal(t, "", x.AliasOf)
+		require.Equal(t, "SUBMITTED", x.State)
+		require.Equal(t, r.Entry, x.Entry)
+		require.Equal(t, []string{EventDeduplicated, EventSubmitted}, b.eventTypes(t, "X"))
+
+		// COMPLETED holder: the alias still answers with it.
+		y3 := b.aliasOf(t, "X3", "Y3", "h3", opts)
+		errs, err = b.st.Finalize(b.ctx, []Outcome{{JobID: "Y3", Entry: y3.Entry, Epoch: y3.Epoch, State: "COMPLETED",
+			Output: []byte(`1`), InputHash: "h3"}}, FinalizeOpts{ResultTTL: time.Hour, Now: b.now})
+		require.NoError(t, err)
+		require.NoError(t, errs[0])
+		r, err = b.st.Submit(b.ctx, Submission{JobID: "X3", Input: []byte(`1`)}, SubmitOpts{Now: b.now})
+		require.NoError(t, err)
+		require.Equal(t, SubmitResult{JobID: "Y3", Deduped: true, State: "COMPLETED", Entry: y3.Entry}, r)
+
+		// Expired holder: the alias id is created anew.
+		require.NoError(t, b.rdb.Del(b.ctx, b.keys.Job("Y3")).Err())
+		r, err = b.st.Submit(b.ctx, Submission{JobID: "X3", Input: []byte(`1`)}, SubmitOpts{Now: b.now})
+		require.NoError(t, err)
+		require.True(t, r.Created)
+		require.Equal(t, "X3", r.JobID)
+		require.Equal(t, "", b.get(t, "X3").AliasOf)
+	})
 }

@@ -1,6 +1,11 @@
 -- admit.lua: takes ownership of a batch of delivered submission entries.
 -- Per entry, in this order:
 --   lost          the PEL no longer names ARGV[2] for the entry: nothing done
+--   retry_alias   the record is an alias of a holder other than k=11: nothing
+--                 done; the caller passes that holder's record and retries
+--   (stale alias) the record is an alias of k=11 and that holder is gone or
+--                 ended other than COMPLETED: the alias record is deleted and
+--                 the entry goes on as if the id were new
 --   poisoned      no job id: dead-letter copy + `rejected` event, XACK + XDEL
 --   duplicate     the record names another entry: XACK + XDEL, no event
 --   finished      the record is terminal (or an alias): XACK + XDEL
@@ -34,8 +39,8 @@
 -- ARGV[6] default timeout in ms for records without a deadline, 0 = none
 -- ARGV[7] result TTL in ms for records ended here, 0 = keep
 -- ARGV[8] "1" when dedupe is on
--- ARGV[9] N, the number of entries; then 10 fields per entry i (0-based),
---         at ARGV[9 + 10*i + k]:
+-- ARGV[9] N, the number of entries; then 12 fields per entry i (0-based),
+--         at ARGV[9 + 12*i + k]:
 --   k=1  entry id
 --   k=2  job id, "" when the entry names no usable one
 --   k=3  poison reason, "" when the entry decoded
@@ -46,9 +51,12 @@
 --   k=8  input (JSON), "" unless persisting
 --   k=9  input hash, ""
 --   k=10 timeout_ms of the entry, "" = none
+--   k=11 alias holder the caller saw on the job record, "" if none
+--   k=12 KEYS index of k=11's record (0 when k=11 is "")
 --
 -- Returns N replies, in entry order: {code} or, for admitted,
--- {"admitted", field1, value1, ...} (the record after the update, HGETALL).
+-- {"admitted", field1, value1, ...} (the record after the update, HGETALL),
+-- or {"retry_alias", holder}.
 
 local subs, events, dead = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
@@ -85,10 +93,11 @@ end
 
 local out = {}
 for i = 0, n - 1 do
-  local b = 9 + 10 * i
+  local b = 9 + 12 * i
   local entry_id, job_id, poison = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local job, dedupe, holder = key(ARGV[b + 4]), key(ARGV[b + 5]), key(ARGV[b + 6])
   local seen, input, hash, timeout = ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10]
+  local alias_seen, alias_holder = ARGV[b + 11], key(ARGV[b + 12])
   local res
 
   if pel_owner(subs, group, entry_id) ~= consumer then
@@ -104,7 +113,17 @@ for i = 0, n - 1 do
     local state, rec_entry, alias = nz(rec[1]), nz(rec[2]), nz(rec[3])
     local deliveries = tonumber(nz(rec[4]) or '0') or 0
     local counted = not nz(rec[5]) and nz(rec[6]) ~= '1'
-    if exists and rec_entry ~= entry_id then
+    if exists and alias then
+      if alias ~= alias_seen then
+        res = { 'retry_alias', alias }
+      elseif alias_stale(alias_holder) then
+        redis.call('DEL', job)
+        exists, state, rec_entry, alias, deliveries, counted = false, nil, nil, nil, 0, true
+      end
+    end
+    if res then
+      -- retry_alias: nothing done
+    elseif exists and rec_entry ~= entry_id then
       ack_del(subs, group, entry_id)
       res = { 'duplicate' }
     elseif exists and (is_terminal(state) or alias) then

@@ -4,11 +4,18 @@
 -- fields a raw producer writes) and the `submitted` event, and takes the
 -- dedupe key. One atomic step.
 --
+-- A known id that is an alias record answers "exists" with its holder,
+-- unless the caller saw that alias (ARGV[9]) and passed the holder's record
+-- (KEYS[4]) and the holder is gone or ended other than COMPLETED: then the
+-- alias is stale, it is deleted and the id is submitted as a new job.
+--
 -- KEYS[1] submissions stream
 -- KEYS[2] events stream
 -- KEYS[3] job record (HASH) of ARGV[1]
--- KEYS[4] dedupe key of ARGV[3]       (optional: present only with dedupe on)
--- KEYS[5] job record of ARGV[7]       (optional: present when ARGV[7] ~= "")
+-- KEYS[4] job record of ARGV[9], the alias holder (KEYS[3] as a
+--         placeholder when ARGV[9] is "")
+-- KEYS[5] dedupe key of ARGV[3]       (optional: present only with dedupe on)
+-- KEYS[6] job record of ARGV[7]       (optional: present when ARGV[7] ~= "")
 --
 -- ARGV[1] job id
 -- ARGV[2] input (JSON text)
@@ -18,6 +25,7 @@
 -- ARGV[6] "1" to persist the input in the record
 -- ARGV[7] job id the caller saw in the dedupe key, "" if it saw none
 -- ARGV[8] msgpack payload envelope of the submitted event
+-- ARGV[9] alias holder the caller saw on ARGV[1]'s record, "" if none
 --
 -- Returns one of:
 --   {"created", job_id, "SUBMITTED", entry_id}
@@ -30,17 +38,22 @@ local job_id, input, hash, timeout, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], AR
 
 local rec = redis.call('HMGET', job, 'state', 'entry', 'alias_of')
 if redis.call('EXISTS', job) == 1 then
-  return { 'exists', job_id, nz(rec[1]) or '', nz(rec[2]) or '', nz(rec[3]) or '' }
+  local alias = nz(rec[3])
+  if alias and alias == ARGV[9] and alias_stale(KEYS[4]) then
+    redis.call('DEL', job)
+  else
+    return { 'exists', job_id, nz(rec[1]) or '', nz(rec[2]) or '', alias or '' }
+  end
 end
 
-local dedupe = KEYS[4]
+local dedupe = KEYS[5]
 if dedupe then
   local cur = nz(redis.call('GET', dedupe))
   if (cur or '') ~= ARGV[7] then
     return { 'retry' }
   end
-  if cur and KEYS[5] then
-    local h = redis.call('HMGET', KEYS[5], 'state', 'entry')
+  if cur and KEYS[6] then
+    local h = redis.call('HMGET', KEYS[6], 'state', 'entry')
     local st = nz(h[1])
     if st and (st == 'COMPLETED' or not is_terminal(st)) then
       return { 'deduped', cur, st, nz(h[2]) or '' }

@@ -15,6 +15,15 @@ local function is_terminal(state)
   return state ~= nil and TERMINAL[state] == true
 end
 
+-- alias_stale: an alias record whose holder's record is holder_key is to be
+-- treated as absent: the holder is gone (expired, or no key given) or ended
+-- other than COMPLETED, so the alias id may run on its own.
+local function alias_stale(holder_key)
+  if not holder_key then return true end
+  local hs = nz(redis.call('HGET', holder_key, 'state'))
+  return hs == nil or (is_terminal(hs) and hs ~= 'COMPLETED')
+end
+
 -- mp_str encodes a msgpack str.
 local function mp_str(s)
   local n = #s
