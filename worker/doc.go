@@ -60,7 +60,10 @@
 // A job's deadline is the record's deadline_ms (set at admit from the
 // submission's timeout_ms or JobTimeout). When it passes, the workflow
 // cancels the job on Runpod and ends it TIMED_OUT. A cancel before the job
-// reached Runpod ends it CANCELED without sending it; after, /cancel is
+// reached Runpod ends it CANCELED without sending it: the SUBMITTING
+// checkpoint before every /run is refused (streams.ErrCancelRequested) when
+// the record's cancel flag is set, so even a missed hint cannot let a
+// canceled job be sent; after, /cancel is
 // called and the job ends CANCELED, or with whatever Runpod says it had
 // already finished as.
 //

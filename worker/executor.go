@@ -292,6 +292,14 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 	err := w.store.Checkpoint(ctx, streams.Checkpoint{
 		JobID: wf.ID, Epoch: r.epoch, Step: string(workflow.StepSubmitting), IncAttempts: true,
 	}, w.now())
+	if errors.Is(err, streams.ErrCancelRequested) {
+		// The record's cancel flag is set (a cancel landed after admit, or
+		// its hint was missed) and nothing was written: never send the job.
+		// workflow.Next ends it CANCELED "canceled before submission".
+		log.Debug("cancel requested before submission; not sending the job")
+		r.wf.CancelRequested = true
+		return w.next(r, w.now())
+	}
 	if err != nil {
 		if abandoned(ctx, err) {
 			return w.abandon(ctx, r)

@@ -31,6 +31,8 @@ var _ store = (*streams.Store)(nil)
 // refused reports whether a write was refused because the job is no longer
 // ours to write: another worker holds a newer epoch, the outcome is already
 // written, or the record is gone. The job must be dropped, not retried.
+// streams.ErrCancelRequested is deliberately not a refusal: the job is still
+// ours and must be finalized CANCELED (see submit).
 func refused(err error) bool {
 	return errors.Is(err, streams.ErrFenced) || errors.Is(err, streams.ErrTerminal) || errors.Is(err, streams.ErrNotFound)
 }
