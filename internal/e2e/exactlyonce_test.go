@@ -84,7 +84,10 @@ func TestExactlyOnceRedelivered(t *testing.T) {
 		require.Equal(t, string(workflow.StateCompleted), rec.State, "job %s: %s", id, rec.Error)
 		require.Equal(t, first[id].RunpodID, rec.RunpodID, "job %s: re-attached, not re-run", id)
 		require.Greater(t, rec.Epoch, first[id].Epoch, "job %s: taken over after the redelivery", id)
-		require.GreaterOrEqual(t, rec.Deliveries, 2, "job %s deliveries", id)
+		// Deliveries count admits before Runpod only (a job already on Runpod
+		// is just polled, so its takeovers cannot be what crashes workers):
+		// this redelivery came after /run, so it must not count.
+		require.Equal(t, 1, rec.Deliveries, "job %s: a takeover after /run is not a counted delivery", id)
 	}
 	require.GreaterOrEqual(t, lost, uint64(n), "the first owners dropped the redelivered jobs")
 	e.checkRunpodSide(recs, true)
