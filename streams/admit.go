@@ -155,7 +155,10 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 			jobID, _ := admitJob(reqs[i])
 			rec, err := parseRecord(jobID, pairsToMap(r[1:]))
 			if err != nil {
-				return nil, err
+				// Only this entry: failing the batch would leave its
+				// batch-mates admitted (epoch bumped) but never run.
+				results[i] = AdmitResult{Status: Unreadable, Err: err}
+				continue
 			}
 			if rec.Input == nil {
 				rec.Input = reqs[i].Sub.Input

@@ -46,6 +46,26 @@ func TestAdmitRawSubmissionPersistsInput(t *testing.T) {
 	})
 }
 
+func TestAdmitUnreadableRecordSparesBatchMates(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		// A record this code cannot decode (as one from a newer version could
+		// be): its entry is reported Unreadable, and the other entry of the
+		// same batch is still admitted.
+		bad := b.rawAdd(t, "job_id", "unreadable", "input", `1`)
+		require.NoError(t, b.rdb.HSet(b.ctx, b.keys.Job("unreadable"), "state", "SUBMITTED", "step", "SUBMIT",
+			"epoch", "0", "entry", bad, "result", "not a msgpack envelope").Err())
+		b.rawAdd(t, "job_id", "fine", "input", `2`)
+		_, res := b.readAdmit(t, "w1", 10, AdmitOpts{})
+		require.Len(t, res, 2)
+		require.Equal(t, Unreadable, res[0].Status, res[0].Status.String())
+		require.Error(t, res[0].Err)
+		require.Equal(t, Admitted, res[1].Status)
+		require.Equal(t, "fine", res[1].Record.JobID)
+		require.Equal(t, "w1", b.pel(t)[bad], "the unreadable entry stays pending, to be reclaimed")
+	})
+}
+
 func TestAdmitDuplicateRawEntry(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, b *testBundle) {

@@ -198,6 +198,13 @@ const (
 	// worker claimed it, or it was acknowledged meanwhile); nothing was
 	// changed. Drop it.
 	Lost
+	// Unreadable: the script admitted the entry (this consumer owns it at a
+	// new epoch) but this code cannot decode the job record, e.g. one
+	// written by a newer version during a rolling upgrade; Err says why. Do
+	// not run it: the entry stays pending and is reclaimed after MinIdle,
+	// perhaps by a worker that can read it. The other entries of the batch
+	// are unaffected.
+	Unreadable
 )
 
 // String returns the status name, for logs and metrics.
@@ -215,6 +222,8 @@ func (s AdmitStatus) String() string {
 		return "deduplicated"
 	case Lost:
 		return "lost"
+	case Unreadable:
+		return "unreadable"
 	}
 	return "unknown"
 }
@@ -223,6 +232,7 @@ func (s AdmitStatus) String() string {
 type AdmitResult struct {
 	Status AdmitStatus
 	Record Record // for Admitted: the record after the epoch bump
+	Err    error  // for Unreadable: why the record could not be decoded
 }
 
 // Lease identifies an owned job: its entry and the epoch held.

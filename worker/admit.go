@@ -73,6 +73,9 @@ func (w *Worker) admit(ctx context.Context, msgs []redis.XMessage) (int, error) 
 			if w.cfg.Hooks.OnPoison != nil {
 				w.cfg.Hooks.OnPoison(reqs[i].Poison)
 			}
+		case streams.Unreadable:
+			w.log.Error("cannot read the job record; leaving its entry pending for a worker that can",
+				"job_id", reqs[i].Sub.JobID, "entry", reqs[i].Entry.ID, "error", r.Err)
 		default:
 			w.log.Debug("entry not admitted", "job_id", reqs[i].Sub.JobID, "entry", reqs[i].Entry.ID, "status", r.Status.String())
 		}
