@@ -1,7 +1,6 @@
 package activities
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/stretchr/testify/require"
+	"github.com/yourscope/runpod-orchestrator/internal/syncbuf"
 )
 
 // testKey is distinctive so that any leak of it is found by substring.
@@ -38,24 +38,6 @@ func newTestServer(t *testing.T, h http.HandlerFunc) *testServer {
 	return ts
 }
 
-// lockedBuffer collects log output from concurrent writers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // callRecord is one OnCall invocation.
 type callRecord struct {
 	op, outcome string
@@ -64,7 +46,7 @@ type callRecord struct {
 type testBundle struct {
 	client *Client
 	server *testServer
-	logs   *lockedBuffer
+	logs   *syncbuf.Buffer
 	mu     sync.Mutex
 	calls  []callRecord
 }
@@ -84,7 +66,7 @@ func (b *testBundle) outcomes() []string {
 // mutate may adjust the config before New.
 func setup(t *testing.T, h http.HandlerFunc, mutate func(*Config)) *testBundle {
 	t.Helper()
-	b := &testBundle{logs: &lockedBuffer{}}
+	b := &testBundle{logs: &syncbuf.Buffer{}}
 	if h != nil {
 		b.server = newTestServer(t, h)
 	}

@@ -2,41 +2,22 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/yourscope/runpod-orchestrator/internal/syncbuf"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// syncBuffer is a bytes.Buffer safe for the run goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestRunBadFlags(t *testing.T) {
@@ -49,7 +30,7 @@ func TestRunBadFlags(t *testing.T) {
 		{"--endpoint-id", "e", "--api-key", "k", "--gpu-workers", "-1", "--addr", "127.0.0.1:0"},
 		{"--endpoint-id", "e", "--api-key", "k", "extra"},
 	} {
-		var out, errOut syncBuffer
+		var out, errOut syncbuf.Buffer
 		err := run(context.Background(), args, &out, &errOut)
 		require.Error(t, err, "args %q", args)
 		require.Empty(t, out.String())
@@ -57,7 +38,7 @@ func TestRunBadFlags(t *testing.T) {
 	if os.Getenv("RUNPOD_API_KEY") == "" {
 		require.ErrorContains(t, run(context.Background(), []string{"--endpoint-id", "e"}, io.Discard, io.Discard), "required")
 	}
-	var errOut syncBuffer
+	var errOut syncbuf.Buffer
 	require.NoError(t, run(context.Background(), []string{"-h"}, io.Discard, &errOut))
 	require.Contains(t, errOut.String(), "script=A/B/...")
 }
@@ -66,7 +47,7 @@ func TestRunCancelledContext(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	err := run(ctx, []string{"--addr", "127.0.0.1:0", "--endpoint-id", "e1", "--api-key", "k"}, &out, io.Discard)
 	require.NoError(t, err)
 	require.Contains(t, out.String(), "runpod-sim: serving endpoint e1 at http://127.0.0.1:")

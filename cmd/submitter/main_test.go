@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/yourscope/runpod-orchestrator/internal/redistest"
+	"github.com/yourscope/runpod-orchestrator/internal/syncbuf"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
@@ -379,7 +380,7 @@ func TestEventsCommand(t *testing.T) {
 	require.Equal(t, all[3:], lines[ev](t, r.stdout))
 
 	// --follow runs until interrupted, which is a normal end.
-	var stdout syncBuffer
+	var stdout syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &cli{stdin: strings.NewReader(""), stdout: &stdout, stderr: &bytes.Buffer{}, getenv: func(string) string { return "" }}
 	done := make(chan error, 1)
@@ -451,22 +452,4 @@ func TestRun(t *testing.T) {
 	var codeOut bytes.Buffer
 	require.Equal(t, 1, code(&codeOut, err))
 	require.Contains(t, codeOut.String(), "submitter: get: ")
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 
 	"github.com/yourscope/runpod-orchestrator/client"
 	"github.com/yourscope/runpod-orchestrator/internal/redistest"
+	"github.com/yourscope/runpod-orchestrator/internal/syncbuf"
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
 
@@ -33,24 +33,6 @@ const (
 	secretKey      = "rpa_SECRETKEY0123456789"
 	secretPassword = "pw-SECRET-9876"
 )
-
-// syncBuffer is a bytes.Buffer safe for the writer (run) and a reader (the test).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // env returns a lookupEnv over m only, so tests do not depend on the
 // environment they run in.
@@ -63,7 +45,7 @@ func env(m map[string]string) func(string) (string, bool) {
 
 // started is a run in the background.
 type started struct {
-	stdout, stderr *syncBuffer
+	stdout, stderr *syncbuf.Buffer
 	cancel         context.CancelFunc
 	done           chan error
 }
@@ -72,7 +54,7 @@ type started struct {
 func start(t *testing.T, args []string, environ map[string]string) *started {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &started{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	s := &started{stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() { s.done <- runEnv(ctx, args, env(environ), s.stdout, s.stderr) }()
 	t.Cleanup(func() {
 		cancel()
@@ -99,7 +81,7 @@ func (s *started) stop(t *testing.T) {
 }
 
 // find waits until re matches w's text and returns the first group.
-func find(t *testing.T, w *syncBuffer, re *regexp.Regexp, s *started) string {
+func find(t *testing.T, w *syncbuf.Buffer, re *regexp.Regexp, s *started) string {
 	t.Helper()
 	var m []string
 	require.Eventually(t, func() bool {

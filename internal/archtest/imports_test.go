@@ -26,6 +26,7 @@ var allowed = map[string][]string{
 	"internal/redistest":   {},
 	"internal/archtest":    {},
 	"internal/e2e":         {},
+	"internal/syncbuf":     {},
 }
 
 // forbiddenThirdParty lists third-party imports a package must not take in

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	"github.com/yourscope/runpod-orchestrator/activities/runpodsim"
 	"github.com/yourscope/runpod-orchestrator/client"
 	"github.com/yourscope/runpod-orchestrator/internal/redistest"
+	"github.com/yourscope/runpod-orchestrator/internal/syncbuf"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/worker"
 	"github.com/yourscope/runpod-orchestrator/workflow"
@@ -188,26 +188,9 @@ type childOpts struct {
 type child struct {
 	id     string
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *syncbuf.Buffer
 	exited chan struct{}
 	state  *os.ProcessState
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startChild starts a worker subprocess. Its stderr is shown if the test
@@ -251,7 +234,7 @@ func (e *env) startChild(o childOpts) *child {
 	vars = set(vars, envHookAction, o.HookAction)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = vars
-	c := &child{id: o.ID, cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	c := &child{id: o.ID, cmd: cmd, stderr: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	require.NoError(e.t, cmd.Start())
 	go func() {
