@@ -3,12 +3,15 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/workflow"
@@ -264,24 +267,62 @@ func (h *hub) wait(ctx context.Context, w *waiter) (streams.Event, error) {
 	}
 }
 
+// readerRetry is the wait after the n-th failed read in a row (n >= 1):
+// doubling from readerRetryMin, capped at readerRetryMax.
+func readerRetry(n int) time.Duration {
+	d := readerRetryMin
+	for i := 1; i < n && d < readerRetryMax; i++ {
+		d *= 2
+	}
+	return min(d, readerRetryMax)
+}
+
+// sleepCtx waits d or until ctx ends (then it returns ctx.Err()).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// transientRedis reports whether a failed read is worth resuming: a network
+// failure or a server that is loading, failing over or read-only. A refused
+// command (NOPERM, WRONGTYPE, ...) or a closed client is permanent.
+func transientRedis(err error) bool {
+	if errors.Is(err, redis.ErrClosed) {
+		return false
+	}
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return true // network, timeout, EOF
+	}
+	msg := rerr.Error()
+	for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "MOVED", "ASK"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // read is the reader goroutine: XREAD BLOCK after `after`, dispatch, repeat
 // until no waiter is left or the hub closes.
 func (h *hub) read(after string) {
 	defer h.wg.Done()
-	backoff := readerRetryMin
+	failures := 0
 	for {
 		evs, err := h.store.ReadEvents(h.ctx, after, readerBatch, readerBlock)
 		if err != nil && h.ctx.Err() == nil {
+			failures++
+			backoff := readerRetry(failures)
 			h.log.Warn("read events failed; retrying", "after", after, "retry_in", backoff, "error", err)
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-h.ctx.Done():
-				t.Stop()
-			}
-			backoff = min(2*backoff, readerRetryMax)
+			_ = sleepCtx(h.ctx, backoff)
 		} else if err == nil {
-			backoff = readerRetryMin
+			failures = 0
 		}
 
 		h.mu.Lock()

@@ -37,7 +37,13 @@
 //
 // Events (an iterator) and Subscribe (a callback) follow the events stream
 // from now, from the beginning or from a given entry id, optionally for one
-// job. Audit replays the stream and checks every job's history against the
+// job. The position is fixed when the subscription is created
+// (NewSubscription, or the call to Events), so a subscription made before a
+// Submit always sees that job's events; Position gives the current end of
+// the stream to resume from later. A subscription survives Redis restarts
+// and dropped connections by resuming after the last event it delivered.
+// Handlers are typed callbacks (Submitted, Queued, Progress, Completed,
+// Failed), the seed's on('completed') and on('failed'). Audit replays the stream and checks every job's history against the
 // guarantees of docs/architecture.md; the checks themselves are the pure
 // Auditor type, usable over any sequence of events.
 //

@@ -152,52 +152,90 @@ const (
 	eventsBatch = 500
 )
 
-// Events returns the events stream as an iterator, from opts.From, until ctx
-// ends (or, with StopAtEnd, until caught up). Each subscription has its own
-// reader. The sequence ends after yielding a non-nil error: a failed read,
-// an invalid option, or ctx ending (the error then wraps ctx.Err()).
-//
-//	for ev, err := range c.Events(ctx, client.EventsOptions{From: client.FromStart}) {
-//		if err != nil { ... }
-//	}
-func (c *Client) Events(ctx context.Context, opts EventsOptions) iter.Seq2[Event, error] {
+// Position returns the current end of the events stream: a subscription
+// From it delivers exactly the events written after this call.
+func (c *Client) Position(ctx context.Context) (string, error) {
+	id, err := c.store.LastEventID(ctx)
+	if err != nil {
+		return "", fmt.Errorf("client: events position: %w", err)
+	}
+	return id, nil
+}
+
+// Subscription reads the events stream from a position fixed when it is
+// created, so NewSubscription(FromNow) followed by Submit always delivers the
+// job's submitted event. It resumes after the last event it delivered when a
+// read fails for a transient reason (Redis restarting, a dropped
+// connection), so a subscription survives Redis restarts without gaps or
+// repeats. A Subscription is read by one goroutine at a time.
+type Subscription struct {
+	c     *Client
+	opts  EventsOptions
+	after string
+	retry func(n int) time.Duration // backoff after the n-th failed read in a row
+}
+
+// NewSubscription validates opts and fixes the subscription's position now
+// (for FromNow, the current end of the stream). Read it with Events or Run.
+func (c *Client) NewSubscription(ctx context.Context, opts EventsOptions) (*Subscription, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	after := opts.From
+	if after == FromNow {
+		id, err := c.store.LastEventID(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("client: events: capture position: %w", err)
+		}
+		after = id
+	}
+	return &Subscription{c: c, opts: opts, after: after, retry: readerRetry}, nil
+}
+
+// Position returns the id after which the subscription reads next: its
+// starting position, then the id of the last event it read. Pass it as
+// EventsOptions.From to resume in another process.
+func (s *Subscription) Position() string { return s.after }
+
+// Events returns the subscription's events as an iterator, until ctx ends
+// (or, with StopAtEnd, until caught up). Transient read failures are retried
+// with backoff from the last delivered event; the sequence ends after
+// yielding a non-nil error: a permanent read failure (a refused command, a
+// closed Redis client), or ctx ending (the error then wraps ctx.Err()).
+func (s *Subscription) Events(ctx context.Context) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
-		if err := opts.Validate(); err != nil {
-			yield(Event{}, err)
-			return
-		}
-		after := opts.From
-		if after == FromNow {
-			id, err := c.store.LastEventID(ctx)
-			if err != nil {
-				yield(Event{}, fmt.Errorf("client: events: capture position: %w", err))
-				return
-			}
-			after = id
-		}
 		block := eventsBlock
-		if opts.StopAtEnd {
+		if s.opts.StopAtEnd {
 			block = 0
 		}
+		failures := 0
 		for {
 			if err := ctx.Err(); err != nil {
 				yield(Event{}, fmt.Errorf("client: events: %w", err))
 				return
 			}
-			evs, err := c.store.ReadEvents(ctx, after, eventsBatch, block)
+			evs, err := s.c.store.ReadEvents(ctx, s.after, eventsBatch, block)
 			if err != nil {
+				if ctx.Err() == nil && transientRedis(err) {
+					failures++
+					s.c.cfg.Logger.Debug("events read failed; resuming", "after", s.after, "error", err)
+					if sleepCtx(ctx, s.retry(failures)) == nil {
+						continue
+					}
+				}
 				if ctx.Err() != nil {
 					err = ctx.Err()
 				}
-				yield(Event{}, fmt.Errorf("client: events: read after %s: %w", after, err))
+				yield(Event{}, fmt.Errorf("client: events: read after %s: %w", s.after, err))
 				return
 			}
-			if len(evs) == 0 && opts.StopAtEnd {
+			failures = 0
+			if len(evs) == 0 && s.opts.StopAtEnd {
 				return
 			}
 			for _, ev := range evs {
-				after = ev.ID
-				if opts.JobID != "" && ev.JobID != opts.JobID {
+				s.after = ev.ID
+				if s.opts.JobID != "" && ev.JobID != s.opts.JobID {
 					continue
 				}
 				if !yield(eventFromStreams(ev), nil) {
@@ -208,12 +246,10 @@ func (c *Client) Events(ctx context.Context, opts EventsOptions) iter.Seq2[Event
 	}
 }
 
-// Subscribe calls fn for each event selected by opts, in stream order, until
-// ctx ends, fn returns an error, or (with StopAtEnd) the stream is caught up;
-// the latter returns nil. fn's error is returned wrapped; ctx ending returns
-// an error wrapping ctx.Err().
-func (c *Client) Subscribe(ctx context.Context, opts EventsOptions, fn func(Event) error) error {
-	for ev, err := range c.Events(ctx, opts) {
+// Run calls fn for each event in stream order, with the same ending rules
+// as Subscribe.
+func (s *Subscription) Run(ctx context.Context, fn func(Event) error) error {
+	for ev, err := range s.Events(ctx) {
 		if err != nil {
 			return err
 		}
@@ -222,4 +258,97 @@ func (c *Client) Subscribe(ctx context.Context, opts EventsOptions, fn func(Even
 		}
 	}
 	return nil
+}
+
+// Events returns the events stream as an iterator, from opts.From, until ctx
+// ends (or, with StopAtEnd, until caught up). The position is taken when
+// Events is called, not when the iteration starts. Each call has its own
+// reader; see Subscription for how failures are handled.
+//
+//	for ev, err := range c.Events(ctx, client.EventsOptions{From: client.FromStart}) {
+//		if err != nil { ... }
+//	}
+func (c *Client) Events(ctx context.Context, opts EventsOptions) iter.Seq2[Event, error] {
+	s, err := c.NewSubscription(ctx, opts)
+	if err != nil {
+		return func(yield func(Event, error) bool) { yield(Event{}, err) }
+	}
+	return s.Events(ctx)
+}
+
+// Subscribe calls fn for each event selected by opts, in stream order, until
+// ctx ends, fn returns an error, or (with StopAtEnd) the stream is caught up;
+// the latter returns nil. fn's error is returned wrapped; ctx ending returns
+// an error wrapping ctx.Err(). Subscribe blocks: to fix the position before
+// starting it in a goroutine (and then submit), use NewSubscription and Run.
+func (c *Client) Subscribe(ctx context.Context, opts EventsOptions, fn func(Event) error) error {
+	s, err := c.NewSubscription(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx, fn)
+}
+
+// Handlers are typed callbacks for Handle, after the seed's
+// on('submitted' | 'progress' | 'completed' | 'failed'). A nil handler is
+// skipped. Handlers run on the subscription's goroutine, in stream order.
+type Handlers struct {
+	// Submitted: the job was created (EventSubmitted).
+	Submitted func(Event)
+	// Queued: Runpod accepted the job; Event.RunpodID is set.
+	Queued func(Event)
+	// Progress: Runpod's status or progress output changed.
+	Progress func(Event)
+	// Completed: the job ended COMPLETED; Result.Output holds its output.
+	Completed func(Result)
+	// Failed: the job ended FAILED, TIMED_OUT or CANCELED; Result.Status
+	// says which and Result.Error why.
+	Failed func(Result)
+	// Other receives every other event (cancel requests, dedupe aliases,
+	// rejected entries), when set.
+	Other func(Event)
+}
+
+// Handle dispatches the subscription's events to h until ctx ends, with the
+// same ending rules as Subscribe.
+func (s *Subscription) Handle(ctx context.Context, h Handlers) error {
+	return s.Run(ctx, func(ev Event) error {
+		h.dispatch(ev)
+		return nil
+	})
+}
+
+func (h Handlers) dispatch(ev Event) {
+	call := func(f func(Event)) {
+		if f != nil {
+			f(ev)
+		}
+	}
+	switch {
+	case ev.Type == EventSubmitted:
+		call(h.Submitted)
+	case ev.Type == EventQueued:
+		call(h.Queued)
+	case ev.Type == EventProgress:
+		call(h.Progress)
+	case ev.Type == EventCompleted:
+		if h.Completed != nil {
+			h.Completed(ev.Result())
+		}
+	case ev.Type.Terminal():
+		if h.Failed != nil {
+			h.Failed(ev.Result())
+		}
+	default:
+		call(h.Other)
+	}
+}
+
+// Result returns the outcome a terminal event carries (zero Status for any
+// other event).
+func (e Event) Result() Result {
+	if !e.Type.Terminal() {
+		return Result{}
+	}
+	return Result{ClientJobID: e.JobID, Status: e.State, RunpodID: e.RunpodID, Output: e.Output, Error: e.Error}
 }
