@@ -55,7 +55,6 @@ func drain(t *testing.T, seq func(func(client.Event, error) bool)) []client.Even
 	return evs
 }
 
-
 // TestClientPosition: Position then Submit, then a subscription From that
 // position, sees exactly the job submitted after it.
 func TestClientPosition(t *testing.T) {
