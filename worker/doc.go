@@ -63,9 +63,10 @@
 // reached Runpod ends it CANCELED without sending it: the SUBMITTING
 // checkpoint before every /run is refused (streams.ErrCancelRequested) when
 // the record's cancel flag is set, so even a missed hint cannot let a
-// canceled job be sent; after, /cancel is
-// called and the job ends CANCELED, or with whatever Runpod says it had
-// already finished as.
+// canceled job be sent; after, /cancel is called and then /status is read
+// (never /cancel's answer, which has no output): the job ends CANCELED (or
+// TIMED_OUT) only when Runpod really cancelled it, else as Runpod finished
+// it, with its output or error.
 //
 // # Failures
 //

@@ -3,6 +3,7 @@ package worker
 import (
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -61,5 +62,83 @@ func TestWithSimulator(t *testing.T) {
 	for _, id := range append(ids, "sim-fail", "sim-cancel") {
 		cnt, _ := terminalEvents(evs[id])
 		require.Equal(t, 1, cnt, "job %s: terminal events", id)
+	}
+}
+
+// simRunpod starts a simulator with cfg and returns it with a real HTTP
+// client (package activities) in front of it.
+func simRunpod(t *testing.T, cfg runpodsim.Config) (*runpodsim.Server, workflow.Runpod) {
+	t.Helper()
+	cfg.EndpointID, cfg.APIKey = "ep-test", "sim-key"
+	srv, err := runpodsim.Serve("127.0.0.1:0", cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Close() })
+	httpClient := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(httpClient.CloseIdleConnections)
+	rp, err := activities.New(activities.Config{APIKey: "sim-key", EndpointID: "ep-test", BaseURL: srv.URL, HTTPClient: httpClient})
+	require.NoError(t, err)
+	return srv, rp
+}
+
+// offsetClock is a worker clock the test can move forward.
+type offsetClock struct{ off atomic.Int64 }
+
+func (c *offsetClock) now() time.Time      { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *offsetClock) add(d time.Duration) { c.off.Add(int64(d)) }
+
+// TestFinishedJustBeforeCancelKeepsItsOutput: a job completes on Runpod
+// after the worker's last poll and before its /cancel (a cancel request, or
+// our deadline). What Runpod really finished as wins, with its output,
+// whether the simulator answers /cancel on a finished job with its status
+// (no output) or with 400. The simulator's manual clock finishes the job
+// exactly when the test says; the worker never polls in between (its first
+// poll is an hour away), so nothing depends on timing.
+func TestFinishedJustBeforeCancelKeepsItsOutput(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name           string
+		terminalStatus int
+		deadline       bool
+	}{
+		{"cancel/answer200", 0, false},
+		{"cancel/answer400", http.StatusBadRequest, false},
+		{"deadline/answer200", 0, true},
+		{"deadline/answer400", http.StatusBadRequest, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			clock := runpodsim.NewManualClock(time.Now())
+			srv, rp := simRunpod(t, runpodsim.Config{Clock: clock, CancelTerminalStatus: tc.terminalStatus})
+			wclock := &offsetClock{}
+			cfg := b.config("w1")
+			cfg.Runpod = rp
+			cfg.Now = wclock.now
+			cfg.Poll = workflow.PollPolicy{Initial: time.Hour, Max: time.Hour}
+			r := b.start(t, cfg)
+
+			timeout := time.Duration(0)
+			if tc.deadline {
+				timeout = time.Hour
+			}
+			b.submit(t, "fin", `{"mock_delay":5000,"mock_return":{"answer":42}}`, timeout)
+			rec := b.waitRecord(t, "fin", 10*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
+			clock.Advance(10 * time.Second) // the job runs and completes on Runpod
+			info, ok := srv.Sim.Job(rec.RunpodID)
+			require.True(t, ok)
+			require.Equal(t, workflow.RunpodCompleted, info.Status)
+
+			if tc.deadline {
+				wclock.add(2 * time.Hour)
+				r.w.wakeDispatch <- struct{}{} // re-read the heap with the new time
+			} else {
+				_, err := b.store.Cancel(t.Context(), "fin", time.Now())
+				require.NoError(t, err)
+			}
+			rec = b.waitRecord(t, "fin", 10*time.Second, func(r streams.Record) bool { return workflow.State(r.State).Terminal() })
+			require.Equal(t, string(workflow.StateCompleted), rec.State, "error %q", rec.Error)
+			require.JSONEq(t, `{"answer":42}`, string(rec.Output))
+			require.Equal(t, string(workflow.RunpodCompleted), rec.RunpodStatus)
+		})
 	}
 }

@@ -149,10 +149,11 @@ type Policy struct {
 	Retry RetryPolicy
 	// SubmitUncertain decides an uncertain /run. Defaults to resubmit.
 	SubmitUncertain SubmitUncertainPolicy
-	// MaxCancelAttempts bounds /cancel calls for one job (transient
-	// failures are retried); after that the job ends with the outcome that
-	// asked for the cancel (CANCELED or TIMED_OUT) and the error noted, since
-	// a stuck /cancel must not keep a job alive forever. Defaults to 5.
+	// MaxCancelAttempts bounds /cancel calls for one job (each followed by
+	// a /status read; a job still live is cancelled again); after that the
+	// job ends with the outcome that asked for the cancel (CANCELED or
+	// TIMED_OUT) and the reason noted, since a stuck /cancel must not keep a
+	// job alive forever. Defaults to 5.
 	MaxCancelAttempts int
 }
 

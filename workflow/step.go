@@ -48,6 +48,13 @@ type Job struct {
 	// Stopping is the terminal state a /cancel under way is for (CANCELED
 	// or TIMED_OUT), so a retried /cancel keeps its reason; "" otherwise.
 	Stopping State
+	// CancelSent: a /cancel was sent (whatever it answered) and /status has
+	// not been read since. /cancel's answer carries no output, so the
+	// outcome is only ever built from the /status that follows it.
+	CancelSent bool
+	// CancelErr is the last /cancel or confirming /status error, noted in
+	// the outcome if the cancel gives up.
+	CancelErr string
 	// OutputSum is SumOutput of the last recorded progress output.
 	OutputSum uint64
 	// Outcome is the terminal outcome once decided. From then on Next
@@ -140,6 +147,7 @@ const (
 	ReasonRunpodCanceled    = "runpod job was canceled on runpod"
 	ReasonRunpodNoID        = "runpod /run returned no job id"
 	reasonCancelFailedInfix = "; runpod /cancel failed: "
+	reasonCancelIgnored     = "; runpod still reports %s after %d /cancel calls"
 )
 
 // SumOutput is the hash Job.OutputSum keeps of a progress output (FNV-1a),
@@ -166,7 +174,9 @@ func BeginSubmit(j Job) Job {
 //
 //  1. an outcome is decided → Finalize it; a terminal state or StepDone →
 //     None;
-//  2. a /cancel is under way (Stopping) → Cancel again at NextAt;
+//  2. a /cancel is under way (Stopping) → Poll at once after a /cancel was
+//     sent (what Runpod really finished as decides the outcome, never
+//     /cancel's answer), else Cancel again at NextAt;
 //  3. the deadline passed → Cancel (reason TIMED_OUT) when the job is on
 //     Runpod, else Finalize TIMED_OUT;
 //  4. a cancel was requested → Cancel (reason CANCELED) when the job is on
@@ -189,6 +199,9 @@ func Next(j Job, now time.Time, p Policy) Action {
 		return Action{Kind: ActNone, At: now}
 	}
 	if j.Stopping != "" && j.RunpodID != "" {
+		if j.CancelSent {
+			return Action{Kind: ActPoll, At: j.due(now), Reason: j.Stopping}
+		}
 		return Action{Kind: ActCancel, At: j.due(now), Reason: j.Stopping}
 	}
 	if j.deadlinePassed(now) {
@@ -253,8 +266,13 @@ func (j Job) deadlinePassed(now time.Time) bool {
 //     expired"; any other error → retry with backoff, because the job exists
 //     on Runpod and only the deadline may give up on it;
 //   - /cancel: ErrRunpodJobNotFound → the cancel's outcome (nothing left to
-//     cancel); other errors → retry up to MaxCancelAttempts, then the
-//     cancel's outcome with the error noted.
+//     cancel); any other answer, success or error (Runpod may refuse to
+//     cancel a job that has just finished), is confirmed by a /status
+//     read (an ActPoll with the cancel's Reason): a terminal status is the
+//     outcome (CANCELLED → the cancel's reason; COMPLETED, FAILED or
+//     TIMED_OUT as Runpod finished it, with its output or error); a live
+//     one sends /cancel again after a backoff, up to MaxCancelAttempts,
+//     then ends with the cancel's outcome and the reason noted.
 //
 // Once an outcome is decided Apply returns j unchanged.
 func Apply(j Job, a Action, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect) {
@@ -265,6 +283,9 @@ func Apply(j Job, a Action, r Result, now time.Time, p Policy, rnd Rand) (Job, E
 	case ActSubmit:
 		return applySubmit(j, r, now, p, rnd)
 	case ActPoll:
+		if j.Stopping != "" {
+			return applyConfirm(j, r, now, p, rnd)
+		}
 		return applyPoll(j, r, now, p, rnd)
 	case ActCancel:
 		return applyCancel(j, a.Reason, r, now, p, rnd)
@@ -359,20 +380,28 @@ func applyPoll(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect)
 	if r.Job.Status.Terminal() {
 		return j.decide(terminalOutcome(r.Job)), Effect{}
 	}
+	j, eff := j.observe(r.Job)
+	j.NextAt = now.Add(PollDelay(p.Poll, j.Polls, rnd))
+	return j, eff
+}
+
+// observe records a live Runpod job's status and progress output, and says
+// what to checkpoint.
+func (j Job) observe(rj RunpodJob) (Job, Effect) {
 	changed := false
-	if st, ok := r.Job.Status.State(); ok && st != j.State && CanTransition(j.State, st) {
+	if st, ok := rj.Status.State(); ok && st != j.State && CanTransition(j.State, st) {
 		j.State = st
 		changed = true
 	}
-	if r.Job.Status != "" && r.Job.Status != j.RunpodStatus {
+	if rj.Status != "" && rj.Status != j.RunpodStatus {
 		// Unknown statuses are recorded verbatim but keep the state.
-		j.RunpodStatus = r.Job.Status
+		j.RunpodStatus = rj.Status
 		changed = true
 	}
 	var eff Effect
-	if sum := SumOutput(r.Job.Output); sum != 0 && sum != j.OutputSum {
+	if sum := SumOutput(rj.Output); sum != 0 && sum != j.OutputSum {
 		j.OutputSum = sum
-		eff.Output = r.Job.Output
+		eff.Output = rj.Output
 		changed = true
 	}
 	if changed {
@@ -381,37 +410,66 @@ func applyPoll(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect)
 	} else {
 		j.Polls++
 	}
-	j.NextAt = now.Add(PollDelay(p.Poll, j.Polls, rnd))
 	return j, eff
+}
+
+// stopOutcome is the outcome a cancel for reason ends with when Runpod did
+// not finish the job otherwise.
+func (j Job) stopOutcome(reason State) Outcome {
+	if reason == StateTimedOut {
+		return Outcome{State: StateTimedOut, Error: ReasonDeadline, RunpodStatus: j.RunpodStatus}
+	}
+	return Outcome{State: StateCanceled, Error: ReasonCanceled, RunpodStatus: j.RunpodStatus}
 }
 
 func applyCancel(j Job, reason State, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect) {
 	if reason != StateTimedOut {
 		reason = StateCanceled
 	}
-	want := Outcome{State: reason, Error: ReasonCanceled, RunpodStatus: j.RunpodStatus}
-	if reason == StateTimedOut {
-		want.Error = ReasonDeadline
-	}
 	j.CancelAttempts++
+	if errors.Is(r.Err, ErrRunpodJobNotFound) {
+		return j.decide(j.stopOutcome(reason)), Effect{}
+	}
+	// Whatever /cancel answered (CANCELLED, the status of a job that had
+	// already finished, 400 for such a job, a transient error), only
+	// /status tells what Runpod really did, with the output: read it now.
+	j.Stopping, j.CancelSent = reason, true
+	j.CancelErr = ""
 	if r.Err != nil {
-		if errors.Is(r.Err, ErrRunpodJobNotFound) {
-			return j.decide(want), Effect{}
-		}
-		if j.CancelAttempts >= p.MaxCancelAttempts {
-			want.Error += reasonCancelFailedInfix + r.Err.Error()
-			return j.decide(want), Effect{}
-		}
-		j.Stopping = reason
-		return j.retry(r.Err, now, p, rnd), Effect{}
+		j.CancelErr = reasonCancelFailedInfix + r.Err.Error()
 	}
-	// Runpod may have finished the job before the cancel reached it; what
-	// it really did wins over what we asked for.
-	if r.Job.Status.Terminal() && r.Job.Status != RunpodCancelled {
-		return j.decide(terminalOutcome(r.Job)), Effect{}
-	}
-	if r.Job.Status != "" {
+	j.NextAt = now
+	return j, Effect{}
+}
+
+// applyConfirm takes the /status read after a /cancel: what Runpod really
+// finished as wins; a job still live gets /cancel again after a backoff.
+func applyConfirm(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect) {
+	reason := j.Stopping
+	j.CancelSent = false
+	var eff Effect
+	switch {
+	case errors.Is(r.Err, ErrRunpodJobNotFound):
+		// Gone on Runpod after our /cancel: nothing runs any more.
+		return j.decide(j.stopOutcome(reason)), Effect{}
+	case r.Err != nil:
+		j.CancelErr = "; runpod /status after /cancel failed: " + r.Err.Error()
+	case r.Job.Status == RunpodCancelled:
+		want := j.stopOutcome(reason)
 		want.RunpodStatus = r.Job.Status
+		return j.decide(want), Effect{}
+	case r.Job.Status.Terminal():
+		return j.decide(terminalOutcome(r.Job)), Effect{}
+	default:
+		j, eff = j.observe(r.Job)
+		j.CancelErr = fmt.Sprintf(reasonCancelIgnored, j.RunpodStatus, j.CancelAttempts)
 	}
-	return j.decide(want), Effect{}
+	if j.CancelAttempts >= p.MaxCancelAttempts {
+		// A stuck /cancel must not keep the job alive forever.
+		want := j.stopOutcome(reason)
+		want.Error += j.CancelErr
+		return j.decide(want), Effect{}
+	}
+	j.NextAt = now.Add(RetryDelay(p.Retry, j.CancelAttempts-1, RetryAfterHint(r.Err), rnd))
+	return j, eff
 }

@@ -63,6 +63,8 @@ func TestNext(t *testing.T) {
 			Action{Kind: ActCancel, At: t0, Reason: StateTimedOut}},
 		{"CancelRetryKeepsReason", func(j Job) Job { j.Stopping = StateCanceled; j.NextAt = later; j.Deadline = t0; return j }, onRunpod(), pol,
 			Action{Kind: ActCancel, At: later, Reason: StateCanceled}},
+		{"CancelSentIsConfirmed", func(j Job) Job { j.Stopping = StateTimedOut; j.CancelSent = true; j.Deadline = t0; return j }, onRunpod(), pol,
+			Action{Kind: ActPoll, At: t0, Reason: StateTimedOut}},
 		{"DecidedFinalizes", func(j Job) Job { j.Outcome = decided; j.CancelRequested = true; return j }, onRunpod(), pol,
 			Action{Kind: ActFinalize, At: t0, Outcome: *decided}},
 		{"TerminalRecordIsNone", func(j Job) Job { j.State = StateCompleted; return j }, onRunpod(), pol, Action{Kind: ActNone, At: t0}},
@@ -241,53 +243,112 @@ func TestApplyPoll(t *testing.T) {
 	}
 }
 
+// TestApplyCancel: the outcome of a cancel comes from the /status read that
+// follows /cancel, never from /cancel's answer: a job that finished on Runpod
+// just before the cancel (or the deadline) keeps its real outcome and output,
+// whatever /cancel answered (CANCELLED, COMPLETED without output, a 400), and
+// CANCELED or TIMED_OUT is written only when Runpod really cancelled.
 func TestApplyCancel(t *testing.T) {
 	t.Parallel()
 	cancel := Action{Kind: ActCancel, At: t0, Reason: StateCanceled}
 	timeout := Action{Kind: ActCancel, At: t0, Reason: StateTimedOut}
+	errRefused := &ActivityError{Op: "cancel", StatusCode: 400, Err: errors.New("job is already COMPLETED")}
+	completed := RunpodJob{ID: "rp-1", Status: RunpodCompleted, Output: json.RawMessage(`{"answer":7}`), ExecutionTime: 900}
 	tests := []struct {
-		name    string
-		act     Action
-		res     Result
-		want    *Outcome
-		retried bool
+		name   string
+		act    Action
+		cancel Result // /cancel's answer
+		status Result // the /status read that confirms it
+		want   Outcome
 	}{
-		{"Canceled", cancel, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCancelled}}, &Outcome{State: StateCanceled, Error: ReasonCanceled, RunpodStatus: RunpodCancelled}, false},
-		{"CanceledStillRunning", cancel, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodInProgress}}, &Outcome{State: StateCanceled, Error: ReasonCanceled, RunpodStatus: RunpodInProgress}, false},
-		{"AlreadyCompleted", cancel, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCompleted, Output: json.RawMessage(`7`)}}, &Outcome{State: StateCompleted, Output: json.RawMessage(`7`), RunpodStatus: RunpodCompleted}, false},
-		{"AlreadyFailed", cancel, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodFailed, Error: "oom"}}, &Outcome{State: StateFailed, Error: "oom", RunpodStatus: RunpodFailed}, false},
-		{"TimedOut", timeout, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCancelled}}, &Outcome{State: StateTimedOut, Error: ReasonDeadline, RunpodStatus: RunpodCancelled}, false},
-		{"GoneOnRunpod", cancel, Result{Err: errNotFound}, &Outcome{State: StateCanceled, Error: ReasonCanceled, RunpodStatus: RunpodInQueue}, false},
-		{"TransientRetries", timeout, Result{Err: errTransient}, nil, true},
+		{"Canceled", cancel, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCancelled}},
+			Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCancelled}},
+			Outcome{State: StateCanceled, Error: ReasonCanceled, RunpodStatus: RunpodCancelled}},
+		{"TimedOut", timeout, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCancelled}},
+			Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCancelled}},
+			Outcome{State: StateTimedOut, Error: ReasonDeadline, RunpodStatus: RunpodCancelled}},
+		{"CompletedAnsweredWithoutOutput", cancel, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCompleted}},
+			Result{Job: completed},
+			Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted}},
+		{"CompletedAnswered400", cancel, Result{Err: errRefused}, Result{Job: completed},
+			Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted}},
+		{"CompletedBeforeDeadline", timeout, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCompleted}},
+			Result{Job: completed},
+			Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted}},
+		{"CancelAnsweredButCompleted", cancel, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCancelled}},
+			Result{Job: completed},
+			Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted}},
+		{"FailedBeforeCancel", cancel, Result{Err: errRefused},
+			Result{Job: RunpodJob{ID: "rp-1", Status: RunpodFailed, Error: "oom"}},
+			Outcome{State: StateFailed, Error: "oom", RunpodStatus: RunpodFailed}},
+		{"TransientCancelThenCanceled", timeout, Result{Err: errTransient},
+			Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCancelled}},
+			Outcome{State: StateTimedOut, Error: ReasonDeadline, RunpodStatus: RunpodCancelled}},
+		{"GoneAfterCancel", cancel, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCancelled}}, Result{Err: errNotFound},
+			Outcome{State: StateCanceled, Error: ReasonCanceled, RunpodStatus: RunpodInQueue}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			j, eff := Apply(onRunpod(), tt.act, tt.res, t0, pol, nil)
+			j, eff := Apply(onRunpod(), tt.act, tt.cancel, t0, pol, nil)
 			require.Equal(t, Effect{}, eff)
-			require.Equal(t, tt.want, j.Outcome)
-			if tt.retried {
-				require.Equal(t, tt.act.Reason, j.Stopping)
-				// Even after the cancel was requested too, the retry keeps its reason.
-				j.CancelRequested = true
-				require.Equal(t, Action{Kind: ActCancel, At: t0.Add(500 * time.Millisecond), Reason: tt.act.Reason}, Next(j, t0, pol))
-			}
+			require.Nil(t, j.Outcome, "decided from /cancel's answer")
+			// Even after a cancel was requested too, the confirmation keeps
+			// the first reason, and it is due at once.
+			j.CancelRequested = true
+			a := Next(j, t0, pol)
+			require.Equal(t, Action{Kind: ActPoll, At: t0, Reason: tt.act.Reason}, a)
+			j, eff = Apply(j, a, tt.status, t0, pol, nil)
+			require.Equal(t, Effect{}, eff)
+			require.NotNil(t, j.Outcome)
+			require.Equal(t, tt.want, *j.Outcome)
 		})
 	}
 
+	t.Run("GoneOnRunpod", func(t *testing.T) {
+		t.Parallel()
+		j, _ := Apply(onRunpod(), cancel, Result{Err: errNotFound}, t0, pol, nil)
+		require.Equal(t, &Outcome{State: StateCanceled, Error: ReasonCanceled, RunpodStatus: RunpodInQueue}, j.Outcome)
+	})
+
+	t.Run("StillRunningCancelsAgain", func(t *testing.T) {
+		t.Parallel()
+		// /cancel answered CANCELLED but Runpod still runs the job (the
+		// stop lost a race, or takes time): cancel again after a backoff,
+		// recording the progress, and let the job finish as it really does.
+		j, _ := Apply(onRunpod(), cancel, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCancelled}}, t0, pol, nil)
+		j, eff := Apply(j, Next(j, t0, pol), Result{Job: RunpodJob{ID: "rp-1", Status: RunpodInProgress}}, t0, pol, nil)
+		require.Nil(t, j.Outcome)
+		require.Equal(t, Effect{Checkpoint: true, Event: EventProgress}, eff)
+		require.Equal(t, StateInProgress, j.State)
+		require.Equal(t, Action{Kind: ActCancel, At: t0.Add(500 * time.Millisecond), Reason: StateCanceled}, Next(j, t0, pol))
+		j, _ = Apply(j, Next(j, t0.Add(time.Second), pol), Result{Job: RunpodJob{ID: "rp-1", Status: RunpodInProgress}}, t0, pol, nil)
+		j, _ = Apply(j, Next(j, t0.Add(time.Second), pol), Result{Job: completed}, t0, pol, nil)
+		require.Equal(t, &Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted}, j.Outcome)
+	})
+
 	t.Run("GivesUpAfterMaxAttempts", func(t *testing.T) {
 		t.Parallel()
-		j := onRunpod()
-		j.CancelRequested = true
-		for i := 0; i < pol.MaxCancelAttempts; i++ {
-			a := Next(j, t0.Add(time.Hour), pol)
-			require.Equal(t, ActCancel, a.Kind, "attempt %d", i)
-			j, _ = Apply(j, a, Result{Err: errTransient}, t0, pol, nil)
+		for _, status := range []Result{{Err: errTransient}, {Job: RunpodJob{ID: "rp-1", Status: RunpodInProgress}}} {
+			j := onRunpod()
+			j.CancelRequested = true
+			for i := 0; i < pol.MaxCancelAttempts; i++ {
+				a := Next(j, t0.Add(time.Hour), pol)
+				require.Equal(t, ActCancel, a.Kind, "attempt %d", i)
+				j, _ = Apply(j, a, Result{Err: errTransient}, t0, pol, nil)
+				a = Next(j, t0.Add(time.Hour), pol)
+				require.Equal(t, ActPoll, a.Kind, "attempt %d", i)
+				j, _ = Apply(j, a, status, t0, pol, nil)
+			}
+			require.NotNil(t, j.Outcome)
+			require.Equal(t, StateCanceled, j.Outcome.State)
+			if status.Err != nil {
+				require.Contains(t, j.Outcome.Error, "runpod /status after /cancel failed: "+errTransient.Error())
+			} else {
+				require.Contains(t, j.Outcome.Error, fmt.Sprintf("runpod still reports IN_PROGRESS after %d /cancel calls", pol.MaxCancelAttempts))
+			}
+			require.Equal(t, pol.MaxCancelAttempts, j.CancelAttempts)
 		}
-		require.NotNil(t, j.Outcome)
-		require.Equal(t, StateCanceled, j.Outcome.State)
-		require.Contains(t, j.Outcome.Error, "runpod /cancel failed: "+errTransient.Error())
-		require.Equal(t, pol.MaxCancelAttempts, j.CancelAttempts)
 	})
 }
 
