@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
 	"sort"
@@ -19,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/yourscope/runpod-orchestrator/client"
+	"github.com/yourscope/runpod-orchestrator/internal/redisconn"
 )
 
 func main() {
@@ -40,10 +40,14 @@ func signalContext() context.Context {
 	return ctx
 }
 
-// Environment variables read for flag defaults.
+// Environment variables read for flag defaults (the worker's names).
 const (
-	envRedisURL  = "REDIS_URL"
-	envNamespace = "RUNPOD_NAMESPACE"
+	envRedisURL           = "REDIS_URL"
+	envNamespace          = "RUNPOD_NAMESPACE"
+	envRedisTLSCAFile     = "REDIS_TLS_CA_FILE"
+	envRedisTLSCertFile   = "REDIS_TLS_CERT_FILE"
+	envRedisTLSKeyFile    = "REDIS_TLS_KEY_FILE"
+	envRedisTLSServerName = "REDIS_TLS_SERVER_NAME"
 )
 
 const redisURLDefault = "redis://localhost:6379/0"
@@ -113,26 +117,58 @@ var commands = []command{
 type globals struct {
 	redisURL  string
 	namespace string
+	tls       redisconn.Options // the TLS fields only
 }
 
 // register adds the connection flags to fs, defaulting to their current values.
 func (g *globals) register(fs *flag.FlagSet) {
-	fs.StringVar(&g.redisURL, "redis-url", g.redisURL,
-		"Redis `URL`: redis://[user:password@]host:port/db, rediss:// for TLS (env "+envRedisURL+")")
+	// The URL's default comes from REDIS_URL and may hold a password: its
+	// Value prints redacted, so --help never shows the password.
+	fs.Var(redactedURL{&g.redisURL}, "redis-url",
+		"Redis `URL`: redis://[user:password@]host:port/db, rediss:// for TLS, unix:///path.sock, "+
+			"redis+cluster://host:port,host:port, redis+sentinel://host:port,.../MASTER (env "+envRedisURL+")")
 	fs.StringVar(&g.namespace, "namespace", g.namespace,
 		"orchestrator `namespace`, the same as the workers' (env "+envNamespace+")")
+	fs.StringVar(&g.tls.TLSCAFile, "redis-tls-ca-file", g.tls.TLSCAFile,
+		"PEM `file` of the CAs that sign Redis's certificates (env "+envRedisTLSCAFile+")")
+	fs.StringVar(&g.tls.TLSCertFile, "redis-tls-cert-file", g.tls.TLSCertFile,
+		"PEM client certificate `file` for mutual TLS (env "+envRedisTLSCertFile+")")
+	fs.StringVar(&g.tls.TLSKeyFile, "redis-tls-key-file", g.tls.TLSKeyFile,
+		"PEM `file` with the key of --redis-tls-cert-file (env "+envRedisTLSKeyFile+")")
+	fs.StringVar(&g.tls.TLSServerName, "redis-tls-server-name", g.tls.TLSServerName,
+		"`name` Redis's certificates must carry (env "+envRedisTLSServerName+")")
 }
+
+// redactedURL is a URL flag whose printed value hides its password.
+type redactedURL struct{ p *string }
+
+func (v redactedURL) String() string {
+	if v.p == nil || *v.p == "" {
+		return ""
+	}
+	return redisconn.Redact(*v.p)
+}
+
+func (v redactedURL) Set(s string) error { *v.p = s; return nil }
 
 const envHelp = `
 environment:
-  ` + envRedisURL + `           default for --redis-url (` + redisURLDefault + `)
-  ` + envNamespace + `    default for --namespace (runpod)
+  ` + envRedisURL + `              default for --redis-url (` + redisURLDefault + `)
+  ` + envNamespace + `       default for --namespace (runpod)
+  ` + envRedisTLSCAFile + `, ` + envRedisTLSCertFile + `, ` + envRedisTLSKeyFile + `, ` + envRedisTLSServerName + `
+                         defaults for the --redis-tls-* flags
 `
 
 func (c *cli) run(ctx context.Context, args []string) error {
 	g := &globals{
 		redisURL:  cmpOr(c.getenv(envRedisURL), redisURLDefault),
 		namespace: cmpOr(c.getenv(envNamespace), "runpod"),
+		tls: redisconn.Options{
+			TLSCAFile:     c.getenv(envRedisTLSCAFile),
+			TLSCertFile:   c.getenv(envRedisTLSCertFile),
+			TLSKeyFile:    c.getenv(envRedisTLSKeyFile),
+			TLSServerName: c.getenv(envRedisTLSServerName),
+		},
 	}
 	top := flag.NewFlagSet("submitter", flag.ContinueOnError)
 	top.SetOutput(c.stderr)
@@ -227,15 +263,21 @@ func parseError(err error) error {
 // connect opens the Redis client described by g and a Client over it, with
 // cfg (its Namespace is g's). The returned close function closes both.
 func (g *globals) connect(cfg client.Config) (*client.Client, func(), error) {
-	opt, err := redis.ParseURL(g.redisURL)
+	opts := g.tls
+	opts.URL = g.redisURL
+	conn, err := redisconn.Parse(opts)
 	if err != nil {
-		return nil, nil, usagef("--redis-url %s: %v", redactURL(g.redisURL), urlError(err, g.redisURL))
+		var re *redisconn.Error
+		if errors.As(err, &re) {
+			return nil, nil, usagef("--redis-%s: %s", re.Field, re.Msg)
+		}
+		return nil, nil, err
 	}
 	cfg.Namespace = g.namespace
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		return nil, nil, usagef("--namespace %q: %v", g.namespace, err)
 	}
-	rdb := redis.NewClient(opt)
+	rdb := conn.Client()
 	cl, err := client.New(rdb, cfg)
 	if err != nil {
 		_ = rdb.Close()
@@ -245,32 +287,6 @@ func (g *globals) connect(cfg client.Config) (*client.Client, func(), error) {
 		_ = cl.Close()
 		_ = rdb.Close()
 	}, nil
-}
-
-// redactURL returns raw with any password replaced, for messages. A URL
-// that does not parse is not echoed at all: it might hold a password.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	return u.Redacted()
-}
-
-// urlError returns err's text without the URL it may quote (url.Parse
-// errors quote the whole URL, password included).
-func urlError(err error, raw string) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	msg := err.Error()
-	if u, perr := url.Parse(raw); perr == nil && u.User != nil {
-		if pw, ok := u.User.Password(); ok && pw != "" {
-			msg = strings.ReplaceAll(msg, pw, "xxxxx")
-		}
-	}
-	return msg
 }
 
 func cmpOr(a, b string) string {

@@ -3,16 +3,15 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/yourscope/runpod-orchestrator/activities"
+	"github.com/yourscope/runpod-orchestrator/internal/redisconn"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/worker"
 	"github.com/yourscope/runpod-orchestrator/workflow"
@@ -38,11 +37,19 @@ const (
 	devPollMax     = time.Second
 )
 
+// devConnFlags are the connection flags --dev replaces with its own services.
+var devConnFlags = []string{"redis-url", "redis-tls-ca-file", "redis-tls-cert-file", "redis-tls-key-file",
+	"redis-tls-server-name", "runpod-api-key", "runpod-endpoint-id", "runpod-base-url"}
+
 // options is the parsed command line and environment.
 type options struct {
-	redisURL   string
-	namespace  string
-	instanceID string
+	redisURL           string
+	redisTLSCAFile     string
+	redisTLSCertFile   string
+	redisTLSKeyFile    string
+	redisTLSServerName string
+	namespace          string
+	instanceID         string
 
 	apiKey     string
 	endpointID string
@@ -135,8 +142,21 @@ func newFlagTable(o *options) *flagTable {
 	ints := func(p *int, min, max int) *intValue { return &intValue{p: p, min: min, max: max} }
 
 	t.add(groupConn, "redis-url", "URL",
-		"Redis to use: redis://[user:password@]host:port/db, rediss://... for TLS, unix:///path.sock",
+		"Redis to use: redis://[user:password@]host:port/db, rediss://... for TLS, unix:///path.sock, "+
+			"redis+cluster://host:port,host:port,... for Redis Cluster, "+
+			"redis+sentinel://host:port,.../MASTER for Sentinel (see docs/operations.md)",
 		redisURLDefault, &stringValue{p: &o.redisURL})
+	t.add(groupConn, "redis-tls-ca-file", "FILE",
+		"PEM file of the CAs that sign Redis's certificates (default: the system's); needs a rediss URL",
+		"", &stringValue{p: &o.redisTLSCAFile})
+	t.add(groupConn, "redis-tls-cert-file", "FILE",
+		"PEM client certificate for Redis (mutual TLS, tls-auth-clients); with --redis-tls-key-file",
+		"", &stringValue{p: &o.redisTLSCertFile})
+	t.add(groupConn, "redis-tls-key-file", "FILE",
+		"PEM key of --redis-tls-cert-file", "", &stringValue{p: &o.redisTLSKeyFile})
+	t.add(groupConn, "redis-tls-server-name", "NAME",
+		"name Redis's certificates must carry (default: the host of each address)",
+		"", &stringValue{p: &o.redisTLSServerName})
 	t.add(groupConn, "namespace", "NAME",
 		"key namespace: every key is {NAME}:...; workers and producers of one deployment share it",
 		streams.NamespaceDefault, &stringValue{p: &o.namespace, check: func(s string) error {
@@ -247,7 +267,7 @@ func (o *options) check(sources map[string]string) error {
 		// Dev mode brings its own Redis and Runpod; a connection flag on the
 		// command line is a mistake, the same variable in the environment is
 		// usually left over from a shell and is ignored.
-		for _, name := range []string{"redis-url", "runpod-api-key", "runpod-endpoint-id", "runpod-base-url"} {
+		for _, name := range devConnFlags {
 			if sources[name] == sourceFlag {
 				return &flagError{Flag: name, Msg: "cannot be combined with --dev (dev mode runs its own Redis and Runpod simulator)"}
 			}
@@ -274,51 +294,27 @@ func (o *options) check(sources map[string]string) error {
 	if o.endpointID == "" {
 		return &flagError{Flag: "runpod-endpoint-id", Msg: "required (or set RUNPOD_ENDPOINT_ID); use --dev to try the worker without a Runpod account"}
 	}
-	if _, err := parseRedisURL(o.redisURL); err != nil {
+	if _, err := o.redisConn(o.redisURL); err != nil {
 		return err
 	}
 	return nil
 }
 
-// parseRedisURL parses --redis-url. Its errors never contain the password:
-// url.Parse and redis.ParseURL quote the URL they reject, so their text is
-// scrubbed, and a URL that does not parse at all is not echoed.
-func parseRedisURL(raw string) (*redis.Options, error) {
-	bad := func(msg string) error { return &flagError{Flag: "redis-url", Msg: msg} }
-	const want = "want redis://[user:password@]host:port/db, rediss://... for TLS, or unix:///path.sock"
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, bad("not a valid URL (" + want + ")")
+// redisConn parses the Redis settings. Its errors never contain a
+// password and name the flag at fault.
+func (o *options) redisConn(redisURL string) (*redisconn.Conn, error) {
+	conn, err := redisconn.Parse(redisconn.Options{
+		URL:           redisURL,
+		TLSCAFile:     o.redisTLSCAFile,
+		TLSCertFile:   o.redisTLSCertFile,
+		TLSKeyFile:    o.redisTLSKeyFile,
+		TLSServerName: o.redisTLSServerName,
+	})
+	var re *redisconn.Error
+	if errors.As(err, &re) {
+		return nil, &flagError{Flag: "redis-" + re.Field, Msg: re.Msg}
 	}
-	switch u.Scheme {
-	case "redis", "rediss", "unix":
-	default:
-		return nil, bad(fmt.Sprintf("scheme %q is not supported (%s)", u.Scheme, want))
-	}
-	opt, err := redis.ParseURL(raw)
-	if err != nil {
-		msg := fmt.Sprintf("%s: %s (%s)", u.Redacted(), strings.ReplaceAll(err.Error(), raw, u.Redacted()), want)
-		// The password may also appear elsewhere in the URL (and so in the
-		// message); scrub every occurrence.
-		if pw, ok := u.User.Password(); ok && pw != "" {
-			msg = strings.ReplaceAll(msg, pw, "xxxxx")
-		}
-		return nil, bad(msg)
-	}
-	return opt, nil
-}
-
-// redactURL is raw for logs and messages, with any password replaced.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	out := u.Redacted()
-	if pw, ok := u.User.Password(); ok && pw != "" {
-		out = strings.ReplaceAll(out, pw, "xxxxx")
-	}
-	return out
+	return conn, err
 }
 
 // Where a flag's value came from (the values of flagTable.parse's map that

@@ -44,10 +44,11 @@ type flagDef struct {
 // envName is the environment variable of a flag: the flag in upper snake
 // case, prefixed RUNPOD_ unless it already starts with runpod- (so
 // --namespace is RUNPOD_NAMESPACE, the same variable cmd/submitter reads).
-// --redis-url reads the conventional REDIS_URL.
+// --redis-url reads the conventional REDIS_URL, and --redis-tls-* REDIS_TLS_*.
 func envName(flagName string) string {
-	if flagName == "redis-url" {
-		return "REDIS_URL"
+	if flagName == "redis-url" || strings.HasPrefix(flagName, "redis-tls-") {
+		// REDIS_URL, REDIS_TLS_CA_FILE, ...: the names cmd/submitter reads too.
+		return strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 	}
 	up := strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 	if strings.HasPrefix(flagName, "runpod-") {

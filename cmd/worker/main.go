@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/yourscope/runpod-orchestrator/activities"
+	"github.com/yourscope/runpod-orchestrator/internal/redisconn"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/worker"
 )
@@ -98,7 +99,7 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	redisURL, apiKey, endpointID, baseURL := o.redisURL, o.apiKey, o.endpointID, o.baseURL
 	var dev *devServices
 	if o.dev {
-		for _, name := range []string{"redis-url", "runpod-api-key", "runpod-endpoint-id", "runpod-base-url"} {
+		for _, name := range devConnFlags {
 			if src := sources[name]; src != "" {
 				log.Info("dev mode: ignoring the environment variable", "env", src)
 			}
@@ -110,11 +111,16 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 		redisURL, apiKey, endpointID, baseURL = dev.redisURL, devAPIKey, devEndpointID, dev.sim.URL
 	}
 
-	ropt, err := parseRedisURL(redisURL)
+	if o.dev {
+		// The embedded Redis speaks plain TCP; TLS settings from the
+		// environment were ignored above.
+		o.redisTLSCAFile, o.redisTLSCertFile, o.redisTLSKeyFile, o.redisTLSServerName = "", "", "", ""
+	}
+	conn, err := o.redisConn(redisURL)
 	if err != nil {
 		return err
 	}
-	rdb := redis.NewClient(ropt)
+	rdb := conn.Client()
 	defer rdb.Close()
 
 	rp, err := activities.New(o.activitiesConfig(apiKey, endpointID, baseURL, log, m))
@@ -177,8 +183,8 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 		g.Add(func() error { return dev.runClock(cctx) }, func(error) { cancel() })
 		dev.banner(stdout, o.namespace, httpAddr)
 	}
-	log.Info("starting", "redis", redactURL(redisURL), "namespace", o.namespace,
-		"runpod_base_url", redactURL(baseURL), "runpod_endpoint_id", endpointID,
+	log.Info("starting", "redis", conn.Redacted(), "redis_mode", conn.Mode(), "namespace", o.namespace,
+		"runpod_base_url", redisconn.Redact(baseURL), "runpod_endpoint_id", endpointID,
 		"instance_id", w.InstanceID(), "http_addr", httpAddr, "dev", o.dev)
 
 	err = g.Run()

@@ -121,6 +121,20 @@ func TestHelp(t *testing.T) {
 	}
 	require.Empty(t, stderr.String())
 
+	t.Run("no secret from the environment", func(t *testing.T) {
+		t.Parallel()
+		var stdout, stderr bytes.Buffer
+		for _, args := range [][]string{{"-h"}, {"--help"}, {"--no-such-flag"}} {
+			_ = runEnv(context.Background(), args, env(map[string]string{
+				"RUNPOD_API_KEY": secretKey,
+				"REDIS_URL":      "redis://app:" + secretPassword + "@redis.internal:6380/0",
+			}), &stdout, &stderr)
+		}
+		require.Contains(t, stdout.String(), "--redis-tls-ca-file")
+		require.NotContains(t, stdout.String()+stderr.String(), secretKey)
+		require.NotContains(t, stdout.String()+stderr.String(), secretPassword)
+	})
+
 	t.Run("secret shows as set, never its value", func(t *testing.T) {
 		t.Parallel()
 		var stdout bytes.Buffer
