@@ -25,3 +25,16 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -race -count=1 -timeout 12m "$@" ./...
+
+# The soak's short run (docs/reliability.md): real redis-server with AOF, the
+# simulator and four worker processes, 1,000 jobs under every chaos kind; one
+# JSON summary line, non-zero exit on any violation. It runs when the script is
+# called without arguments (or with SOAK=1); SOAK=0 skips it.
+# cancel_race stays out of the CI mix until issue 7 item 3 (a job finished on
+# Runpod just before its cancel loses its output) is fixed on main.
+soak_default=1
+[ "$#" -gt 0 ] && soak_default=0
+if [ "${SOAK:-$soak_default}" != "0" ]; then
+  go run ./cmd/soak --jobs 1000 --seed 1 --rate 25 --chaos on \
+    --kinds "${SOAK_KINDS:-fast,slow,progress,fail,crash_once,crash_always,cancel,timeout}"
+fi

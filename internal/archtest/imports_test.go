@@ -23,6 +23,8 @@ var allowed = map[string][]string{
 	"cmd/worker":           {"workflow", "streams", "activities", "activities/runpodsim", "worker", "internal/redisconn"},
 	"cmd/submitter":        {"workflow", "client", "internal/redisconn"},
 	"cmd/runpod-sim":       {"activities/runpodsim"},
+	"cmd/soak":             {"internal/soak"},
+	"internal/soak":        {"workflow", "streams", "client", "activities/runpodsim"},
 	"internal/redistest":   {},
 	"internal/redisconn":   {},
 	"internal/archtest":    {},
