@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"github.com/yourscope/runpod-orchestrator/activities/runpodsim"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -81,4 +83,84 @@ func TestCancelBetweenAdmitAndAdoptIsNotSent(t *testing.T) {
 	require.Zero(t, runs, "a job canceled before submission was sent to Runpod")
 	require.Empty(t, rec.RunpodID)
 	require.Zero(t, w.Stats().LeasesLost)
+}
+
+// failGetOnce is the real store, except that the first Get after arm fails
+// (Redis blipped while the step re-read the record).
+type failGetOnce struct {
+	*streams.Store
+	armed  atomic.Bool
+	failed chan struct{}
+}
+
+func (s *failGetOnce) Get(ctx context.Context, jobID string) (streams.Record, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.failed)
+		return streams.Record{}, errors.New("injected: connection reset while reading the record")
+	}
+	return s.Store.Get(ctx, jobID)
+}
+
+// TestCancelHintSurvivesAFailedReRead: a cancel hint arrives, the step that
+// would act on it cannot re-read the record (the read fails once), and the
+// cancel still happens at the following step, not at the periodic recheck
+// 30s later. The job polls every few ms; from the second poll after the
+// failed read on, a poll of a job not yet cancelled on the simulator blocks
+// for good, so a lost hint can never be rescued by the recheck.
+func TestCancelHintSurvivesAFailedReRead(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	srv, rp := simRunpod(t, runpodsim.Config{Clock: runpodsim.NewManualClock(time.Now())})
+	st := &failGetOnce{Store: b.store, failed: make(chan struct{})}
+	cfg := b.config("w").WithDefaults()
+	cfg.Runpod = rp
+	var runpodID atomic.Value
+	var pollsAfter atomic.Int32
+	release := make(chan struct{})
+	cfg.StepHook = func(_ string, point string) {
+		if point != PointPolling {
+			return
+		}
+		select {
+		case <-st.failed:
+		default:
+			return
+		}
+		if pollsAfter.Add(1) < 2 {
+			return // the step whose re-read failed polls on
+		}
+		if id, _ := runpodID.Load().(string); id != "" {
+			if j, ok := srv.Sim.Job(id); ok && j.Status == workflow.RunpodCancelled {
+				return // the confirming /status after the /cancel
+			}
+		}
+		<-release
+	}
+	w := newWorker(st, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { close(release) })
+
+	b.submit(t, "hint", `{"mock_delay":600000}`, 0)
+	rec := b.waitRecord(t, "hint", 10*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
+	runpodID.Store(rec.RunpodID)
+	// The hint must reach the worker: wait for its subscription.
+	keys, err := streams.NewKeys(b.ns)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		n, err := b.rdb.PubSubNumSub(ctx, keys.Control()).Result()
+		return err == nil && n[keys.Control()] > 0
+	}, 10*time.Second, 5*time.Millisecond)
+
+	st.armed.Store(true)
+	_, err = b.store.Cancel(ctx, "hint", time.Now())
+	require.NoError(t, err)
+	<-st.failed
+	rec = b.waitRecord(t, "hint", 20*time.Second, func(r streams.Record) bool { return workflow.State(r.State).Terminal() })
+	require.Equal(t, string(workflow.StateCanceled), rec.State, "error %q", rec.Error)
+	j, ok := srv.Sim.Job(rec.RunpodID)
+	require.True(t, ok)
+	require.Equal(t, workflow.RunpodCancelled, j.Status)
 }

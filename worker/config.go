@@ -32,7 +32,8 @@ const (
 
 // Hooks are optional observability callbacks (metrics, tests). They are
 // called synchronously from the worker's loops, so they must return at once
-// and never block; a nil hook is skipped.
+// and never block; a nil hook is skipped. No hook is ever called with the
+// worker's lock held, so a hook may call back into the worker (Stats).
 type Hooks struct {
 	// OnTransition: a job moved between states (including into its
 	// terminal state, once written).

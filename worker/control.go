@@ -53,6 +53,7 @@ func (w *Worker) wakeForCancel(jobID string) {
 		return
 	}
 	j.checkCancel = true
+	j.hints++
 	if j.running {
 		j.wake = true
 		return

@@ -93,7 +93,9 @@
 // and publishes "handoff", so a peer's claimer takes it at once rather than
 // after MinIdle). The heartbeater stops before the handoff, so no heartbeat
 // resets a handed-off entry's idle time. Run returns when every goroutine
-// has ended.
+// has ended: nil after a clean stop, an error when it stops on a failure
+// (no consumer group before ctx ended, outcomes it could not write, leases
+// it could not hand off).
 //
 // # Fault injection
 //

@@ -28,6 +28,7 @@ type snapshot struct {
 	input        []byte
 	pending      *streams.Checkpoint
 	checkCancel  bool
+	hints        uint64
 	lastCheck    time.Time
 	storeRetries int
 }
@@ -43,7 +44,7 @@ type stepResult struct {
 	parked       bool // shutting down: keep the lease, schedule nothing
 	pending      *streams.Checkpoint
 	clearPending bool
-	checked      time.Time // the cancel flag was re-read at this time
+	checked      time.Time // the cancel flag was re-read at this time (zero: it was not)
 	storeRetries int
 	keepInput    bool
 }
@@ -67,8 +68,7 @@ func (w *Worker) execute(j *job, rnd *rand.Rand) {
 	ctx, cancel := context.WithCancelCause(w.execCtx)
 	j.cancel = cancel
 	s := snapshot{j: j, wf: j.wf, epoch: j.epoch, input: j.input, pending: j.pending,
-		checkCancel: j.checkCancel, lastCheck: j.lastCheck, storeRetries: j.storeRetries}
-	j.checkCancel = false
+		checkCancel: j.checkCancel, hints: j.hints, lastCheck: j.lastCheck, storeRetries: j.storeRetries}
 	w.mu.Unlock()
 	defer cancel(nil)
 
@@ -91,8 +91,9 @@ func (w *Worker) settle(j *job, s snapshot, r stepResult) {
 		r = stepResult{wf: s.wf, epoch: j.epoch, due: w.now(), keepInput: true}
 	}
 	if r.drop {
-		w.dropLocked(j, r.lost)
+		lost := w.dropLocked(j, r.lost)
 		w.mu.Unlock()
+		w.hookLeaseLost(j.wf.ID, lost)
 		return
 	}
 	from := j.wf.State
@@ -105,6 +106,11 @@ func (w *Worker) settle(j *job, s snapshot, r stepResult) {
 	}
 	if !r.checked.IsZero() {
 		j.lastCheck = r.checked
+		if j.hints == s.hints {
+			// The record was read after every hint so far: they are acted on
+			// (r.wf carries the flag). A step that did not read keeps them.
+			j.checkCancel = false
+		}
 	}
 	j.storeRetries = r.storeRetries
 	if !r.keepInput && j.wf.RunpodID != "" {
@@ -139,10 +145,12 @@ func (w *Worker) hookTransition(id string, from, to workflow.State) {
 }
 
 // dropLocked forgets j: it is no longer ours. Its running action, if any,
-// is canceled. w.mu must be held.
-func (w *Worker) dropLocked(j *job, lost bool) {
+// is canceled. w.mu must be held. It reports whether the caller must call
+// hookLeaseLost once it has released w.mu: hooks never run under the lock,
+// so a hook may call back into the worker (Stats) without deadlocking it.
+func (w *Worker) dropLocked(j *job, lost bool) (hookLost bool) {
 	if j.dropped {
-		return
+		return false
 	}
 	j.dropped = true
 	w.unscheduleLocked(j)
@@ -154,11 +162,17 @@ func (w *Worker) dropLocked(j *job, lost bool) {
 	}
 	if lost {
 		w.stats.leasesLost.Add(1)
-		if w.cfg.Hooks.OnLeaseLost != nil {
-			w.cfg.Hooks.OnLeaseLost(j.wf.ID)
-		}
 	}
 	w.signalCapacity()
+	return lost
+}
+
+// hookLeaseLost calls Hooks.OnLeaseLost when lost (dropLocked's answer).
+// w.mu must not be held.
+func (w *Worker) hookLeaseLost(jobID string, lost bool) {
+	if lost && w.cfg.Hooks.OnLeaseLost != nil {
+		w.cfg.Hooks.OnLeaseLost(jobID)
+	}
 }
 
 func (w *Worker) stepHook(id, point string) {

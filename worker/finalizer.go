@@ -117,8 +117,9 @@ func (w *Worker) finalizeOnce(batch []*job, rnd *rand.Rand, refence bool) (again
 		}
 		w.mu.Lock()
 		from := j.wf.State
-		w.dropLocked(j, errors.Is(errs[i], streams.ErrFenced))
+		lost := w.dropLocked(j, errors.Is(errs[i], streams.ErrFenced))
 		w.mu.Unlock()
+		w.hookLeaseLost(out.JobID, lost)
 		switch {
 		case errs[i] == nil:
 			st := workflow.State(out.State)

@@ -50,11 +50,13 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 // loseLease drops the job of a lease another worker took.
 func (w *Worker) loseLease(l streams.Lease) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	j := w.jobs[l.JobID]
 	if j == nil || j.epoch != l.Epoch {
+		w.mu.Unlock()
 		return // already gone, or re-admitted by us with a newer epoch
 	}
 	w.log.Info("lease lost; dropping job", "job_id", l.JobID, "epoch", l.Epoch)
-	w.dropLocked(j, true)
+	lost := w.dropLocked(j, true)
+	w.mu.Unlock()
+	w.hookLeaseLost(l.JobID, lost)
 }

@@ -30,8 +30,13 @@ type job struct {
 	// (a cancel arrived meanwhile).
 	wake bool
 	// checkCancel asks the next step to re-read the record's cancel flag
-	// (a control message said so); lastCheck is when it was last read.
+	// (a control message said so); lastCheck is when it was last read. A
+	// hint is consumed only by a step that did read the record (settle), so
+	// a step that ends early (a failed write, a failed re-read) leaves it
+	// for the next one. hints counts the hints received, so a hint arriving
+	// during the step that reads is not consumed by it.
 	checkCancel bool
+	hints       uint64
 	lastCheck   time.Time
 	// cancel aborts the running action (lease lost, shutdown).
 	cancel context.CancelCauseFunc

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -156,4 +157,78 @@ func TestEntriesDeliveredAtShutdownAreHandedOff(t *testing.T) {
 			require.Greater(t, p[0].Idle, cfg.MinIdle, "entry not handed off: stranded for MinIdle")
 		})
 	}
+}
+
+// brokenStore is the real store with some operations failing, as when
+// Redis goes away for good.
+type brokenStore struct {
+	*streams.Store
+	group, finalize, handoff bool
+}
+
+var errBroken = errors.New("injected: redis unreachable")
+
+func (s *brokenStore) EnsureGroup(ctx context.Context) error {
+	if s.group {
+		return errBroken
+	}
+	return s.Store.EnsureGroup(ctx)
+}
+
+func (s *brokenStore) Finalize(ctx context.Context, outs []streams.Outcome, opts streams.FinalizeOpts) ([]error, error) {
+	if s.finalize {
+		return nil, errBroken
+	}
+	return s.Store.Finalize(ctx, outs, opts)
+}
+
+func (s *brokenStore) Handoff(ctx context.Context, consumer string, leases []streams.Lease) (int, error) {
+	if s.handoff {
+		return 0, errBroken
+	}
+	return s.Store.Handoff(ctx, consumer, leases)
+}
+
+// TestRunReportsAFailedStop: Run returns an error, not nil, when it stops on
+// a failure: it never got the consumer group, or it stopped with outcomes it
+// could not write and leases it could not hand off.
+func TestRunReportsAFailedStop(t *testing.T) {
+	t.Parallel()
+	t.Run("never_started", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		w := newWorker(&brokenStore{Store: b.store, group: true}, b.config("w").WithDefaults())
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		err := w.Run(ctx)
+		require.ErrorIs(t, err, errBroken)
+	})
+	t.Run("outcome_unwritten", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		st := &brokenStore{Store: b.store, finalize: true, handoff: true}
+		var decided atomic.Bool
+		cfg := b.config("w").WithDefaults()
+		cfg.StepHook = func(_, point string) {
+			if point == PointFinalize {
+				decided.Store(true)
+			}
+		}
+		w := newWorker(st, cfg)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		b.submit(t, "rf", `{"mock_delay":1,"mock_return":1}`, 0)
+		require.Eventually(t, decided.Load, 10*time.Second, 5*time.Millisecond)
+		cancel()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(15 * time.Second):
+			t.Fatal("Run did not return")
+		}
+		require.ErrorIs(t, err, errBroken)
+		require.ErrorContains(t, err, "1 decided outcomes could not be written")
+		require.ErrorContains(t, err, "1 leases could not be handed off")
+	})
 }

@@ -160,8 +160,13 @@ func (w *Worker) Stats() Stats {
 	return s
 }
 
-// Run runs the worker until ctx is done, then shuts down gracefully and
-// returns nil. Shutdown order: stop fetching and claiming; let in-flight
+// Run runs the worker until ctx is done, then shuts down gracefully. It
+// returns nil after a clean stop, and an error when it stops on a failure:
+// the consumer group could never be created (Redis unreachable until ctx
+// ended), outcomes decided during the drain could not be written, or leases
+// could not be handed off. Nothing is lost in those cases (the entries stay
+// pending and a peer resumes them after MinIdle), but the caller should
+// know the stop was not clean. Shutdown order: stop fetching and claiming; let in-flight
 // Runpod calls finish for up to ShutdownTimeout, then cancel them with
 // ErrStopping; write the outcomes and checkpoints that came back; stop the
 // heartbeat (it ran throughout the drain, so no lease lapsed); hand every
@@ -173,7 +178,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		return errors.New("worker: Run called twice")
 	}
 	if err := w.ensureGroup(ctx); err != nil {
-		return nil // ctx ended before Redis answered: nothing to shut down
+		// ctx ended before Redis answered: nothing to shut down, but the
+		// worker never ran.
+		return fmt.Errorf("worker: stopped before it could start: %w", err)
 	}
 	w.log.Info("worker started", "namespace", w.cfg.Namespace, "max_in_flight", w.cfg.MaxInFlight,
 		"concurrency", w.cfg.Concurrency)
@@ -237,13 +244,35 @@ func (w *Worker) Run(ctx context.Context) error {
 	stopHB()
 	heartbeater.Wait()
 
+	// Outcomes decided but still unwritten (Redis failed the last tries)
+	// are handed off with their lease: a peer decides them again.
+	w.mu.Lock()
+	unwritten := 0
+	for _, j := range w.jobs {
+		if j.wf.Outcome != nil {
+			unwritten++
+		}
+	}
+	w.mu.Unlock()
+
 	// 5. What is still owned goes to the peers at once.
-	w.handoff()
+	var errs []error
+	if unwritten > 0 {
+		errs = append(errs, fmt.Errorf("worker: %d decided outcomes could not be written before stopping", unwritten))
+	}
+	if err := w.handoff(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		w.log.Warn("worker stopped on a failure", "error", err)
+		return err
+	}
 	w.log.Info("worker stopped")
 	return nil
 }
 
-// ensureGroup creates the consumer group, retrying while Redis is away.
+// ensureGroup creates the consumer group, retrying while Redis is away. If
+// ctx ends first it returns the last Redis error.
 func (w *Worker) ensureGroup(ctx context.Context) error {
 	b := backoff{}
 	for {
@@ -253,13 +282,14 @@ func (w *Worker) ensureGroup(ctx context.Context) error {
 		}
 		w.log.Warn("cannot create the consumer group; retrying", "error", err)
 		if !b.wait(ctx) {
-			return ctx.Err()
+			return fmt.Errorf("create the consumer group: %w", err)
 		}
 	}
 }
 
-// handoff marks every still-owned lease long idle and nudges the peers.
-func (w *Worker) handoff() {
+// handoff marks every still-owned lease long idle and nudges the peers. It
+// returns an error when some leases could not be handed off.
+func (w *Worker) handoff() error {
 	w.mu.Lock()
 	leases := make([]streams.Lease, 0, len(w.jobs))
 	for _, j := range w.jobs {
@@ -267,23 +297,30 @@ func (w *Worker) handoff() {
 	}
 	w.mu.Unlock()
 	if len(leases) == 0 {
-		return
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(w.baseCtx, handoffTimeout)
 	defer cancel()
-	total := 0
+	total, failed := 0, 0
+	var last error
 	for start := 0; start < len(leases); start += heartbeatBatch {
 		batch := leases[start:min(start+heartbeatBatch, len(leases))]
 		n, err := w.store.Handoff(ctx, w.cfg.InstanceID, batch)
 		if err != nil {
 			// Not fatal: the leases lapse after MinIdle and are reclaimed then.
 			w.log.Warn("handoff failed; peers will reclaim after MinIdle", "leases", len(batch), "error", err)
+			failed += len(batch)
+			last = err
 			continue
 		}
 		total += n
 	}
 	w.stats.handedOff.Add(uint64(total))
 	w.log.Info("handed off leases", "leases", total)
+	if last != nil {
+		return fmt.Errorf("worker: %d leases could not be handed off (peers reclaim them after MinIdle): %w", failed, last)
+	}
+	return nil
 }
 
 // RecoverNow runs one full claim pass now: entries idle past MinIdle

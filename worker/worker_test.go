@@ -477,3 +477,48 @@ func TestJanitorTrimsOldEvents(t *testing.T) {
 	b.start(t, cfg)
 	require.Eventually(t, func() bool { return len(b.events(t)) == 0 }, 5*time.Second, 20*time.Millisecond)
 }
+
+// TestHooksMayCallStats: a lease-loss hook that reads the worker's Stats
+// (as a metrics adapter would) returns, and the worker goes on: no hook
+// runs under the worker's lock. Before, the heartbeater called OnLeaseLost
+// holding it and the worker deadlocked.
+func TestHooksMayCallStats(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	b.rp.statusBlock = make(chan struct{})
+	cfg := b.config("w").WithDefaults()
+	var w *Worker
+	seen := make(chan Stats, 1)
+	cfg.Hooks.OnLeaseLost = func(string) { seen <- w.Stats() }
+	cfg.Hooks.OnTransition = func(string, workflow.State, workflow.State) { _ = w.Stats() }
+	w = newWorker(b.store, cfg)
+	r := &running{w: w, done: make(chan error, 1)}
+	rctx, cancel := context.WithCancel(ctx)
+	r.cancel = cancel
+	go func() { r.done <- w.Run(rctx) }()
+	t.Cleanup(func() { r.stop(t) })
+
+	b.submit(t, "h1", `{"mock_delay":10}`, 0)
+	b.waitRecord(t, "h1", 5*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
+	msgs, _, _, err := b.store.Claim(ctx, "thief", 0, 10, "0-0")
+	require.NoError(t, err)
+	require.Len(t, msgs, 1)
+	res, err := b.store.Admit(ctx, []streams.AdmitRequest{streams.NewAdmitRequest(msgs[0], 1<<20)},
+		streams.AdmitOpts{Consumer: "thief", MaxDeliveries: 5, ResultTTL: time.Hour, Now: time.Now()})
+	require.NoError(t, err)
+	require.Equal(t, streams.Admitted, res[0].Status)
+	select {
+	case st := <-seen:
+		require.EqualValues(t, 1, st.LeasesLost)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lease was not lost")
+	}
+	done := make(chan struct{})
+	go func() { _ = w.Stats(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stats blocks: the worker is deadlocked")
+	}
+}

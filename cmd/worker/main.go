@@ -141,11 +141,16 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 
 	var g okrun.Group
 	g.Add(okrun.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	// runErr is the worker's own verdict on its stop: a stop asked for by a
+	// signal still fails the command when the worker could not stop cleanly
+	// (outcomes unwritten, leases not handed off, never started).
+	var runErr error
 	{
 		wctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error {
 			if err := w.Run(wctx); err != nil {
-				return fmt.Errorf("worker: %w", err)
+				runErr = fmt.Errorf("worker: %w", err)
+				return runErr
 			}
 			if wctx.Err() == nil {
 				return errors.New("worker stopped unexpectedly")
@@ -189,6 +194,9 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 
 	err = g.Run()
 	switch {
+	case runErr != nil:
+		// g.Run has returned, so every actor has: runErr is settled.
+		return runErr
 	case errors.Is(err, okrun.ErrSignal):
 		log.Info("stopped by signal", "signal", err.Error())
 		return nil

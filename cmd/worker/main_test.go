@@ -70,14 +70,21 @@ func start(t *testing.T, args []string, environ map[string]string) *started {
 // stop cancels the run and requires it to return nil within 15s.
 func (s *started) stop(t *testing.T) {
 	t.Helper()
+	require.NoError(t, s.stopErr(t), "run after cancel; stderr:\n%s", s.stderr)
+}
+
+// stopErr cancels the run and returns what it returned (within 15s).
+func (s *started) stopErr(t *testing.T) error {
+	t.Helper()
 	s.cancel()
 	select {
 	case err := <-s.done:
-		require.NoError(t, err, "run after cancel; stderr:\n%s", s.stderr)
 		s.done <- nil // for the cleanup
+		return err
 	case <-time.After(15 * time.Second):
 		t.Fatalf("run did not return within 15s of cancel; stderr:\n%s", s.stderr)
 	}
+	return nil
 }
 
 // find waits until re matches w's text and returns the first group.
@@ -426,8 +433,10 @@ func TestSecretsStayOut(t *testing.T) {
 	code, body := get(t, "http://"+addr+"/readyz")
 	require.Equal(t, http.StatusServiceUnavailable, code, body)
 	_, metricsText := get(t, "http://"+addr+"/metrics")
-	s.stop(t)
-	for _, out := range []string{s.stdout.String(), s.stderr.String(), body, metricsText} {
+	// It never started, and says so when stopped.
+	err := s.stopErr(t)
+	require.ErrorContains(t, err, "stopped before it could start")
+	for _, out := range []string{s.stdout.String(), s.stderr.String(), body, metricsText, err.Error()} {
 		require.NotContains(t, out, secretKey)
 		require.NotContains(t, out, secretPassword)
 	}
