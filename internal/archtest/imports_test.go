@@ -25,6 +25,8 @@ var allowed = map[string][]string{
 	"cmd/runpod-sim":       {"activities/runpodsim"},
 	"cmd/soak":             {"internal/soak"},
 	"internal/soak":        {"workflow", "streams", "client", "activities/runpodsim"},
+	"cmd/bench":            {"workflow", "worker", "internal/bench"},
+	"internal/bench":       {"workflow", "streams", "activities", "activities/runpodsim", "worker", "client"},
 	"internal/redistest":   {},
 	"internal/redisconn":   {},
 	"internal/archtest":    {},

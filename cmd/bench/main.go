@@ -1,0 +1,100 @@
+// Command bench measures runpod-orchestrator end to end on one Redis
+// server: it submits --jobs jobs (through the client or by raw XADD), runs
+// them with in-process workers against a Runpod stand-in or the HTTP
+// simulator, waits for every outcome, and prints one JSON line with the
+// rate, the exact Redis commands per job (INFO commandstats, inside Lua
+// included), Redis and process CPU per job, round trips, allocations,
+// latency percentiles and RSS. With --hold it keeps the jobs in flight and
+// reports what keeping them alive costs per 1,000 jobs. Progress goes to
+// stderr. See docs/performance.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/yourscope/runpod-orchestrator/internal/bench"
+	"github.com/yourscope/runpod-orchestrator/worker"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		o           bench.Options
+		maxInFlight = fs.Int("max-in-flight", 5000, "jobs each worker owns at once (worker MaxInFlight)")
+		concurrency = fs.Int("concurrency", 0, "Runpod calls in flight per worker (0 = worker default)")
+		pollInitial = fs.Duration("poll-initial", time.Millisecond, "first /status delay after /run (worker Poll.Initial)")
+		timeout     = fs.Duration("timeout", 10*time.Minute, "give up after this long")
+		quiet       = fs.Bool("quiet", false, "no progress on stderr")
+	)
+	fs.StringVar(&o.RedisURL, "redis-url", envOr("REDIS_URL", "redis://localhost:6379/0"), "the Redis server to measure (its namespace is cleared first) [REDIS_URL]")
+	fs.StringVar(&o.Namespace, "namespace", "bench", "key namespace used and cleared by the run")
+	fs.IntVar(&o.Jobs, "jobs", 10000, "jobs to run")
+	fs.IntVar(&o.Workers, "workers", 1, "in-process workers")
+	fs.StringVar(&o.Runpod, "runpod", bench.RunpodStandin, "Runpod back end: standin (in-process) or sim (HTTP simulator on loopback)")
+	fs.StringVar(&o.Submit, "submit", bench.SubmitClient, "submission path: client (client.Submit) or raw (XADD)")
+	fs.BoolVar(&o.Prefill, "prefill", true, "submit every job before the workers start (measure a drain)")
+	fs.BoolVar(&o.Hold, "hold", false, "keep every job in flight and measure the keep-alive cost (standin only)")
+	fs.DurationVar(&o.HoldFor, "hold-for", 60*time.Second, "with --hold: how long to measure once all jobs are on Runpod")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bench: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	o.Worker = worker.Config{MaxInFlight: *maxInFlight, Concurrency: *concurrency,
+		Poll: workflow.PollPolicy{Initial: *pollInitial}}
+	if o.Hold {
+		// Keep-alive cost is about Redis: poll Runpod rarely.
+		o.Worker.Poll = workflow.PollPolicy{Initial: time.Hour, Max: time.Hour}
+	}
+	if !*quiet {
+		last := time.Time{}
+		o.Progress = func(done, total int) {
+			if time.Since(last) < time.Second && done < total {
+				return
+			}
+			last = time.Now()
+			fmt.Fprintf(stderr, "bench: %d/%d\n", done, total)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	res, err := bench.Run(ctx, o)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if err := json.NewEncoder(stdout).Encode(res); err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 1
+	}
+	return 0
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,460 @@
+// Package bench measures the orchestrator end to end on one Redis server:
+// jobs submitted (through the client or by raw XADD), run by in-process
+// workers against a Runpod stand-in or the HTTP simulator, until every
+// outcome event is seen. It reports exact server-side counts (Redis
+// commands from INFO commandstats, Lua's included) next to rates, so runs on
+// different machines are compared by ratios and counts, never by timing
+// assertions. cmd/bench is its command line.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/yourscope/runpod-orchestrator/activities"
+	"github.com/yourscope/runpod-orchestrator/activities/runpodsim"
+	"github.com/yourscope/runpod-orchestrator/client"
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/worker"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// Runpod back ends.
+const (
+	RunpodStandin = "standin" // in-process, completes a job at its first /status
+	RunpodSim     = "sim"     // the HTTP simulator on loopback, limits off
+)
+
+// Submission paths.
+const (
+	SubmitClient = "client" // client.Submit (submit.lua)
+	SubmitRaw    = "raw"    // plain XADD, as a producer in another language
+)
+
+// Options configures a run.
+type Options struct {
+	// RedisURL is the server to measure. Its data in Namespace is deleted
+	// before and after the run.
+	RedisURL string
+	// Namespace defaults to "bench".
+	Namespace string
+	// Jobs to run. Required.
+	Jobs int
+	// Workers is the number of in-process workers (each its own Redis
+	// client and consumer). Defaults to 1.
+	Workers int
+	// Runpod is RunpodStandin (default) or RunpodSim.
+	Runpod string
+	// Submit is SubmitClient (default) or SubmitRaw.
+	Submit string
+	// Prefill submits every job before the workers start (a drain), so the
+	// rate and costs are the workers' alone. Otherwise jobs are submitted
+	// while the workers run.
+	Prefill bool
+	// Hold keeps every job in flight (the stand-in never completes one) and
+	// measures the keep-alive cost for HoldFor once all are on Runpod.
+	Hold    bool
+	HoldFor time.Duration
+	// Worker overrides worker settings (zero fields keep the defaults).
+	// Runpod, InstanceID and Namespace are set by the bench.
+	Worker worker.Config
+	// Progress, when set, is called with outcomes seen so far (at most a
+	// few times a second).
+	Progress func(done, total int)
+}
+
+// Percentiles of a latency in milliseconds.
+type Percentiles struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// Result is one run's figures. Per-job figures divide by Jobs.
+type Result struct {
+	Jobs     int     `json:"jobs"`
+	Workers  int     `json:"workers"`
+	Runpod   string  `json:"runpod"`
+	Submit   string  `json:"submit"`
+	Prefill  bool    `json:"prefill"`
+	Seconds  float64 `json:"seconds"`
+	JobsPerS float64 `json:"jobs_per_sec"`
+	// RedisCmdsPerJob counts every command the server executed (INFO
+	// commandstats, commands inside Lua included), submissions included.
+	RedisCmdsPerJob  float64 `json:"redis_cmds_per_job"`
+	RedisCPUUsPerJob float64 `json:"redis_cpu_us_per_job"`
+	// RoundTripsPerJob counts what the bench's clients sent: one per
+	// command, one per pipeline.
+	RoundTripsPerJob float64 `json:"round_trips_per_job"`
+	// ProcessCPUUsPerJob is this process's CPU (workers, stand-in or HTTP
+	// client, the outcome reader; submitters too unless Prefill).
+	ProcessCPUUsPerJob float64 `json:"process_cpu_us_per_job"`
+	AllocsPerJob       float64 `json:"allocs_per_job"`
+	// SubmitToRunMs: submit returned → first /run (stand-in only).
+	SubmitToRunMs *Percentiles `json:"submit_to_run_ms,omitempty"`
+	// CompletionToOutcomeMs: the stand-in reported COMPLETED → the outcome
+	// event was read (stand-in only).
+	CompletionToOutcomeMs *Percentiles `json:"completion_to_outcome_ms,omitempty"`
+	RSSMiB                float64      `json:"rss_mib"`
+	Outcomes              map[string]int `json:"outcomes"`
+	RunpodRuns            int64          `json:"runpod_runs,omitempty"`
+	// TopCommands are the five commands the server ran most, per job.
+	TopCommands map[string]float64 `json:"top_commands_per_job"`
+	// Keep-alive (Hold): Redis commands per second per 1,000 jobs in
+	// flight, and the server's CPU share, measured over HoldFor.
+	KeepAliveCmdsPerSecPer1000 float64 `json:"keepalive_cmds_per_sec_per_1000,omitempty"`
+	KeepAliveRedisCPUPct       float64 `json:"keepalive_redis_cpu_pct,omitempty"`
+	KeepAliveSeconds           float64 `json:"keepalive_seconds,omitempty"`
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Namespace == "" {
+		o.Namespace = "bench"
+	}
+	if o.Workers <= 0 {
+		o.Workers = 1
+	}
+	if o.Runpod == "" {
+		o.Runpod = RunpodStandin
+	}
+	if o.Submit == "" {
+		o.Submit = SubmitClient
+	}
+	if o.Hold && o.HoldFor <= 0 {
+		o.HoldFor = 30 * time.Second
+	}
+	switch {
+	case o.Jobs <= 0:
+		return o, errors.New("bench: --jobs must be at least 1")
+	case o.Runpod != RunpodStandin && o.Runpod != RunpodSim:
+		return o, fmt.Errorf("bench: --runpod %q: want %s or %s", o.Runpod, RunpodStandin, RunpodSim)
+	case o.Submit != SubmitClient && o.Submit != SubmitRaw:
+		return o, fmt.Errorf("bench: --submit %q: want %s or %s", o.Submit, SubmitClient, SubmitRaw)
+	case o.Hold && o.Runpod != RunpodStandin:
+		return o, errors.New("bench: --hold needs --runpod standin")
+	}
+	return o, nil
+}
+
+// Run runs one measurement.
+func Run(ctx context.Context, o Options) (Result, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return Result{}, err
+	}
+	ropts, err := redis.ParseURL(o.RedisURL)
+	if err != nil {
+		return Result{}, fmt.Errorf("bench: --redis-url: %w", err)
+	}
+	rt := &roundTrips{}
+	newRDB := func() *redis.Client {
+		c := redis.NewClient(ropts)
+		c.AddHook(rt)
+		return c
+	}
+	admin := redis.NewClient(ropts)
+	defer admin.Close()
+	keys, err := streams.NewKeys(o.Namespace)
+	if err != nil {
+		return Result{}, fmt.Errorf("bench: --namespace: %w", err)
+	}
+	if err := clearNamespace(ctx, admin, o.Namespace); err != nil {
+		return Result{}, err
+	}
+	defer clearNamespace(context.WithoutCancel(ctx), admin, o.Namespace) //nolint:errcheck // best effort
+
+	rp, stopRunpod, err := runpodBackend(o)
+	if err != nil {
+		return Result{}, err
+	}
+	defer stopRunpod()
+
+	subRDB := newRDB()
+	defer subRDB.Close()
+	cl, err := client.New(subRDB, client.Config{Namespace: o.Namespace, MaxInputBytes: 1 << 20})
+	if err != nil {
+		return Result{}, err
+	}
+	defer cl.Close()
+	// The group must exist before raw XADDs are read from the start.
+	st, err := streams.New(admin, streams.Config{Namespace: o.Namespace})
+	if err != nil {
+		return Result{}, err
+	}
+	if err := st.EnsureGroup(ctx); err != nil {
+		return Result{}, err
+	}
+
+	ids := make([]string, o.Jobs)
+	for i := range ids {
+		ids[i] = "bench-" + strconv.Itoa(i)
+	}
+	outcomes := newOutcomeReader()
+	sub, err := cl.NewSubscription(ctx, client.EventsOptions{From: client.FromNow})
+	if err != nil {
+		return Result{}, err
+	}
+	readCtx, stopRead := context.WithCancel(ctx)
+	defer stopRead()
+	go outcomes.read(readCtx, sub)
+
+	submitted := make(map[string]time.Time, o.Jobs)
+	var submitMu sync.Mutex
+	submitAll := func(ctx context.Context) error {
+		for _, id := range ids {
+			input := `{"job":"` + id + `"}`
+			var err error
+			if o.Submit == SubmitRaw {
+				err = subRDB.XAdd(ctx, &redis.XAddArgs{Stream: keys.Submissions(), Values: []string{"job_id", id, "input", input}}).Err()
+			} else {
+				_, err = cl.Submit(ctx, client.SubmitOptions{ClientJobID: id, Input: json.RawMessage(input)})
+			}
+			if err != nil {
+				return fmt.Errorf("bench: submit %s: %w", id, err)
+			}
+			submitMu.Lock()
+			submitted[id] = time.Now()
+			submitMu.Unlock()
+		}
+		return nil
+	}
+
+	if o.Prefill {
+		if err := submitAll(ctx); err != nil {
+			return Result{}, err
+		}
+	}
+
+	before, err := readServerStats(ctx, admin)
+	if err != nil {
+		return Result{}, err
+	}
+	rt0 := rt.n.Load()
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	cpu0 := processCPU()
+	start := time.Now()
+
+	wctx, stopWorkers := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	werrs := make(chan error, o.Workers)
+	for i := range o.Workers {
+		cfg := o.Worker
+		cfg.Runpod = rp
+		cfg.Namespace = o.Namespace
+		cfg.InstanceID = fmt.Sprintf("bench-worker-%d", i)
+		if cfg.Logger == nil {
+			cfg.Logger = hclog.NewNullLogger()
+		}
+		wrdb := newRDB()
+		defer wrdb.Close()
+		w, err := worker.New(wrdb, cfg)
+		if err != nil {
+			stopWorkers()
+			return Result{}, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.Run(wctx); err != nil && !errors.Is(err, context.Canceled) {
+				werrs <- err
+			}
+		}()
+	}
+	defer func() { stopWorkers(); wg.Wait() }()
+
+	if !o.Prefill {
+		if err := submitAll(ctx); err != nil {
+			return Result{}, err
+		}
+	}
+
+	res := Result{Jobs: o.Jobs, Workers: o.Workers, Runpod: o.Runpod, Submit: o.Submit, Prefill: o.Prefill}
+	if o.Hold {
+		return holdRun(ctx, o, admin, rp.(*standin), res, werrs)
+	}
+	if err := outcomes.wait(ctx, o.Jobs, o.Progress, werrs); err != nil {
+		return Result{}, err
+	}
+	elapsed := time.Since(start)
+	cpu1 := processCPU()
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	after, err := readServerStats(ctx, admin)
+	if err != nil {
+		return Result{}, err
+	}
+	d := after.sub(before)
+	n := float64(o.Jobs)
+	res.Seconds = elapsed.Seconds()
+	res.JobsPerS = n / elapsed.Seconds()
+	res.RedisCmdsPerJob = float64(d.total()) / n
+	res.RedisCPUUsPerJob = d.cpuSec * 1e6 / n
+	res.RoundTripsPerJob = float64(rt.n.Load()-rt0) / n
+	res.ProcessCPUUsPerJob = float64((cpu1 - cpu0).Microseconds()) / n
+	res.AllocsPerJob = float64(ms1.Mallocs-ms0.Mallocs) / n
+	res.RSSMiB = peakRSSMiB()
+	res.Outcomes = outcomes.counts()
+	res.TopCommands = top(d.calls, 5, n)
+	if s, ok := rp.(*standin); ok {
+		res.RunpodRuns = s.runs.Load()
+		ran, done := s.times()
+		submitMu.Lock()
+		res.SubmitToRunMs = latency(submitted, ran)
+		submitMu.Unlock()
+		res.CompletionToOutcomeMs = latency(done, outcomes.seenAt())
+	}
+	return res, nil
+}
+
+// holdRun waits until every job is on Runpod, then measures what keeping
+// them in flight costs Redis over o.HoldFor.
+func holdRun(ctx context.Context, o Options, admin *redis.Client, s *standin, res Result, werrs <-chan error) (Result, error) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for s.runs.Load() < int64(o.Jobs) {
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case err := <-werrs:
+			return res, err
+		case <-t.C:
+			if o.Progress != nil {
+				o.Progress(int(s.runs.Load()), o.Jobs)
+			}
+		}
+	}
+	before, err := readServerStats(ctx, admin)
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	select {
+	case <-ctx.Done():
+		return res, ctx.Err()
+	case err := <-werrs:
+		return res, err
+	case <-time.After(o.HoldFor):
+	}
+	after, err := readServerStats(ctx, admin)
+	if err != nil {
+		return res, err
+	}
+	secs := time.Since(start).Seconds()
+	d := after.sub(before)
+	res.KeepAliveSeconds = secs
+	res.KeepAliveCmdsPerSecPer1000 = float64(d.total()) / secs / (float64(o.Jobs) / 1000)
+	res.KeepAliveRedisCPUPct = d.cpuSec / secs * 100
+	res.TopCommands = top(d.calls, 5, float64(o.Jobs))
+	res.RSSMiB = peakRSSMiB()
+	res.RunpodRuns = s.runs.Load()
+	return res, nil
+}
+
+func runpodBackend(o Options) (workflow.Runpod, func(), error) {
+	if o.Runpod == RunpodStandin {
+		return newStandin(o.Hold), func() {}, nil
+	}
+	const key, endpoint = "bench-key", "bench"
+	srv, err := runpodsim.Serve("127.0.0.1:0", runpodsim.Config{
+		EndpointID: endpoint, APIKey: key, GPUWorkers: 10000, MockDelay: time.Millisecond,
+		DisableRateLimits: true, Logger: hclog.NewNullLogger(),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	rp, err := activities.New(activities.Config{APIKey: key, EndpointID: endpoint, BaseURL: srv.URL,
+		Limiter: activities.NewLocalLimiter(map[string]activities.RateLimit{})})
+	if err != nil {
+		srv.Close()
+		return nil, nil, err
+	}
+	return rp, func() { rp.CloseIdleConnections(); srv.Close() }, nil
+}
+
+// clearNamespace deletes every key of the namespace (SCAN, not KEYS).
+func clearNamespace(ctx context.Context, rdb *redis.Client, ns string) error {
+	iter := rdb.Scan(ctx, 0, "{"+ns+"}:*", 1000).Iterator()
+	var batch []string
+	for iter.Next(ctx) {
+		batch = append(batch, iter.Val())
+		if len(batch) == 1000 {
+			if err := rdb.Unlink(ctx, batch...).Err(); err != nil {
+				return err
+			}
+			batch = batch[:0]
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("bench: clear namespace: %w", err)
+	}
+	if len(batch) > 0 {
+		return rdb.Unlink(ctx, batch...).Err()
+	}
+	return nil
+}
+
+func latency(from, to map[string]time.Time) *Percentiles {
+	var ms []float64
+	for id, t0 := range from {
+		if t1, ok := to[id]; ok {
+			ms = append(ms, float64(t1.Sub(t0).Microseconds())/1000)
+		}
+	}
+	if len(ms) == 0 {
+		return nil
+	}
+	slices.Sort(ms)
+	at := func(q float64) float64 { return ms[min(len(ms)-1, int(q*float64(len(ms))))] }
+	return &Percentiles{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: ms[len(ms)-1]}
+}
+
+func top(calls map[string]int64, k int, perJob float64) map[string]float64 {
+	names := make([]string, 0, len(calls))
+	for n := range calls {
+		names = append(names, n)
+	}
+	slices.SortFunc(names, func(a, b string) int { return int(calls[b] - calls[a]) })
+	out := map[string]float64{}
+	for _, n := range names[:min(k, len(names))] {
+		out[n] = float64(calls[n]) / perJob
+	}
+	return out
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// peakRSSMiB reads VmHWM (Linux); 0 elsewhere.
+func peakRSSMiB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}

@@ -1,0 +1,71 @@
+package bench_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/yourscope/runpod-orchestrator/internal/bench"
+	"github.com/yourscope/runpod-orchestrator/internal/redistest"
+	"github.com/yourscope/runpod-orchestrator/worker"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+// TestRunCountsEveryJob: a small run of each mode ends with one outcome per
+// job, one /run per job, and server-side counts that are really measured.
+func TestRunCountsEveryJob(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		o    bench.Options
+	}{
+		{"StandinClientPrefill", bench.Options{Runpod: bench.RunpodStandin, Submit: bench.SubmitClient, Prefill: true}},
+		{"StandinRawLive", bench.Options{Runpod: bench.RunpodStandin, Submit: bench.SubmitRaw, Workers: 2}},
+		{"Sim", bench.Options{Runpod: bench.RunpodSim, Prefill: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.o
+			o.RedisURL = "redis://" + redistest.Addr()
+			o.Namespace = redistest.Namespace(t)
+			o.Jobs = 200
+			o.Worker = worker.Config{Poll: workflow.PollPolicy{Initial: time.Millisecond}}
+			res, err := bench.Run(ctx, o)
+			require.NoError(t, err)
+			require.Equal(t, map[string]int{"COMPLETED": 200}, res.Outcomes)
+			require.Greater(t, res.RedisCmdsPerJob, 1.0, "the server ran commands for the jobs")
+			require.Greater(t, res.RoundTripsPerJob, 0.0)
+			if o.Runpod == bench.RunpodStandin {
+				require.EqualValues(t, 200, res.RunpodRuns)
+				require.NotNil(t, res.SubmitToRunMs)
+				require.NotNil(t, res.CompletionToOutcomeMs)
+			}
+		})
+	}
+}
+
+// TestHoldMeasuresKeepAlive: jobs held in flight are all on Runpod and the
+// keep-alive window is measured.
+func TestHoldMeasuresKeepAlive(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := bench.Run(ctx, bench.Options{
+		RedisURL: "redis://" + redistest.Addr(), Namespace: redistest.Namespace(t),
+		Jobs: 100, Hold: true, HoldFor: time.Second,
+		Worker: worker.Config{Poll: workflow.PollPolicy{Initial: time.Hour, Max: time.Hour}},
+	})
+	require.NoError(t, err)
+	require.EqualValues(t, 100, res.RunpodRuns)
+	require.GreaterOrEqual(t, res.KeepAliveSeconds, 1.0)
+}
+
+func TestOptionsNameTheBadField(t *testing.T) {
+	_, err := bench.Run(context.Background(), bench.Options{RedisURL: "redis://" + redistest.Addr(), Jobs: 1, Runpod: "gpu"})
+	require.ErrorContains(t, err, "--runpod")
+	_, err = bench.Run(context.Background(), bench.Options{RedisURL: "redis://" + redistest.Addr(), Jobs: 0})
+	require.ErrorContains(t, err, "--jobs")
+}
