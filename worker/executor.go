@@ -91,9 +91,10 @@ func (w *Worker) settle(j *job, s snapshot, r stepResult) {
 		r = stepResult{wf: s.wf, epoch: j.epoch, due: w.now(), keepInput: true}
 	}
 	if r.drop {
+		id := j.wf.ID
 		lost := w.dropLocked(j, r.lost)
 		w.mu.Unlock()
-		w.hookLeaseLost(j.wf.ID, lost)
+		w.hookLeaseLost(id, lost)
 		return
 	}
 	from := j.wf.State
@@ -118,8 +119,8 @@ func (w *Worker) settle(j *job, s snapshot, r stepResult) {
 	}
 	if r.finalize {
 		w.mu.Unlock() // j stays running: the finalizer owns it now
-		w.hookTransition(j.wf.ID, from, r.wf.State)
-		w.stepHook(j.wf.ID, PointFinalize)
+		w.hookTransition(r.wf.ID, from, r.wf.State)
+		w.stepHook(r.wf.ID, PointFinalize)
 		w.finalizeQ <- j
 		return
 	}
@@ -135,7 +136,8 @@ func (w *Worker) settle(j *job, s snapshot, r stepResult) {
 	}
 	w.scheduleLocked(j, due)
 	w.mu.Unlock()
-	w.hookTransition(j.wf.ID, from, r.wf.State)
+	// j may already run again on another executor: read nothing of it here.
+	w.hookTransition(r.wf.ID, from, r.wf.State)
 }
 
 func (w *Worker) hookTransition(id string, from, to workflow.State) {
