@@ -254,6 +254,9 @@ func (c *Client) attempt(ctx context.Context, r *request) *attemptError {
 		}
 		return c.fail(r, classPermanent, resp.StatusCode, 0, err)
 	}
+	// The one place every answer passes: no secret gets past it into a
+	// result, so none reaches a record, an event or a log line.
+	data = c.redact.JSON(data)
 	if err := r.decode(data); err != nil {
 		err = fmt.Errorf("%w: %w (body %s)", ErrBadResponse, err, c.snippet(data))
 		if r.submit {
@@ -354,10 +357,11 @@ const snippetMax = 256
 // snippet quotes the start of a body for an error message, redacted.
 func (c *Client) snippet(body []byte) string {
 	// Redact before cutting, so a key straddling the cut cannot survive
-	// in part.
-	s := string(body[:min(len(body), snippetMax+len(c.redact.secret))])
+	// in part; as JSON first, so an escaped key is found too.
+	body = c.redact.JSON(body)
+	s := string(body[:min(len(body), snippetMax+c.redact.maxLen())])
 	s = c.redact.String(s)
-	cut := len(s) > snippetMax || len(body) > snippetMax+len(c.redact.secret)
+	cut := len(s) > snippetMax || len(body) > snippetMax+c.redact.maxLen()
 	if len(s) > snippetMax {
 		s = s[:snippetMax]
 	}

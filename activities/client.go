@@ -87,7 +87,7 @@ func New(cfg Config) (*Client, error) {
 		http:    cfg.HTTPClient,
 		limiter: cfg.Limiter,
 		log:     cfg.Logger.Named("runpod").With("endpoint_id", cfg.EndpointID),
-		redact:  redactor{secret: cfg.APIKey},
+		redact:  newRedactor(append([]string{cfg.APIKey}, cfg.Secrets...)...),
 		jitter: func(ceiling time.Duration) time.Duration {
 			if ceiling <= 0 {
 				return 0

@@ -51,6 +51,13 @@ type Config struct {
 	// APIKey is the Runpod API key, sent as "Authorization: Bearer <key>".
 	// Required. It never appears in errors or logs produced by this package.
 	APIKey string `json:"-"`
+	// Secrets are other secrets (the Redis password, a webhook secret)
+	// that, like APIKey, are replaced by "[REDACTED]" in everything Runpod
+	// sends back (a job's error, output, progress, stream chunks: before
+	// they are decoded, so before any record, event or log line) and in the
+	// client's errors and logs. Empty strings are ignored. A short secret
+	// also replaces ordinary text that happens to match it.
+	Secrets []string `json:"-"`
 	// EndpointID is the serverless endpoint id. Required; letters, digits,
 	// '_' and '-' (Runpod's public endpoints use slugs, so no stricter rule).
 	EndpointID string

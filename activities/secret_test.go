@@ -106,7 +106,7 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 // TestRedactor covers the scrubbing helper itself.
 func TestRedactor(t *testing.T) {
 	t.Parallel()
-	r := redactor{secret: "sekrit"}
+	r := newRedactor("sekrit")
 	require.Equal(t, "a [REDACTED] b [REDACTED]", r.String("a sekrit b sekrit"))
 	require.Equal(t, "clean", r.String("clean"))
 	require.Equal(t, "x", redactor{}.String("x"))

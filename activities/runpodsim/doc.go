@@ -62,6 +62,9 @@
 //	                       execution; Runpod re-runs the job Config.CrashRetries
 //	                       times (retries++), then it ends FAILED. "once": only
 //	                       the first execution crashes, the re-run completes.
+//	mock_echo_key          true: every "$RUNPOD_API_KEY" in the input becomes
+//	                       the API key, as a handler printing its environment
+//	                       would leak it (tests of redaction)
 //
 // A malformed mock_* value makes the job fail like a handler raising
 // ValueError. A huge mock_delay gives a job that never finishes in test time.

@@ -123,7 +123,7 @@ func (s *Sim) submit(r *http.Request, sync bool) response {
 			return *resp
 		}
 	}
-	mock, mockErr := parseMock(body.Input)
+	mock, mockErr := parseMock(echoKey(body.Input, s.cfg.APIKey))
 
 	s.mu.Lock()
 	now := s.clock.Now()

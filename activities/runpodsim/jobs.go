@@ -1,6 +1,7 @@
 package runpodsim
 
 import (
+	"bytes"
 	"container/list"
 	"encoding/json"
 	"fmt"
@@ -89,6 +90,24 @@ type mockSpec struct {
 	isStream  bool
 	aggregate bool
 	crash     string // "", "always", "once"
+}
+
+// EchoKeyPlaceholder is replaced by the API key in a mock_echo_key job.
+const EchoKeyPlaceholder = "$RUNPOD_API_KEY"
+
+// echoKey plays a handler that prints its environment: with "mock_echo_key":
+// true, every EchoKeyPlaceholder in the input is replaced by the API key,
+// so the job's error, progress, stream chunks and output (an echoed input
+// included) carry the key while the submitted input does not.
+func echoKey(input json.RawMessage, key string) json.RawMessage {
+	var f struct {
+		Echo bool `json:"mock_echo_key"`
+	}
+	if json.Unmarshal(input, &f) != nil || !f.Echo {
+		return input
+	}
+	quoted, _ := json.Marshal(key)
+	return bytes.ReplaceAll(input, []byte(EchoKeyPlaceholder), quoted[1:len(quoted)-1])
 }
 
 // parseMock reads the mock_* keys of an object input. A malformed key is

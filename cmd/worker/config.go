@@ -366,10 +366,12 @@ func (o *options) workerConfig(rp workflow.Runpod, log hclog.Logger, hooks worke
 	return cfg
 }
 
-// activitiesConfig maps the options onto activities.Config.
-func (o *options) activitiesConfig(apiKey, endpointID, baseURL string, log hclog.Logger, m *metrics) activities.Config {
+// activitiesConfig maps the options onto activities.Config. secrets (the
+// Redis passwords) are redacted, like the key, from all Runpod sends back.
+func (o *options) activitiesConfig(apiKey, endpointID, baseURL string, secrets []string, log hclog.Logger, m *metrics) activities.Config {
 	return activities.Config{
 		APIKey:               apiKey,
+		Secrets:              secrets,
 		EndpointID:           endpointID,
 		BaseURL:              baseURL,
 		RequestTimeout:       o.runpodRequestTimeout,

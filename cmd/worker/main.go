@@ -123,7 +123,7 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	rdb := conn.Client()
 	defer rdb.Close()
 
-	rp, err := activities.New(o.activitiesConfig(apiKey, endpointID, baseURL, log, m))
+	rp, err := activities.New(o.activitiesConfig(apiKey, endpointID, baseURL, conn.Secrets(), log, m))
 	if err != nil {
 		return flagErrorFrom(err)
 	}
