@@ -22,7 +22,8 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, 10*time.Second, c.HeartbeatInterval)
 	require.Equal(t, 5*time.Second, c.ClaimInterval)
 	require.Equal(t, 5, c.MaxDeliveries)
-	require.Equal(t, workflow.PollPolicy{Initial: 2 * time.Second, Max: 10 * time.Second, Jitter: 0.2, Multiplier: 1.5}, c.Poll)
+	require.Equal(t, workflow.PollPolicy{Initial: 2 * time.Second, Max: 10 * time.Second, Jitter: 0.2, Multiplier: 1.5,
+		QueueMax: 20 * time.Second, Horizon: 10 * time.Minute}, c.Poll)
 	require.Equal(t, 24*time.Hour, c.JobTimeout)
 	require.Equal(t, 7*24*time.Hour, c.ResultTTL)
 	require.Equal(t, workflow.SubmitUncertainResubmit, c.SubmitUncertain)

@@ -85,6 +85,12 @@ func (b *testBundle) start(t *testing.T, cfg Config) *running {
 	t.Helper()
 	w, err := New(b.rdb, cfg)
 	require.NoError(t, err)
+	return b.run(t, w)
+}
+
+// run runs a worker built by the test (which may adjust it first).
+func (b *testBundle) run(t *testing.T, w *Worker) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{w: w, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- w.Run(ctx) }()

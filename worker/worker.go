@@ -75,6 +75,7 @@ type Worker struct {
 	cfg    Config
 	store  store
 	policy workflow.Policy
+	est    *execEstimate // the endpoint's recent execution times, for the poll scheduler
 	log    hclog.Logger
 	stats  counters
 
@@ -122,10 +123,15 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 // newWorker builds a worker over any store (tests wrap the real one).
 // cfg must have its defaults and be valid.
 func newWorker(st store, cfg Config) *Worker {
+	est := &execEstimate{}
+	cfg.Runpod = observedRunpod{Runpod: cfg.Runpod, est: est}
+	policy := cfg.policy()
+	policy.Expect = est
 	return &Worker{
 		cfg:          cfg,
 		store:        st,
-		policy:       cfg.policy(),
+		est:          est,
+		policy:       policy,
 		log:          cfg.Logger.Named("worker").With("consumer", cfg.InstanceID),
 		jobs:         make(map[string]*job),
 		wakeDispatch: make(chan struct{}, 1),

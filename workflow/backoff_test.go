@@ -85,7 +85,8 @@ func TestPolicyValidate(t *testing.T) {
 func TestPolicyDefaults(t *testing.T) {
 	t.Parallel()
 	p := Policy{}.WithDefaults()
-	require.Equal(t, PollPolicy{Initial: 2 * time.Second, Max: 10 * time.Second, Jitter: 0.2, Multiplier: 1.5}, p.Poll)
+	require.Equal(t, PollPolicy{Initial: 2 * time.Second, Max: 10 * time.Second, Jitter: 0.2, Multiplier: 1.5,
+		QueueMax: 20 * time.Second, Horizon: 10 * time.Minute}, p.Poll)
 	require.Equal(t, RetryPolicy{Initial: 500 * time.Millisecond, Max: 30 * time.Second, Multiplier: 2}, p.Retry)
 	require.Equal(t, SubmitUncertainResubmit, p.SubmitUncertain)
 	require.Equal(t, 5, p.MaxCancelAttempts)

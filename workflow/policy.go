@@ -65,6 +65,17 @@ type PollPolicy struct {
 	// Multiplier is the growth factor per poll. Defaults to 1.5, which
 	// reaches Max from Initial in four polls (2, 3, 4.5, 6.75, 10 s).
 	Multiplier float64
+	// QueueMax caps the delay while Runpod has the job IN_QUEUE (see
+	// NextPoll). Defaults to PollQueueMaxDefault (20s), at least Max.
+	QueueMax time.Duration
+	// Horizon is the longest wait between two polls of a job, jitter
+	// included. Defaults to PollHorizonDefault (10m); less than
+	// RunpodResultRetention (30m), at least QueueMax and WebhookFallback.
+	Horizon time.Duration
+	// WebhookFallback, when positive, is the fixed slow poll interval used
+	// because Runpod reports each job's end by webhook: polls only catch a
+	// webhook that never arrived. 0 means webhooks are off.
+	WebhookFallback time.Duration
 }
 
 // WithDefaults fills zero fields with their defaults.
@@ -81,6 +92,12 @@ func (p PollPolicy) WithDefaults() PollPolicy {
 	if p.Multiplier == 0 {
 		p.Multiplier = PollMultiplierDefault
 	}
+	if p.QueueMax == 0 {
+		p.QueueMax = max(PollQueueMaxDefault, p.Max)
+	}
+	if p.Horizon == 0 {
+		p.Horizon = max(PollHorizonDefault, p.QueueMax, p.WebhookFallback)
+	}
 	return p
 }
 
@@ -95,6 +112,14 @@ func (p PollPolicy) Validate() error {
 		return fmt.Errorf("Jitter: %v is outside [0, 1] (use -1 for none)", p.Jitter)
 	case p.Multiplier < 1:
 		return fmt.Errorf("Multiplier: %v is less than 1", p.Multiplier)
+	case p.QueueMax < p.Max:
+		return fmt.Errorf("QueueMax: %s is less than Max %s", p.QueueMax, p.Max)
+	case p.WebhookFallback < 0:
+		return errors.New("WebhookFallback: must not be negative")
+	case p.Horizon < p.QueueMax || p.Horizon < p.WebhookFallback:
+		return fmt.Errorf("Horizon: %s is less than QueueMax or WebhookFallback", p.Horizon)
+	case p.Horizon >= RunpodResultRetention:
+		return fmt.Errorf("Horizon: %s is not less than Runpod's result retention %s", p.Horizon, RunpodResultRetention)
 	}
 	return nil
 }
@@ -155,6 +180,9 @@ type Policy struct {
 	// TIMED_OUT) and the reason noted, since a stuck /cancel must not keep a
 	// job alive forever. Defaults to 5.
 	MaxCancelAttempts int
+	// Expect, when set, tells the poll scheduler how long the endpoint's
+	// jobs run (NextPoll). nil: no estimate.
+	Expect ExecEstimator
 }
 
 // WithDefaults fills zero fields with their defaults.

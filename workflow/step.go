@@ -40,6 +40,10 @@ type Job struct {
 	// Polls counts /status polls since the last status change; it drives
 	// the poll backoff.
 	Polls int
+	// RunningSince is when a poll first saw the job IN_PROGRESS (zero
+	// before, after a re-queue, or after a takeover); it tells the poll
+	// scheduler how near the job's expected end is.
+	RunningSince time.Time
 	// Retries counts consecutive transient failures of the current action;
 	// it drives the retry backoff and resets on success.
 	Retries int
@@ -348,7 +352,7 @@ func applySubmit(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effec
 		j.RunpodStatus = RunpodInQueue
 	}
 	j.Retries, j.Polls = 0, 0
-	j.NextAt = now.Add(PollDelay(p.Poll, 0, rnd))
+	j.NextAt = now.Add(p.nextPoll(j, now, rnd))
 	return j, Effect{Checkpoint: true, Event: EventQueued}
 }
 
@@ -380,18 +384,22 @@ func applyPoll(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect)
 	if r.Job.Status.Terminal() {
 		return j.decide(terminalOutcome(r.Job)), Effect{}
 	}
-	j, eff := j.observe(r.Job)
-	j.NextAt = now.Add(PollDelay(p.Poll, j.Polls, rnd))
+	j, eff := j.observe(r.Job, now)
+	j.NextAt = now.Add(p.nextPoll(j, now, rnd))
 	return j, eff
 }
 
 // observe records a live Runpod job's status and progress output, and says
 // what to checkpoint.
-func (j Job) observe(rj RunpodJob) (Job, Effect) {
+func (j Job) observe(rj RunpodJob, now time.Time) (Job, Effect) {
 	changed := false
 	if st, ok := rj.Status.State(); ok && st != j.State && CanTransition(j.State, st) {
 		j.State = st
 		changed = true
+		j.RunningSince = time.Time{}
+		if st == StateInProgress {
+			j.RunningSince = now
+		}
 	}
 	if rj.Status != "" && rj.Status != j.RunpodStatus {
 		// Unknown statuses are recorded verbatim but keep the state.
@@ -461,7 +469,7 @@ func applyConfirm(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effe
 	case r.Job.Status.Terminal():
 		return j.decide(terminalOutcome(r.Job)), Effect{}
 	default:
-		j, eff = j.observe(r.Job)
+		j, eff = j.observe(r.Job, now)
 		j.CancelErr = fmt.Sprintf(reasonCancelIgnored, j.RunpodStatus, j.CancelAttempts)
 	}
 	if j.CancelAttempts >= p.MaxCancelAttempts {

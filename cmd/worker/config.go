@@ -67,9 +67,11 @@ type options struct {
 	claimInterval     time.Duration
 	maxDeliveries     int
 
-	pollInitial time.Duration
-	pollMax     time.Duration
-	pollJitter  float64
+	pollInitial  time.Duration
+	pollMax      time.Duration
+	pollJitter   float64
+	pollQueueMax time.Duration
+	pollHorizon  time.Duration
 
 	jobTimeout      time.Duration
 	resultTTL       time.Duration
@@ -107,6 +109,8 @@ func defaultOptions() *options {
 		pollInitial:              workflow.PollInitialDefault,
 		pollMax:                  workflow.PollMaxDefault,
 		pollJitter:               workflow.PollJitterDefault,
+		pollQueueMax:             workflow.PollQueueMaxDefault,
+		pollHorizon:              workflow.PollHorizonDefault,
 		jobTimeout:               worker.JobTimeoutDefault,
 		resultTTL:                worker.ResultTTLDefault,
 		eventRetention:           worker.EventRetentionDefault,
@@ -226,6 +230,12 @@ func newFlagTable(o *options) *flagTable {
 	t.add(groupPoll, "poll-jitter", "FRACTION",
 		"spread of each poll wait, ±FRACTION of it (0..1)", strconv.FormatFloat(workflow.PollJitterDefault, 'g', -1, 64),
 		&floatValue{p: &o.pollJitter, min: 0, max: 1})
+	t.add(groupPoll, "poll-queue-max", "DURATION",
+		"longest wait between /status polls while Runpod has the job IN_QUEUE; at least --poll-max (--dev: 1s)",
+		workflow.PollQueueMaxDefault.String(), dur(&o.pollQueueMax, 10*time.Millisecond, time.Hour))
+	t.add(groupPoll, "poll-horizon", "DURATION",
+		"longest wait between two polls of any job, jitter included; less than Runpod's 30m result retention",
+		workflow.PollHorizonDefault.String(), dur(&o.pollHorizon, 10*time.Millisecond, workflow.RunpodResultRetention-time.Second))
 
 	t.add(groupRunpod, "runpod-request-timeout", "DURATION",
 		"bound of each HTTP attempt to Runpod", activities.RequestTimeoutDefault.String(),
@@ -277,6 +287,9 @@ func (o *options) check(sources map[string]string) error {
 		}
 		if sources["poll-max"] == "" {
 			o.pollMax = max(devPollMax, o.pollInitial)
+		}
+		if sources["poll-queue-max"] == "" {
+			o.pollQueueMax = o.pollMax
 		}
 		if sources["http-addr"] == "" {
 			o.httpAddr = devHTTPAddrDefault
@@ -338,9 +351,11 @@ func (o *options) workerConfig(rp workflow.Runpod, log hclog.Logger, hooks worke
 		ClaimInterval:     o.claimInterval,
 		MaxDeliveries:     o.maxDeliveries,
 		Poll: workflow.PollPolicy{
-			Initial: o.pollInitial,
-			Max:     o.pollMax,
-			Jitter:  o.pollJitter,
+			Initial:  o.pollInitial,
+			Max:      o.pollMax,
+			Jitter:   o.pollJitter,
+			QueueMax: o.pollQueueMax,
+			Horizon:  o.pollHorizon,
 		},
 		JobTimeout:      o.jobTimeout,
 		ResultTTL:       o.resultTTL,
@@ -398,6 +413,8 @@ var fieldFlags = map[string]string{
 	"worker: Poll.Initial":           "poll-initial",
 	"worker: Poll.Max":               "poll-max",
 	"worker: Poll.Jitter":            "poll-jitter",
+	"worker: Poll.QueueMax":          "poll-queue-max",
+	"worker: Poll.Horizon":           "poll-horizon",
 	"worker: JobTimeout":             "job-timeout",
 	"worker: ResultTTL":              "result-ttl",
 	"worker: MaxInputBytes":          "max-input-bytes",
