@@ -66,7 +66,7 @@ type PollPolicy struct {
 	// reaches Max from Initial in four polls (2, 3, 4.5, 6.75, 10 s).
 	Multiplier float64
 	// QueueMax caps the delay while Runpod has the job IN_QUEUE (see
-	// NextPoll). Defaults to PollQueueMaxDefault (20s), at least Max.
+	// NextPoll). Defaults to 2×Max (20s with the default Max); at least Max.
 	QueueMax time.Duration
 	// Horizon is the longest wait between two polls of a job, jitter
 	// included. Defaults to PollHorizonDefault (10m); less than
@@ -93,7 +93,7 @@ func (p PollPolicy) WithDefaults() PollPolicy {
 		p.Multiplier = PollMultiplierDefault
 	}
 	if p.QueueMax == 0 {
-		p.QueueMax = max(PollQueueMaxDefault, p.Max)
+		p.QueueMax = 2 * p.Max
 	}
 	if p.Horizon == 0 {
 		p.Horizon = max(PollHorizonDefault, p.QueueMax, p.WebhookFallback)

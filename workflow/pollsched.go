@@ -11,8 +11,9 @@ const RunpodResultRetention = 30 * time.Minute
 // Defaults of the poll scheduler's PollPolicy fields.
 const (
 	// PollQueueMaxDefault caps the wait between polls of a job Runpod still
-	// has IN_QUEUE: nothing can finish there, so it is polled slower.
-	PollQueueMaxDefault = 20 * time.Second
+	// has IN_QUEUE: nothing can finish there, so it is polled slower. It is
+	// 2×PollMaxDefault; PollPolicy.WithDefaults uses 2×Max.
+	PollQueueMaxDefault = 2 * PollMaxDefault
 	// PollHorizonDefault is the longest wait between two polls of any job,
 	// jitter included: a third of Runpod's result retention, so a poll
 	// deferred twice by the rate budget still sees the result.

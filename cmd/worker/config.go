@@ -109,7 +109,6 @@ func defaultOptions() *options {
 		pollInitial:              workflow.PollInitialDefault,
 		pollMax:                  workflow.PollMaxDefault,
 		pollJitter:               workflow.PollJitterDefault,
-		pollQueueMax:             workflow.PollQueueMaxDefault,
 		pollHorizon:              workflow.PollHorizonDefault,
 		jobTimeout:               worker.JobTimeoutDefault,
 		resultTTL:                worker.ResultTTLDefault,
@@ -231,8 +230,8 @@ func newFlagTable(o *options) *flagTable {
 		"spread of each poll wait, ±FRACTION of it (0..1)", strconv.FormatFloat(workflow.PollJitterDefault, 'g', -1, 64),
 		&floatValue{p: &o.pollJitter, min: 0, max: 1})
 	t.add(groupPoll, "poll-queue-max", "DURATION",
-		"longest wait between /status polls while Runpod has the job IN_QUEUE; at least --poll-max (--dev: 1s)",
-		workflow.PollQueueMaxDefault.String(), dur(&o.pollQueueMax, 10*time.Millisecond, time.Hour))
+		"longest wait between /status polls while Runpod has the job IN_QUEUE; at least --poll-max (0 = 2×--poll-max)",
+		"2×poll-max", &durationValue{p: &o.pollQueueMax, min: 10 * time.Millisecond, max: time.Hour, zeroOK: true})
 	t.add(groupPoll, "poll-horizon", "DURATION",
 		"longest wait between two polls of any job, jitter included; less than Runpod's 30m result retention",
 		workflow.PollHorizonDefault.String(), dur(&o.pollHorizon, 10*time.Millisecond, workflow.RunpodResultRetention-time.Second))
@@ -287,9 +286,6 @@ func (o *options) check(sources map[string]string) error {
 		}
 		if sources["poll-max"] == "" {
 			o.pollMax = max(devPollMax, o.pollInitial)
-		}
-		if sources["poll-queue-max"] == "" {
-			o.pollQueueMax = o.pollMax
 		}
 		if sources["http-addr"] == "" {
 			o.httpAddr = devHTTPAddrDefault
