@@ -2,29 +2,13 @@ package worker
 
 import (
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/yourscope/runpod-orchestrator/activities"
 	"github.com/yourscope/runpod-orchestrator/activities/runpodsim"
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
-
-// simRunpod serves a simulator and returns it with an HTTP client for it.
-func simRunpod(t *testing.T, cfg runpodsim.Config) (*runpodsim.Server, *activities.Client) {
-	t.Helper()
-	cfg.EndpointID, cfg.APIKey = "ep-test", "sim-key"
-	srv, err := runpodsim.Serve("127.0.0.1:0", cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.Close() })
-	httpClient := &http.Client{Transport: &http.Transport{}}
-	t.Cleanup(httpClient.CloseIdleConnections)
-	rp, err := activities.New(activities.Config{APIKey: "sim-key", EndpointID: "ep-test", BaseURL: srv.URL, HTTPClient: httpClient})
-	require.NoError(t, err)
-	return srv, rp
-}
 
 // TestPollsPerJob runs the same jobs (1.5–2.5 s on the simulator) with the
 // poll scheduler learning the endpoint's execution time and without it (the
