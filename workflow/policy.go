@@ -69,8 +69,9 @@ type PollPolicy struct {
 	// NextPoll). Defaults to 2×Max (20s with the default Max); at least Max.
 	QueueMax time.Duration
 	// Horizon is the longest wait between two polls of a job, jitter
-	// included. Defaults to PollHorizonDefault (10m); less than
-	// RunpodResultRetention (30m), at least QueueMax and WebhookFallback.
+	// included. Defaults to PollHorizonDefault (10m), or to QueueMax or
+	// WebhookFallback when longer; at least both. Keep it well under
+	// RunpodResultRetention (30m), or a result may expire unseen.
 	Horizon time.Duration
 	// WebhookFallback, when positive, is the fixed slow poll interval used
 	// because Runpod reports each job's end by webhook: polls only catch a
@@ -118,8 +119,6 @@ func (p PollPolicy) Validate() error {
 		return errors.New("WebhookFallback: must not be negative")
 	case p.Horizon < p.QueueMax || p.Horizon < p.WebhookFallback:
 		return fmt.Errorf("Horizon: %s is less than QueueMax or WebhookFallback", p.Horizon)
-	case p.Horizon >= RunpodResultRetention:
-		return fmt.Errorf("Horizon: %s is not less than Runpod's result retention %s", p.Horizon, RunpodResultRetention)
 	}
 	return nil
 }

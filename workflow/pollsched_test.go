@@ -97,7 +97,7 @@ func TestPollPolicyValidateSchedulerFields(t *testing.T) {
 	require.NoError(t, ok.Validate())
 	for name, mut := range map[string]func(*PollPolicy){
 		"QueueMax":        func(p *PollPolicy) { p.QueueMax = time.Second },
-		"Horizon":         func(p *PollPolicy) { p.Horizon = RunpodResultRetention },
+		"Horizon":         func(p *PollPolicy) { p.Horizon = p.QueueMax - 1 },
 		"WebhookFallback": func(p *PollPolicy) { p.WebhookFallback = -1 },
 	} {
 		p := ok
