@@ -108,8 +108,8 @@ type Result struct {
 	SubmitToRunMs *Percentiles `json:"submit_to_run_ms,omitempty"`
 	// CompletionToOutcomeMs: the stand-in reported COMPLETED → the outcome
 	// event was read (stand-in only).
-	CompletionToOutcomeMs *Percentiles `json:"completion_to_outcome_ms,omitempty"`
-	RSSMiB                float64      `json:"rss_mib"`
+	CompletionToOutcomeMs *Percentiles   `json:"completion_to_outcome_ms,omitempty"`
+	RSSMiB                float64        `json:"rss_mib"`
 	Outcomes              map[string]int `json:"outcomes"`
 	RunpodRuns            int64          `json:"runpod_runs,omitempty"`
 	// TopCommands are the five commands the server ran most, per job.
