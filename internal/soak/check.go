@@ -33,6 +33,10 @@ const (
 	VLiveMismatch      = "live_reader_mismatch"
 	VLiveDupTerminal   = "live_duplicate_terminal" // the live reader saw a job end twice
 	VUnknownJob        = "unknown_job"             // an event names a job the soak never submitted
+	// VRunpodIDChanged: a queued event names a Runpod id other than an
+	// earlier one's without a later /run attempt: a stale owner's /run
+	// overwrote the id another owner recorded (issue 7 item 1).
+	VRunpodIDChanged = "runpod_id_changed_without_attempt"
 )
 
 // Reasons an extra Runpod job is explained.
@@ -238,7 +242,16 @@ func checkEvents(id string, rec *streams.Record, evs []client.Event, add func(st
 	var term []client.Event
 	var maxEpoch int64
 	stale := false
+	var lastID string
+	var lastAttempt int
 	for _, ev := range evs {
+		if ev.Type == client.EventQueued && ev.RunpodID != "" {
+			if lastID != "" && ev.RunpodID != lastID && ev.Attempt <= lastAttempt {
+				add(VRunpodIDChanged, id, "queued event %s records Runpod id %s at attempt %d after %s at attempt %d: %s",
+					ev.ID, ev.RunpodID, ev.Attempt, lastID, lastAttempt, summarize(evs))
+			}
+			lastID, lastAttempt = ev.RunpodID, max(lastAttempt, ev.Attempt)
+		}
 		if ev.Type.Terminal() {
 			term = append(term, ev)
 		}

@@ -287,3 +287,33 @@ func TestMixIsDeterministic(t *testing.T) {
 	}
 	require.Len(t, seen, len(AllKinds), "200 jobs draw every kind")
 }
+
+func TestCheckReportsRunpodIDChangedWithoutAttempt(t *testing.T) {
+	t.Parallel()
+	h := newHistory()
+	h.event("a", client.EventSubmitted, workflow.StateSubmitted, 0)
+	h.event("a", client.EventQueued, workflow.StateQueued, 2)
+	h.in.Events[len(h.in.Events)-1].RunpodID, h.in.Events[len(h.in.Events)-1].Attempt = "rp-B", 2
+	h.in.Live[len(h.in.Live)-1] = h.in.Events[len(h.in.Events)-1]
+	// The stale owner's /run answer is recorded at epoch 3 with its old
+	// attempt number: rp-B is overwritten.
+	h.event("a", client.EventQueued, workflow.StateQueued, 3)
+	h.in.Events[len(h.in.Events)-1].RunpodID, h.in.Events[len(h.in.Events)-1].Attempt = "rp-A", 1
+	h.in.Live[len(h.in.Live)-1] = h.in.Events[len(h.in.Events)-1]
+	h.event("a", client.EventCompleted, workflow.StateCompleted, 3)
+	out := mustJSON(map[string]any{"job": "a"})
+	h.in.Jobs = append(h.in.Jobs, JobFacts{Spec: JobSpec{ID: "a", Kind: KindFast, Output: out}, Acked: true,
+		Record: &streams.Record{JobID: "a", State: "COMPLETED", Epoch: 3, Attempts: 2, RunpodID: "rp-A", Output: out}})
+	h.sim("a", "rp-A", workflow.RunpodCompleted)
+	h.sim("a", "rp-B", workflow.RunpodCompleted)
+	h.in.Replies["rp-A"] = RunReply{Slot: 0, At: h.t0}
+	h.in.Replies["rp-B"] = RunReply{Slot: 1, At: h.t0}
+	r := Check(h.in)
+	k := kinds(r)
+	require.Equal(t, 1, k[VRunpodIDChanged], "violations: %v", r.Violations)
+	require.Equal(t, 1, k[VExtraUnexplained], "rp-B, recorded by its owner, then overwritten")
+
+	// A new attempt may record a new id (an uncertain /run resubmitted).
+	h.in.Events[2].Attempt = 3
+	require.Zero(t, kinds(Check(h.in))[VRunpodIDChanged])
+}
