@@ -36,7 +36,9 @@ func (s *soak) chaos(ctx context.Context, wg *sync.WaitGroup) {
 		kind := s.cfg.Chaos[s.rng.Intn(len(s.cfg.Chaos))]
 		slot := s.rng.Intn(len(s.pool))
 		// Every draw is made here, in order, so a seed gives one schedule.
-		pause := s.cfg.MinIdle + time.Duration(500+s.rng.Intn(2000))*time.Millisecond
+		// Long enough for a peer to take the jobs over, and sometimes to lose
+		// them again before the paused worker wakes (issue 7 item 1).
+		pause := s.cfg.MinIdle + 500*time.Millisecond + time.Duration(s.rng.Int63n(int64(2*s.cfg.MinIdle)))
 		down := time.Duration(200+s.rng.Intn(1300)) * time.Millisecond
 		faultFor := time.Duration(1000+s.rng.Intn(3000)) * time.Millisecond
 		variant := s.rng.Intn(4)
