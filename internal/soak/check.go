@@ -129,6 +129,10 @@ type CheckInput struct {
 type Report struct {
 	ByState            map[string]int `json:"by_state"`
 	Lost               int            `json:"lost"`
+	// LostRunpodJobs counts the Runpod jobs of lost jobs: GPU work nobody
+	// tracks any more (LostRunning of them still running at the end).
+	LostRunpodJobs int `json:"lost_runpod_jobs"`
+	LostRunning    int `json:"lost_running"`
 	Pending            int            `json:"pending"`
 	SubmissionsPending int64          `json:"submissions_pending"`
 	DuplicateTerminal  int            `json:"duplicate_terminal"`
@@ -213,7 +217,13 @@ func Check(in CheckInput) Report {
 		rec := f.Record
 		if rec == nil {
 			r.Lost++
-			add(VLost, id, "acknowledged submission has no record (events: %s)", summarize(byJob[id]))
+			r.LostRunpodJobs += len(sims[id])
+			for _, j := range sims[id] {
+				if j.Status == workflow.RunpodInQueue || j.Status == workflow.RunpodInProgress {
+					r.LostRunning++
+				}
+			}
+			add(VLost, id, "acknowledged submission has no record (events: %s; Runpod jobs: %v)", summarize(byJob[id]), simIDs(sims[id]))
 			continue
 		}
 		st := workflow.State(rec.State)

@@ -128,6 +128,7 @@ func TestCheckReportsLostAndPendingJobs(t *testing.T) {
 	h.job("a")
 	// Acknowledged, then gone from Redis (a lost tail after a restart).
 	h.in.Jobs = append(h.in.Jobs, JobFacts{Spec: JobSpec{ID: "lost", Kind: KindFast}, Acked: true})
+	h.sim("lost", "rp-lost", workflow.RunpodInProgress) // its GPU job runs on, untracked
 	// Acknowledged and never finished.
 	h.event("open", client.EventSubmitted, workflow.StateSubmitted, 0)
 	h.in.Jobs = append(h.in.Jobs, JobFacts{Spec: JobSpec{ID: "open", Kind: KindFast}, Acked: true,
@@ -137,6 +138,8 @@ func TestCheckReportsLostAndPendingJobs(t *testing.T) {
 	h.in.Pending = 1
 	r := Check(h.in)
 	require.Equal(t, 1, r.Lost)
+	require.Equal(t, 1, r.LostRunpodJobs)
+	require.Equal(t, 1, r.LostRunning)
 	require.Equal(t, 1, r.Pending)
 	k := kinds(r)
 	require.Equal(t, 1, k[VLost])
