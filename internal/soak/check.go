@@ -127,12 +127,12 @@ type CheckInput struct {
 
 // Report is the checker's verdict.
 type Report struct {
-	ByState            map[string]int `json:"by_state"`
-	Lost               int            `json:"lost"`
+	ByState map[string]int `json:"by_state"`
+	Lost    int            `json:"lost"`
 	// LostRunpodJobs counts the Runpod jobs of lost jobs: GPU work nobody
 	// tracks any more (LostRunning of them still running at the end).
-	LostRunpodJobs int `json:"lost_runpod_jobs"`
-	LostRunning    int `json:"lost_running"`
+	LostRunpodJobs     int            `json:"lost_runpod_jobs"`
+	LostRunning        int            `json:"lost_running"`
 	Pending            int            `json:"pending"`
 	SubmissionsPending int64          `json:"submissions_pending"`
 	DuplicateTerminal  int            `json:"duplicate_terminal"`
