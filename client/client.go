@@ -21,6 +21,16 @@ var (
 	// ErrNotAccepted: Submit with WaitAccepted saw the job end before Runpod
 	// accepted it (cancelled before it was sent, or refused as poison).
 	ErrNotAccepted = errors.New("client: job ended before Runpod accepted it")
+	// ErrCancelPending: Cancel found no job with the id (a raw submission
+	// not yet admitted, or an id that never arrives). The cancel is kept for
+	// Config.PendingCancelTTL: a job with that id arriving meanwhile ends
+	// CANCELED without being sent to Runpod. After that it is forgotten.
+	ErrCancelPending = errors.New("client: no such job yet; the cancel is kept for when it arrives")
+	// ErrDedupeContention: Submit with dedupe gave up because other
+	// submissions of the same input hash kept changing its dedupe key
+	// between the read and the write (a few attempts). Nothing was written;
+	// retrying later is safe. It is streams.ErrDedupeContention.
+	ErrDedupeContention = streams.ErrDedupeContention
 )
 
 // Client submits jobs and observes them. It is safe for concurrent use.
@@ -134,10 +144,19 @@ func (c *Client) Get(ctx context.Context, id string) (Job, error) {
 // nothing and returns its terminal state. An alias record is not followed
 // (its target may answer other callers too): nothing is cancelled and the
 // state is empty; cancel Job.AliasOf to mean the target. Use AwaitResult for
-// the outcome. A job that does not exist is an error matching
-// workflow.ErrJobNotFound.
+// the outcome.
+//
+// An id with no job yet (a raw producer's submission still waiting in the
+// stream, or an id that never arrives) returns an empty state and an error
+// matching ErrCancelPending: the cancel is remembered for
+// Config.PendingCancelTTL, and a job with that id arriving meanwhile ends
+// CANCELED without being sent. With PendingCancelTTL -1 nothing is
+// remembered and the error matches workflow.ErrJobNotFound.
 func (c *Client) Cancel(ctx context.Context, id string) (workflow.State, error) {
-	st, err := c.store.Cancel(ctx, id, c.cfg.NowFunc())
+	st, err := c.store.Cancel(ctx, id, streams.CancelOpts{StubTTL: max(c.cfg.PendingCancelTTL, 0)})
+	if errors.Is(err, streams.ErrCancelPending) {
+		return "", fmt.Errorf("client: cancel job %q: %w", id, ErrCancelPending)
+	}
 	if errors.Is(err, streams.ErrNotFound) {
 		return "", fmt.Errorf("client: cancel job %q: %w", id, workflow.ErrJobNotFound)
 	}

@@ -14,6 +14,10 @@ import (
 // MaxInputBytesDefault is the default cap on a job's input, in bytes (10 MiB).
 const MaxInputBytesDefault = 10 << 20
 
+// PendingCancelTTLDefault is how long a cancel of an id with no job yet is
+// kept (Config.PendingCancelTTL): 7 days, the workers' default result TTL.
+const PendingCancelTTLDefault = 7 * 24 * time.Hour
+
 // Config configures a Client. The zero value is usable: every field has a
 // default.
 type Config struct {
@@ -36,9 +40,11 @@ type Config struct {
 	// retries). Library calls return errors and never log them. Defaults to
 	// a null logger.
 	Logger hclog.Logger
-	// NowFunc is the clock used for the timestamps the client writes.
-	// Defaults to time.Now.
-	NowFunc func() time.Time
+	// PendingCancelTTL is how long Cancel keeps a cancel for an id that has
+	// no job yet (a raw submission not yet admitted), so that the job ends
+	// CANCELED unsent when it arrives. Defaults to PendingCancelTTLDefault;
+	// -1 keeps nothing (Cancel of an unknown id is then ErrJobNotFound).
+	PendingCancelTTL time.Duration
 }
 
 // WithDefaults returns a copy of cfg with every zero field set to its default.
@@ -48,8 +54,8 @@ func (cfg Config) WithDefaults() Config {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	if cfg.NowFunc == nil {
-		cfg.NowFunc = time.Now
+	if cfg.PendingCancelTTL == 0 {
+		cfg.PendingCancelTTL = PendingCancelTTLDefault
 	}
 	return cfg
 }
@@ -66,8 +72,8 @@ func (cfg Config) Validate() error {
 	if cfg.Logger == nil {
 		return errors.New("client: config: Logger: nil (use WithDefaults)")
 	}
-	if cfg.NowFunc == nil {
-		return errors.New("client: config: NowFunc: nil (use WithDefaults)")
+	if cfg.PendingCancelTTL < time.Millisecond && cfg.PendingCancelTTL != -1 {
+		return fmt.Errorf("client: config: PendingCancelTTL: %s must be at least 1ms, or -1 for none", cfg.PendingCancelTTL)
 	}
 	return nil
 }

@@ -20,17 +20,17 @@ func TestConfig(t *testing.T) {
 		require.Equal(t, client.MaxInputBytesDefault, cfg.MaxInputBytes)
 		require.Equal(t, 10<<20, cfg.MaxInputBytes)
 		require.NotNil(t, cfg.Logger)
-		require.NotNil(t, cfg.NowFunc)
+		require.Equal(t, client.PendingCancelTTLDefault, cfg.PendingCancelTTL)
 		require.NoError(t, cfg.Validate())
 	})
 
 	t.Run("DefaultsKeepSetFields", func(t *testing.T) {
 		t.Parallel()
-		now := time.Unix(1700000000, 0)
-		cfg := client.Config{Namespace: "x", MaxInputBytes: 5, NowFunc: func() time.Time { return now }}.WithDefaults()
+		cfg := client.Config{Namespace: "x", MaxInputBytes: 5, PendingCancelTTL: -1}.WithDefaults()
 		require.Equal(t, "x", cfg.Namespace)
 		require.Equal(t, 5, cfg.MaxInputBytes)
-		require.Equal(t, now, cfg.NowFunc())
+		require.Equal(t, time.Duration(-1), cfg.PendingCancelTTL)
+		require.NoError(t, cfg.Validate())
 	})
 
 	t.Run("ValidateNamesTheField", func(t *testing.T) {

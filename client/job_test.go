@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -61,11 +62,39 @@ func TestCancel(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 
-	t.Run("NotFound", func(t *testing.T) {
+	t.Run("NotFoundWithoutPendingCancels", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, client.Config{})
+		b := setup(t, client.Config{PendingCancelTTL: -1})
 		_, err := b.client.Cancel(ctx, "nope")
 		require.ErrorIs(t, err, workflow.ErrJobNotFound)
+	})
+
+	// An unknown id is kept as a pending cancel (a raw submission may still
+	// be waiting in the stream): Cancel says so, Get still says not found,
+	// the stub expires, and a Submit of the id arriving meanwhile is
+	// cancelled before it is ever sent.
+	t.Run("UnknownIDIsPending", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, client.Config{PendingCancelTTL: time.Hour})
+		st, err := b.client.Cancel(ctx, "later")
+		require.ErrorIs(t, err, client.ErrCancelPending)
+		require.Empty(t, st)
+		_, err = b.client.Get(ctx, "later")
+		require.ErrorIs(t, err, workflow.ErrJobNotFound)
+		ttl, err := b.rdb.PTTL(ctx, "{"+b.ns+"}:job:later").Result()
+		require.NoError(t, err)
+		require.Greater(t, ttl, 59*time.Minute)
+		require.LessOrEqual(t, ttl, time.Hour)
+
+		res, err := b.client.Submit(ctx, client.SubmitOptions{ClientJobID: "later", Input: map[string]any{"a": 1}})
+		require.NoError(t, err)
+		require.Equal(t, workflow.StateSubmitted, res.State)
+		job, err := b.client.Get(ctx, "later")
+		require.NoError(t, err)
+		require.True(t, job.CancelRequested, "the pending cancel carries over to the job")
+		ttl, err = b.rdb.PTTL(ctx, "{"+b.ns+"}:job:later").Result()
+		require.NoError(t, err)
+		require.Equal(t, time.Duration(-1), ttl, "a live job's record does not expire")
 	})
 
 	t.Run("LiveJobIsFlagged", func(t *testing.T) {

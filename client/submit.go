@@ -91,7 +91,6 @@ func (c *Client) Submit(ctx context.Context, opts SubmitOptions) (SubmitResult, 
 	sr, err := c.store.Submit(ctx, sub, streams.SubmitOpts{
 		Dedupe:       c.cfg.Dedupe && opts.InputHash != "",
 		PersistInput: c.cfg.PersistInput,
-		Now:          c.cfg.NowFunc(),
 		MaxInput:     c.cfg.MaxInputBytes,
 	})
 	if err != nil {

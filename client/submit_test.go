@@ -21,8 +21,9 @@ func TestSubmit(t *testing.T) {
 
 	t.Run("CreatesRecordSubmissionAndEvent", func(t *testing.T) {
 		t.Parallel()
-		now := time.UnixMilli(1_700_000_000_123)
-		b := setup(t, client.Config{PersistInput: true, NowFunc: func() time.Time { return now }})
+		b := setup(t, client.Config{PersistInput: true})
+		before, err := b.rdb.Time(ctx).Result()
+		require.NoError(t, err)
 		res, err := b.client.Submit(ctx, client.SubmitOptions{
 			ClientJobID: "job-1", Input: map[string]any{"prompt": "a cat"}, InputHash: "sha256:abc", Timeout: time.Minute,
 		})
@@ -34,8 +35,12 @@ func TestSubmit(t *testing.T) {
 		require.Equal(t, workflow.StateSubmitted, job.State)
 		require.Equal(t, "sha256:abc", job.InputHash)
 		require.JSONEq(t, `{"prompt":"a cat"}`, string(job.Input))
-		require.Equal(t, now.UTC(), job.CreatedAt)
-		require.Equal(t, now.Add(time.Minute).UTC(), job.Deadline)
+		after, err := b.rdb.Time(ctx).Result()
+		require.NoError(t, err)
+		// Stamped by Redis's clock, not the client's.
+		require.False(t, job.CreatedAt.Before(before.Truncate(time.Millisecond)), "created %s before %s", job.CreatedAt, before)
+		require.False(t, job.CreatedAt.After(after), "created %s after %s", job.CreatedAt, after)
+		require.Equal(t, job.CreatedAt.Add(time.Minute), job.Deadline)
 
 		n, err := b.rdb.XLen(ctx, "{"+b.ns+"}:submissions").Result()
 		require.NoError(t, err)

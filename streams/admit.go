@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,10 +33,6 @@ func NewAdmitRequest(msg redis.XMessage, maxInput int) AdmitRequest {
 // persisted, so the worker needs no other read to run the job.
 func (s *Store) Admit(ctx context.Context, reqs []AdmitRequest, opts AdmitOpts) ([]AdmitResult, error) {
 	results := make([]AdmitResult, len(reqs))
-	now := opts.Now
-	if now.IsZero() {
-		now = time.Now()
-	}
 	todo := make([]int, len(reqs))
 	for i := range reqs {
 		todo[i] = i
@@ -49,7 +47,7 @@ func (s *Store) Admit(ctx context.Context, reqs []AdmitRequest, opts AdmitOpts) 
 		if len(todo) == 0 {
 			return results, nil
 		}
-		retry, err := s.admitPass(ctx, reqs, todo, results, aliases, opts, now)
+		retry, err := s.admitPass(ctx, reqs, todo, results, aliases, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -58,7 +56,7 @@ func (s *Store) Admit(ctx context.Context, reqs []AdmitRequest, opts AdmitOpts) 
 	if len(todo) == 0 {
 		return results, nil
 	}
-	return nil, fmt.Errorf("streams: admit: %w", errDedupeContention)
+	return nil, fmt.Errorf("streams: admit: %w", ErrDedupeContention)
 }
 
 // admitJob returns the job id and input hash Admit should use for r.
@@ -80,7 +78,7 @@ func admitJob(r AdmitRequest) (jobID, hash string) {
 }
 
 func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, results []AdmitResult,
-	aliases map[int]string, opts AdmitOpts, now time.Time) (retry []int, err error) {
+	aliases map[int]string, opts AdmitOpts) (retry []int, err error) {
 	// Read the dedupe keys of the entries that may need one, in one round trip.
 	seen := make(map[int]*redis.StringCmd)
 	if opts.Dedupe {
@@ -102,7 +100,7 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 		keys = append(keys, k)
 		return len(keys) // Lua index, 1-based
 	}
-	args := []any{s.group, opts.Consumer, now.UnixMilli(), opts.MaxDeliveries, boolArg(opts.PersistInput),
+	args := []any{s.group, opts.Consumer, msArg(opts.Now), opts.MaxDeliveries, boolArg(opts.PersistInput),
 		opts.DefaultTimeout.Milliseconds(), opts.ResultTTL.Milliseconds(), boolArg(opts.Dedupe), len(todo)}
 	for _, i := range todo {
 		r := reqs[i]
@@ -142,11 +140,16 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 		return nil, err
 	}
 	replies, ok := v.([]any)
-	if !ok || len(replies) != len(todo) {
+	if !ok || len(replies) != len(todo)+1 {
 		return nil, fmt.Errorf("streams: admit: bad reply %T (%d entries sent)", v, len(todo))
 	}
+	redisNow, err := msReply(replies[0])
+	if err != nil {
+		return nil, fmt.Errorf("streams: admit: bad time in reply: %w", err)
+	}
 	for n, i := range todo {
-		r, err := replyStrings("admit", replies[n])
+		results[i].RedisNow = redisNow
+		r, err := replyStrings("admit", replies[n+1])
 		if err != nil || len(r) == 0 {
 			return nil, fmt.Errorf("streams: admit entry %s: bad reply: %v", reqs[i].Entry.ID, err)
 		}
@@ -157,23 +160,27 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 			if err != nil {
 				// Only this entry: failing the batch would leave its
 				// batch-mates admitted (epoch bumped) but never run.
-				results[i] = AdmitResult{Status: Unreadable, Err: err}
+				results[i] = AdmitResult{Status: Unreadable, Err: err, RedisNow: redisNow}
 				continue
 			}
 			if rec.Input == nil {
 				rec.Input = reqs[i].Sub.Input
 			}
-			results[i] = AdmitResult{Status: Admitted, Record: rec}
+			results[i].Status, results[i].Record = Admitted, rec
 		case "duplicate":
-			results[i] = AdmitResult{Status: Duplicate}
+			results[i].Status = Duplicate
 		case "finished":
-			results[i] = AdmitResult{Status: Finished}
+			results[i].Status = Finished
 		case "poisoned":
-			results[i] = AdmitResult{Status: Poisoned}
+			results[i].Status = Poisoned
 		case "deduplicated":
-			results[i] = AdmitResult{Status: Deduplicated}
+			results[i].Status = Deduplicated
 		case "lost":
-			results[i] = AdmitResult{Status: Lost}
+			results[i].Status = Lost
+		case "canceled":
+			results[i].Status = Canceled
+		case "error":
+			results[i].Status, results[i].Err = Errored, fmt.Errorf("streams: admit entry %s: %s", reqs[i].Entry.ID, strings.Join(r[1:], " "))
 		case "retry":
 			retry = append(retry, i)
 		case "retry_alias":
@@ -187,6 +194,33 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 		}
 	}
 	return retry, nil
+}
+
+// msArg is a script's time override: "" lets the script read Redis's
+// clock (TIME), a non-zero t fixes the time (tests).
+func msArg(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(t.UnixMilli(), 10)
+}
+
+// msReply parses a unix-ms time a script returned.
+func msReply(v any) (time.Time, error) {
+	var ms int64
+	switch t := v.(type) {
+	case string:
+		n, err := strconv.ParseInt(t, 10, 64)
+		if err != nil {
+			return time.Time{}, err
+		}
+		ms = n
+	case int64:
+		ms = t
+	default:
+		return time.Time{}, fmt.Errorf("unexpected %T", v)
+	}
+	return time.UnixMilli(ms), nil
 }
 
 func boolArg(b bool) string {

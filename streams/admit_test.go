@@ -238,7 +238,7 @@ func TestAdmitRawDedupe(t *testing.T) {
 		require.True(t, r.Deduped)
 		require.Equal(t, "SUBMITTED", r.State)
 
-		st, err := b.st.Cancel(b.ctx, "alias", b.now)
+		st, err := b.st.Cancel(b.ctx, "alias", CancelOpts{Now: b.now})
 		require.NoError(t, err)
 		require.Equal(t, "", st, "alias records are left alone")
 		require.Len(t, b.pel(t), 1)

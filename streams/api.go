@@ -26,6 +26,16 @@ var (
 	// SUBMITTING) was refused because the job's cancel flag is set; nothing
 	// was written. The job must end CANCELED without being sent.
 	ErrCancelRequested = errors.New("streams: cancel requested before submission")
+	// ErrDedupeContention: Submit or Admit gave up because the dedupe key
+	// of the input hash changed between reading it and the script, on every
+	// one of a few attempts (other submissions of the same input kept
+	// winning the race). Nothing was written for the refused submission or
+	// entry; retrying later is safe.
+	ErrDedupeContention = errors.New("streams: dedupe key changed on every attempt")
+	// ErrCancelPending: Cancel found no job with the id and recorded a
+	// cancel stub instead: a submission with that id arriving before the
+	// stub expires (CancelOpts.StubTTL) ends CANCELED without being sent.
+	ErrCancelPending = errors.New("streams: no such job yet; the cancel waits for it")
 	// ErrUnknownVersion: an envelope or submission names a version this code
 	// does not know.
 	ErrUnknownVersion = errors.New("streams: unknown wire format version")
@@ -174,7 +184,9 @@ type AdmitOpts struct {
 	PersistInput   bool
 	DefaultTimeout time.Duration // deadline for jobs whose submission names none; 0 = none
 	ResultTTL      time.Duration
-	Now            time.Time
+	// Now, when non-zero, fixes the script's clock (tests); zero uses
+	// Redis's clock (TIME), which production always does.
+	Now time.Time
 }
 
 // AdmitStatus says what Admit did with one entry.
@@ -205,6 +217,14 @@ const (
 	// perhaps by a worker that can read it. The other entries of the batch
 	// are unaffected.
 	Unreadable
+	// Canceled: the job's id was cancelled before any worker admitted its
+	// entry (a cancel stub); the job ended CANCELED without being sent and
+	// the entry was acknowledged.
+	Canceled
+	// Errored: a Redis command failed while handling this entry alone (Err
+	// says which); its batch-mates are unaffected. Nothing is promised about
+	// the entry: it stays pending and is reclaimed after MinIdle.
+	Errored
 )
 
 // String returns the status name, for logs and metrics.
@@ -224,6 +244,10 @@ func (s AdmitStatus) String() string {
 		return "lost"
 	case Unreadable:
 		return "unreadable"
+	case Canceled:
+		return "canceled"
+	case Errored:
+		return "errored"
 	}
 	return "unknown"
 }
@@ -232,7 +256,12 @@ func (s AdmitStatus) String() string {
 type AdmitResult struct {
 	Status AdmitStatus
 	Record Record // for Admitted: the record after the epoch bump
-	Err    error  // for Unreadable: why the record could not be decoded
+	Err    error  // for Unreadable and Errored: what went wrong
+	// RedisNow is Redis's clock when the script ran (or AdmitOpts.Now when
+	// set). Record times (CreatedMs, DeadlineMs) are on that clock, so a
+	// caller compares them with its own clock through the offset between
+	// RedisNow and its own time at the reply.
+	RedisNow time.Time
 }
 
 // Lease identifies an owned job: its entry and the epoch held.

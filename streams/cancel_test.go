@@ -33,7 +33,7 @@ func TestCancel(t *testing.T) {
 
 		_, err = b.st.Submit(b.ctx, sub("c"), SubmitOpts{Now: b.now})
 		require.NoError(t, err)
-		st, err := b.st.Cancel(b.ctx, "c", b.now.Add(time.Second))
+		st, err := b.st.Cancel(b.ctx, "c", CancelOpts{Now: b.now.Add(time.Second)})
 		require.NoError(t, err)
 		require.Equal(t, "SUBMITTED", st)
 		require.Equal(t, ControlMessage{Kind: ControlCancel, JobID: "c"}, recvControl(t, ctl))
@@ -42,12 +42,12 @@ func TestCancel(t *testing.T) {
 		require.Equal(t, b.now.Add(time.Second).UnixMilli(), rec.UpdatedMs)
 
 		// Again: no second event, but another nudge.
-		_, err = b.st.Cancel(b.ctx, "c", b.now)
+		_, err = b.st.Cancel(b.ctx, "c", CancelOpts{Now: b.now})
 		require.NoError(t, err)
 		require.Equal(t, ControlMessage{Kind: ControlCancel, JobID: "c"}, recvControl(t, ctl))
 		require.Equal(t, []string{EventSubmitted, EventCancelRequested}, b.eventTypes(t, "c"))
 
-		_, err = b.st.Cancel(b.ctx, "nope", b.now)
+		_, err = b.st.Cancel(b.ctx, "nope", CancelOpts{Now: b.now})
 		require.ErrorIs(t, err, ErrNotFound)
 
 		// Terminal: state returned, nothing changed.
@@ -55,7 +55,7 @@ func TestCancel(t *testing.T) {
 		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "c", Epoch: res[0].Record.Epoch, State: "CANCELED"}}, FinalizeOpts{Now: b.now})
 		require.NoError(t, err)
 		require.NoError(t, errs[0])
-		st, err = b.st.Cancel(b.ctx, "c", b.now)
+		st, err = b.st.Cancel(b.ctx, "c", CancelOpts{Now: b.now})
 		require.NoError(t, err)
 		require.Equal(t, "CANCELED", st)
 		require.Equal(t, []string{EventSubmitted, EventCancelRequested, EventCanceled}, b.eventTypes(t, "c"))

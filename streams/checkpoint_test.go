@@ -86,7 +86,7 @@ func TestCheckpointSubmittingRefusedAfterCancel(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, b *testBundle) {
 		rec := b.admitted(t, "c")
-		st, err := b.st.Cancel(b.ctx, "c", b.now)
+		st, err := b.st.Cancel(b.ctx, "c", CancelOpts{Now: b.now})
 		require.NoError(t, err)
 		require.Equal(t, "SUBMITTED", st)
 		before := b.get(t, "c")

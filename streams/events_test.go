@@ -32,7 +32,7 @@ func TestEventsEveryType(t *testing.T) {
 			Event: &EventInput{Type: EventQueued}}, b.now))
 		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "ok", Epoch: epochs["ok"], State: "IN_PROGRESS",
 			Event: &EventInput{Type: EventProgress, Payload: EventPayload{ExecMs: 5}}}, b.now))
-		_, err := b.st.Cancel(b.ctx, "stop", b.now)
+		_, err := b.st.Cancel(b.ctx, "stop", CancelOpts{Now: b.now})
 		require.NoError(t, err)
 		var outs []Outcome
 		for id, st := range map[string]string{"ok": "COMPLETED", "fail": "FAILED", "late": "TIMED_OUT", "stop": "CANCELED"} {

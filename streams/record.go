@@ -26,15 +26,17 @@ const (
 	recUpdatedMs    = "updated_ms"
 	recFinishedMs   = "finished_ms"
 	recResult       = "result"
+	recStub         = "stub"
 )
 
-// Get loads a job record. ErrNotFound if absent.
+// Get loads a job record. ErrNotFound if absent, or if the key holds only a
+// cancel stub (cancel.lua: an id cancelled before it arrived).
 func (s *Store) Get(ctx context.Context, jobID string) (Record, error) {
 	m, err := s.rdb.HGetAll(ctx, s.keys.Job(jobID)).Result()
 	if err != nil {
 		return Record{}, fmt.Errorf("streams: get job %q: %w", jobID, err)
 	}
-	if len(m) == 0 {
+	if len(m) == 0 || m[recStub] == "1" {
 		return Record{}, fmt.Errorf("streams: get job %q: %w", jobID, ErrNotFound)
 	}
 	return parseRecord(jobID, m)

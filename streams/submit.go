@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -16,9 +15,6 @@ import (
 // changed meanwhile. Each retry means another submit won a race, so a few
 // are plenty.
 const dedupeRetries = 5
-
-// errDedupeContention: the dedupe key kept changing under us.
-var errDedupeContention = errors.New("streams: dedupe key changed on every attempt")
 
 // Submit creates a job atomically (record, submission entry, submitted
 // event), or returns the existing job for a known id, or (Dedupe) the live or
@@ -31,10 +27,6 @@ var errDedupeContention = errors.New("streams: dedupe key changed on every attem
 func (s *Store) Submit(ctx context.Context, sub Submission, opts SubmitOpts) (SubmitResult, error) {
 	if err := ValidateSubmission(sub, opts.MaxInput); err != nil {
 		return SubmitResult{}, fmt.Errorf("streams: submit: %w", err)
-	}
-	now := opts.Now
-	if now.IsZero() {
-		now = time.Now()
 	}
 	payload, err := EncodePayload(EventPayload{})
 	if err != nil {
@@ -70,7 +62,7 @@ func (s *Store) Submit(ctx context.Context, sub Submission, opts SubmitOpts) (Su
 			}
 		}
 		v, err := s.runScript(ctx, "submit "+sub.JobID, scriptSubmit, keys,
-			sub.JobID, string(sub.Input), sub.InputHash, timeout, now.UnixMilli(), persist, seen, payload, aliasSeen)
+			sub.JobID, string(sub.Input), sub.InputHash, timeout, msArg(opts.Now), persist, seen, payload, aliasSeen)
 		if err != nil {
 			return SubmitResult{}, err
 		}
@@ -107,5 +99,5 @@ func (s *Store) Submit(ctx context.Context, sub Submission, opts SubmitOpts) (Su
 			return SubmitResult{}, fmt.Errorf("streams: submit %q: unexpected reply %q", sub.JobID, r[0])
 		}
 	}
-	return SubmitResult{}, fmt.Errorf("streams: submit %q: %w", sub.JobID, errDedupeContention)
+	return SubmitResult{}, fmt.Errorf("streams: submit %q: %w", sub.JobID, ErrDedupeContention)
 }

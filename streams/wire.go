@@ -31,6 +31,11 @@ const (
 	MaxJobIDLen = 256
 	// MaxInputHashLen is the longest input hash accepted, in bytes.
 	MaxInputHashLen = 256
+	// MaxSubmissionFields is the most fields (names) a submission entry may
+	// have. The wire format defines five; the rest is room for forward
+	// compatibility. A larger entry is poison, and its dead-letter copy is
+	// cut to this many fields (prelude.lua DEAD_MAX_FIELDS).
+	MaxSubmissionFields = 64
 	// MaxTimeoutMs is the largest timeout_ms accepted: 10 years (365-day
 	// years) in milliseconds. The scripts add it to a unix-ms creation time
 	// in Lua numbers (doubles); the cap keeps the deadline an exact integer
@@ -83,6 +88,11 @@ func DecodeSubmission(msg redis.XMessage, maxInput int) (Submission, error) {
 		return Submission{}, poison("", "%s %s", FieldJobID, reason)
 	}
 	sub := Submission{JobID: id}
+
+	if len(msg.Values) > MaxSubmissionFields {
+		return Submission{}, poison(id, "entry has %d fields, over the limit of %d (MaxSubmissionFields)",
+			len(msg.Values), MaxSubmissionFields)
+	}
 
 	if v, present := msg.Values[FieldVersion]; present {
 		if s, _ := v.(string); s != WireVersion {

@@ -53,20 +53,37 @@ func (w *Worker) admit(ctx context.Context, msgs []redis.XMessage) (int, error) 
 	if jobTimeout < 0 {
 		jobTimeout = 0
 	}
+	// No Now: the script stamps records with Redis's clock, and the reply
+	// tells how far that clock is from ours (learnClock).
+	sent := w.now()
 	res, err := w.store.Admit(ctx, reqs, streams.AdmitOpts{
 		Consumer: w.cfg.InstanceID, MaxDeliveries: w.cfg.MaxDeliveries, Dedupe: w.cfg.Dedupe,
 		PersistInput: w.cfg.PersistInput, DefaultTimeout: jobTimeout, ResultTTL: w.cfg.ResultTTL,
-		Now: w.now(),
 	})
 	if err != nil {
 		return 0, err
+	}
+	if len(res) > 0 {
+		w.learnClock(sent, w.now(), res[0].RedisNow)
 	}
 	n := 0
 	for i, r := range res {
 		switch r.Status {
 		case streams.Admitted:
+			if reqs[i].Poison != "" {
+				// The job is on Runpod: it is resumed (polled), never judged
+				// again on an entry that today's limits would refuse.
+				w.log.Warn("resuming a job already on runpod although its entry would be refused today",
+					"job_id", r.Record.JobID, "entry", reqs[i].Entry.ID, "runpod_id", r.Record.RunpodID, "reason", reqs[i].Poison)
+			}
 			w.adopt(reqs[i], r.Record)
 			n++
+		case streams.Canceled:
+			w.log.Debug("job cancelled before it was admitted; ended CANCELED unsent",
+				"job_id", reqs[i].Sub.JobID, "entry", reqs[i].Entry.ID)
+		case streams.Errored:
+			w.log.Error("cannot admit one entry; it stays pending and will be retried after MinIdle",
+				"job_id", reqs[i].Sub.JobID, "entry", reqs[i].Entry.ID, "error", r.Err)
 		case streams.Poisoned:
 			w.stats.poisoned.Add(1)
 			w.log.Warn("poison submission dead-lettered", "job_id", reqs[i].Sub.JobID, "entry", reqs[i].Entry.ID, "reason", reqs[i].Poison)
@@ -95,13 +112,31 @@ func (w *Worker) jobFromRecord(rec streams.Record) workflow.Job {
 	if wf.State == "" {
 		wf.State = workflow.StateSubmitted
 	}
+	// Record times are on Redis's clock; the workflow compares deadlines
+	// with ours, so they are shifted by the offset between the two.
 	switch {
 	case rec.DeadlineMs > 0:
-		wf.Deadline = time.UnixMilli(rec.DeadlineMs)
+		wf.Deadline = w.localTime(rec.DeadlineMs)
 	case w.cfg.JobTimeout > 0 && rec.CreatedMs > 0:
-		wf.Deadline = time.UnixMilli(rec.CreatedMs).Add(w.cfg.JobTimeout)
+		wf.Deadline = w.localTime(rec.CreatedMs).Add(w.cfg.JobTimeout)
 	}
 	return wf
+}
+
+// learnClock records how far Redis's clock (redisNow, read by a script
+// between sent and got on our clock) is ahead of ours. The midpoint bounds
+// the error by half the round trip.
+func (w *Worker) learnClock(sent, got, redisNow time.Time) {
+	if redisNow.IsZero() {
+		return
+	}
+	local := sent.Add(got.Sub(sent) / 2)
+	w.clockOffset.Store(int64(redisNow.Sub(local)))
+}
+
+// localTime converts a unix-ms time on Redis's clock to our clock.
+func (w *Worker) localTime(ms int64) time.Time {
+	return time.UnixMilli(ms).Add(-time.Duration(w.clockOffset.Load()))
 }
 
 // adopt starts running an admitted job (or, for a job this worker already

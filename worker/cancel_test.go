@@ -29,7 +29,7 @@ func (s *cancelAfterAdmit) Admit(ctx context.Context, reqs []streams.AdmitReques
 	}
 	for i, r := range res {
 		if r.Status == streams.Admitted && s.done.CompareAndSwap(false, true) {
-			_, cerr := s.Store.Cancel(ctx, reqs[i].Sub.JobID, time.Now())
+			_, cerr := s.Store.Cancel(ctx, reqs[i].Sub.JobID, streams.CancelOpts{})
 			s.err <- cerr
 		}
 	}

@@ -50,7 +50,7 @@ func TestWithSimulator(t *testing.T) {
 	require.Contains(t, rec.Error, "handler exploded")
 
 	rec = b.waitRecord(t, "sim-cancel", 10*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
-	_, err = b.store.Cancel(t.Context(), "sim-cancel", time.Now())
+	_, err = b.store.Cancel(t.Context(), "sim-cancel", streams.CancelOpts{})
 	require.NoError(t, err)
 	b.waitState(t, "sim-cancel", workflow.StateCanceled, 5*time.Second)
 	info, ok := srv.Sim.Job(rec.RunpodID)

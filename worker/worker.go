@@ -81,6 +81,11 @@ type Worker struct {
 
 	started atomic.Bool
 
+	// clockOffset is Redis's clock minus ours, in ns, learned from each
+	// admit's reply: record times are on Redis's clock, deadlines are
+	// compared on ours.
+	clockOffset atomic.Int64
+
 	// mu guards jobs, heap, reserved and every field of every job.
 	mu       sync.Mutex
 	jobs     map[string]*job

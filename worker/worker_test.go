@@ -76,7 +76,7 @@ func TestCancelBeforeRun(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.submit(t, "c1", `{"mock_delay":10}`, 0)
-	st, err := b.store.Cancel(context.Background(), "c1", time.Now())
+	st, err := b.store.Cancel(context.Background(), "c1", streams.CancelOpts{})
 	require.NoError(t, err)
 	require.Equal(t, string(workflow.StateSubmitted), st)
 	b.start(t, b.config("w"))
@@ -99,7 +99,7 @@ func TestCancelAfterRun(t *testing.T) {
 	require.Equal(t, string(workflow.StateQueued), rec.State)
 
 	start := time.Now()
-	_, err := b.store.Cancel(context.Background(), "c2", time.Now())
+	_, err := b.store.Cancel(context.Background(), "c2", streams.CancelOpts{})
 	require.NoError(t, err)
 	rec = b.waitState(t, "c2", workflow.StateCanceled, 3*time.Second)
 	require.Less(t, time.Since(start), 2*time.Second, "cancel acted on promptly")

@@ -55,13 +55,16 @@ func (c *cli) cancel(ctx context.Context, g *globals, args []string) error {
 	}
 	defer closeFn()
 	st, err := cl.Cancel(ctx, id)
-	if err != nil {
+	pending := errors.Is(err, client.ErrCancelPending)
+	if err != nil && !pending {
 		return fmt.Errorf("cancel: %w", err)
 	}
+	// pending: no job with this id yet; the cancel waits for it.
 	return writeJSON(c, struct {
 		ClientJobID string `json:"clientJobId"`
 		State       string `json:"state"`
-	}{id, string(st)})
+		Pending     bool   `json:"pending,omitempty"`
+	}{id, string(st), pending})
 }
 
 // parseFrom maps the --from flag to a client position.

@@ -3,23 +3,38 @@
 -- on the control channel (every time: a nudge is only a hint). A terminal job
 -- or an alias record is left unchanged.
 --
+-- An unknown id may be a raw submission still waiting in the stream (no
+-- record until a worker admits it). With ARGV[6] > 0 the cancel is kept as
+-- a stub record (`stub` = "1", `cancel` = "1", expiring after ARGV[6] ms):
+-- admit.lua ends an entry with that id CANCELED without sending it, and
+-- submit.lua submits the id with its cancel flag set. A stub is not a job:
+-- Get reports it as not found. Cancelling a stub again refreshes its expiry.
+--
 -- KEYS[1] job record (HASH)
 -- KEYS[2] events stream
 --
 -- ARGV[1] job id
--- ARGV[2] now, unix ms
+-- ARGV[2] now, unix ms: "" = Redis TIME; a value is a test override
 -- ARGV[3] event payload envelope (msgpack)
 -- ARGV[4] control channel
 -- ARGV[5] control message ("cancel <job id>")
+-- ARGV[6] stub TTL in ms; 0 = no stub (an unknown id answers not_found)
 --
--- Returns {"not_found"}, {"terminal", state}, {"alias", alias_of} or
--- {"requested", state}.
+-- Returns {"not_found"}, {"pending"} (a stub was written or refreshed),
+-- {"terminal", state}, {"alias", alias_of} or {"requested", state}.
 
 local job, events = KEYS[1], KEYS[2]
-if redis.call('EXISTS', job) == 0 then
-  return { 'not_found' }
+local now = clock_ms(ARGV[2])
+local stub_ttl = tonumber(ARGV[6]) or 0
+local rec = redis.call('HMGET', job, 'state', 'epoch', 'cancel', 'alias_of', 'stub')
+if redis.call('EXISTS', job) == 0 or nz(rec[5]) == '1' then
+  if stub_ttl <= 0 then
+    return { 'not_found' }
+  end
+  redis.call('HSET', job, 'stub', '1', 'cancel', '1', 'created_ms', now, 'updated_ms', now)
+  redis.call('PEXPIRE', job, stub_ttl)
+  return { 'pending' }
 end
-local rec = redis.call('HMGET', job, 'state', 'epoch', 'cancel', 'alias_of')
 local state, epoch = nz(rec[1]) or '', nz(rec[2]) or '0'
 if nz(rec[4]) then
   return { 'alias', rec[4] }
@@ -28,8 +43,8 @@ if is_terminal(state) then
   return { 'terminal', state }
 end
 if nz(rec[3]) ~= '1' then
-  redis.call('HSET', job, 'cancel', '1', 'updated_ms', ARGV[2])
-  emit(events, 'cancel_requested', ARGV[1], state, epoch, ARGV[2], ARGV[3])
+  redis.call('HSET', job, 'cancel', '1', 'updated_ms', now)
+  emit(events, 'cancel_requested', ARGV[1], state, epoch, now, ARGV[3])
 end
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return { 'requested', state }

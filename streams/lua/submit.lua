@@ -9,6 +9,13 @@
 -- (KEYS[4]) and the holder is gone or ended other than COMPLETED: then the
 -- alias is stale, it is deleted and the id is submitted as a new job.
 --
+-- A known id that is a cancel stub (cancel.lua: cancelled before it was
+-- submitted) is submitted as a new job that keeps the cancel flag, so the
+-- worker that admits it ends it CANCELED without sending it.
+--
+-- created_ms, deadline_ms and the event ts come from Redis's clock (TIME),
+-- never the producer's, unless ARGV[5] overrides it (tests).
+--
 -- KEYS[1] submissions stream
 -- KEYS[2] events stream
 -- KEYS[3] job record (HASH) of ARGV[1]
@@ -21,7 +28,7 @@
 -- ARGV[2] input (JSON text)
 -- ARGV[3] input hash, or ""
 -- ARGV[4] timeout in ms (decimal), "" or "0" = none
--- ARGV[5] now, unix ms
+-- ARGV[5] now, unix ms: "" = Redis TIME; a value is a test override
 -- ARGV[6] "1" to persist the input in the record
 -- ARGV[7] job id the caller saw in the dedupe key, "" if it saw none
 -- ARGV[8] msgpack payload envelope of the submitted event
@@ -34,12 +41,17 @@
 --   {"retry"}   the dedupe key no longer holds ARGV[7]: read it again and retry
 
 local subs, events, job = KEYS[1], KEYS[2], KEYS[3]
-local job_id, input, hash, timeout, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local job_id, input, hash, timeout = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = clock_ms(ARGV[5])
 
-local rec = redis.call('HMGET', job, 'state', 'entry', 'alias_of')
+local rec = redis.call('HMGET', job, 'state', 'entry', 'alias_of', 'stub')
+local stub = false
 if redis.call('EXISTS', job) == 1 then
   local alias = nz(rec[3])
-  if alias and alias == ARGV[9] and alias_stale(KEYS[4]) then
+  if nz(rec[4]) == '1' then
+    stub = true
+    redis.call('DEL', job)
+  elseif alias and alias == ARGV[9] and alias_stale(KEYS[4]) then
     redis.call('DEL', job)
   else
     return { 'exists', job_id, nz(rec[1]) or '', nz(rec[2]) or '', alias or '' }
@@ -47,7 +59,7 @@ if redis.call('EXISTS', job) == 1 then
 end
 
 local dedupe = KEYS[5]
-if dedupe then
+if dedupe and not stub then
   local cur = nz(redis.call('GET', dedupe))
   if (cur or '') ~= ARGV[7] then
     return { 'retry' }
@@ -79,8 +91,12 @@ local persisted = nil
 if ARGV[6] == '1' then persisted = input end
 create_record(job, entry, now, t, hash, persisted)
 
-if dedupe then
+if dedupe and not stub then
   redis.call('SET', dedupe, job_id)
 end
 emit(events, 'submitted', job_id, 'SUBMITTED', 0, now, ARGV[8])
+if stub then
+  redis.call('HSET', job, 'cancel', '1')
+  emit(events, 'cancel_requested', job_id, 'SUBMITTED', 0, now, ARGV[8])
+end
 return { 'created', job_id, 'SUBMITTED', entry }

@@ -59,14 +59,40 @@ local function emit(events, etype, job_id, state, epoch, ts, payload)
     'epoch', tostring(epoch or 0), 'ts', ts, 'payload', payload)
 end
 
+-- Bounds of a dead-letter copy (docs/wire-format.md): a raw entry may hold
+-- any number of fields of any size, and one redis.call can take only about
+-- 8,000 arguments, so the copy is cut rather than allowed to fail the script
+-- (and with it every other entry of the batch).
+local DEAD_MAX_FIELDS = 64        -- field/value pairs copied, = streams.MaxSubmissionFields
+local DEAD_MAX_BYTES = 1048576    -- bytes of names and values copied, 1 MiB
+
 -- dead_letter copies submission entry_id (read from subs) to the dead
--- stream with dead_reason, dead_entry and dead_ms appended. A vanished entry
--- is recorded with its job id only.
+-- stream with dead_reason, dead_entry and dead_ms appended; a copy cut to
+-- the bounds above also gets dead_truncated = "1" and dead_fields (the
+-- entry's field count). A vanished entry is recorded with its job id only.
 local function dead_letter(subs, dead, entry_id, job_id, reason, ts)
   local args = { 'XADD', dead, '*' }
   local rows = redis.call('XRANGE', subs, entry_id, entry_id)
+  local truncated, nfields = false, 0
   if rows[1] then
-    for _, v in ipairs(rows[1][2]) do args[#args + 1] = v end
+    local vals = rows[1][2]
+    nfields = math.floor(#vals / 2)
+    local budget = DEAD_MAX_BYTES
+    for i = 1, #vals - 1, 2 do
+      local f, v = vals[i], vals[i + 1]
+      if (i + 1) / 2 > DEAD_MAX_FIELDS or #f > budget then
+        truncated = true
+        break
+      end
+      if #f + #v > budget then
+        v = string.sub(v, 1, budget - #f)
+        truncated = true
+      end
+      args[#args + 1] = f
+      args[#args + 1] = v
+      budget = budget - #f - #v
+      if truncated then break end
+    end
   elseif job_id ~= '' then
     args[#args + 1] = 'job_id'
     args[#args + 1] = job_id
@@ -77,6 +103,12 @@ local function dead_letter(subs, dead, entry_id, job_id, reason, ts)
   args[#args + 1] = entry_id
   args[#args + 1] = 'dead_ms'
   args[#args + 1] = ts
+  if truncated then
+    args[#args + 1] = 'dead_truncated'
+    args[#args + 1] = '1'
+    args[#args + 1] = 'dead_fields'
+    args[#args + 1] = tostring(nfields)
+  end
   return redis.call(unpack(args))
 end
 
@@ -105,6 +137,23 @@ end
 -- itoa formats an integral number without exponent notation.
 local function itoa(n)
   return string.format('%d', n)
+end
+
+-- clock_ms returns override when it is non-empty (tests fix time that way),
+-- else Redis's own clock (TIME) in unix ms: timestamps that other processes
+-- compare (created_ms, deadline_ms) must not come from a producer's or a
+-- worker's clock, which may be hours off.
+local function clock_ms(override)
+  if override ~= nil and override ~= '' and override ~= '0' then return override end
+  local t = redis.call('TIME')
+  return itoa(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+
+-- err_text turns an error caught by pcall (a Redis error table or a Lua
+-- string) into text.
+local function err_text(e)
+  if type(e) == 'table' then return tostring(e.err or e[1] or 'error') end
+  return tostring(e)
 end
 
 -- create_record writes a new job record as SUBMITTED: the one layout shared
