@@ -132,7 +132,7 @@ func TestFinishedJustBeforeCancelKeepsItsOutput(t *testing.T) {
 				wclock.add(2 * time.Hour)
 				r.w.wakeDispatch <- struct{}{} // re-read the heap with the new time
 			} else {
-				_, err := b.store.Cancel(t.Context(), "fin", time.Now())
+				_, err := b.store.Cancel(t.Context(), "fin", streams.CancelOpts{})
 				require.NoError(t, err)
 			}
 			rec = b.waitRecord(t, "fin", 10*time.Second, func(r streams.Record) bool { return workflow.State(r.State).Terminal() })
