@@ -155,7 +155,7 @@ func TestCancelHintSurvivesAFailedReRead(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond)
 
 	st.armed.Store(true)
-	_, err = b.store.Cancel(ctx, "hint", time.Now())
+	_, err = b.store.Cancel(ctx, "hint", streams.CancelOpts{})
 	require.NoError(t, err)
 	<-st.failed
 	rec = b.waitRecord(t, "hint", 20*time.Second, func(r streams.Record) bool { return workflow.State(r.State).Terminal() })
