@@ -152,17 +152,25 @@ func (c *Client) retryLoop(ctx context.Context, r *request) (*workflow.ActivityE
 			}
 			wait = max(wait, ra)
 		}
-		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+		if deadline, ok := ctx.Deadline(); ok && deadline.Sub(c.now()) < wait {
 			return ae.err, OutcomeTransient
 		}
 		c.log.Debug("retrying", "op", r.op, "attempt", attempt, "wait", wait, "error", ae.err.Error())
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !c.sleep(ctx, wait) {
 			return c.canceled(ctx, r, last, attempt), OutcomeCanceled
-		case <-t.C:
 		}
+	}
+}
+
+// sleepCtx waits d or until ctx ends; false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

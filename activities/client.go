@@ -68,6 +68,10 @@ type Client struct {
 	traceTrusted bool
 	// jitter returns a wait in [0, ceiling]; tests replace it.
 	jitter func(ceiling time.Duration) time.Duration
+	// now and sleep are the retry loop's clock (the deadline check and the
+	// backoff wait); tests replace both with a fake clock.
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) bool
 }
 
 var _ workflow.Runpod = (*Client)(nil)
@@ -88,6 +92,8 @@ func New(cfg Config) (*Client, error) {
 		limiter: cfg.Limiter,
 		log:     cfg.Logger.Named("runpod").With("endpoint_id", cfg.EndpointID),
 		redact:  newRedactor(append([]string{cfg.APIKey}, cfg.Secrets...)...),
+		now:     time.Now,
+		sleep:   sleepCtx,
 		jitter: func(ceiling time.Duration) time.Duration {
 			if ceiling <= 0 {
 				return 0

@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/yourscope/runpod-orchestrator/activities/runpodsim"
+	"github.com/yourscope/runpod-orchestrator/internal/cmdutil"
 )
 
 // addrDefault is the listen address when --addr is not given.
@@ -36,8 +37,22 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "runpod-sim:", err)
+		var ue *usageError
+		if errors.As(err, &ue) {
+			os.Exit(cmdutil.ExitUsage)
+		}
 		os.Exit(1)
 	}
+}
+
+// usageError is a command-line mistake: exit status 2, as in every command.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{err: fmt.Errorf(format, args...)}
 }
 
 // multiFlag collects a repeatable string flag.
@@ -49,6 +64,10 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 // run parses args, serves the simulator and returns when ctx is done. A
 // request for help (-h) returns nil.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if cmdutil.WantsVersion(args) {
+		fmt.Fprintln(stdout, cmdutil.Line("runpod-sim"))
+		return nil
+	}
 	fs := flag.NewFlagSet("runpod-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -84,28 +103,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: runpod-sim [flags]\n\nServes a simulated Runpod Serverless endpoint. Operations: %s.\nIntrospection: GET /_sim/stats, GET /_sim/jobs, GET /_sim/webhooks, GET|POST|DELETE /_sim/faults.\n\nFlags:\n",
 			strings.Join(runpodsim.Ops, ", "))
-		fs.PrintDefaults()
+		cmdutil.PrintDefaults(stderr, fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return fmt.Errorf("parse flags: %w", err)
+		return &usageError{err: fmt.Errorf("parse flags: %w", err)}
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+		return usagef("unexpected arguments: %q", fs.Args())
 	}
 	if cfg.APIKey == "" {
 		cfg.APIKey = os.Getenv("RUNPOD_API_KEY")
 	}
 	if cfg.EndpointID == "" || cfg.APIKey == "" {
-		return errors.New("--endpoint-id and --api-key (or RUNPOD_API_KEY) are required")
+		return usagef("--endpoint-id and --api-key (or RUNPOD_API_KEY) are required")
 	}
 	for _, rl := range rateLimits {
 		op, n, ok := strings.Cut(rl, "=")
 		limit, err := strconv.Atoi(n)
 		if !ok || err != nil {
-			return fmt.Errorf("--rate-limit %q: want OP=N", rl)
+			return usagef("--rate-limit %q: want OP=N", rl)
 		}
 		if cfg.RateLimits == nil {
 			cfg.RateLimits = map[string]int{}
@@ -120,12 +139,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, spec := range faults {
 		op, f, err := runpodsim.ParseFaultSpec(spec)
 		if err != nil {
-			return fmt.Errorf("--fault: %w", err)
+			return &usageError{err: fmt.Errorf("--fault: %w", err)}
 		}
 		parsed = append(parsed, opFaults{op, f})
 	}
 	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "runpod-sim", Output: stderr, Level: hclog.LevelFromString(*logLevel)})
 
+	// A bad value (say --gpu-workers -1) is a usage error, told apart from a
+	// listen failure by validating the configuration on its own first.
+	check, err := runpodsim.New(cfg)
+	if err != nil {
+		return &usageError{err: err}
+	}
+	check.Close()
 	srv, err := runpodsim.Serve(*addr, cfg)
 	if err != nil {
 		return err

@@ -110,3 +110,28 @@ func TestRunServes(t *testing.T) {
 		t.Fatal("run did not return after cancel")
 	}
 }
+
+// TestVersionAndFlagStyle: --version works, the help spells flags --name
+// like the other commands, and usage mistakes are *usageError (exit 2).
+func TestVersionAndFlagStyle(t *testing.T) {
+	t.Parallel()
+	var out syncbuf.Buffer
+	require.NoError(t, run(context.Background(), []string{"--version"}, &out, io.Discard))
+	require.Regexp(t, `^runpod-sim \S+ \(go`, out.String())
+
+	var help syncbuf.Buffer
+	require.NoError(t, run(context.Background(), []string{"--help"}, io.Discard, &help))
+	require.Contains(t, help.String(), "\n  --addr string\n")
+	require.NotRegexp(t, `(?m)^  -[a-z]`, help.String(), "a single-dash flag in the help")
+
+	for _, args := range [][]string{
+		{"--no-such-flag"},
+		{"--endpoint-id", "e", "--api-key", "k", "extra"},
+		{"--endpoint-id", "e", "--api-key", "k", "--gpu-workers", "-1", "--addr", "127.0.0.1:0"},
+		{"--endpoint-id", "e", "--api-key", "k", "--rate-limit", "run"},
+	} {
+		err := run(context.Background(), args, io.Discard, io.Discard)
+		var ue *usageError
+		require.ErrorAs(t, err, &ue, "args %q", args)
+	}
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/yourscope/runpod-orchestrator/client"
 	"github.com/yourscope/runpod-orchestrator/internal/redisconn"
+	"github.com/yourscope/runpod-orchestrator/internal/cmdutil"
 )
 
 func main() {
@@ -77,7 +78,7 @@ func code(w io.Writer, err error) int {
 		if !ue.reported {
 			fmt.Fprintf(w, "submitter: %v\nRun 'submitter help' for usage.\n", err)
 		}
-		return 2
+		return cmdutil.ExitUsage
 	}
 	fmt.Fprintf(w, "submitter: %v\n", err)
 	return 1
@@ -160,6 +161,10 @@ environment:
 `
 
 func (c *cli) run(ctx context.Context, args []string) error {
+	if cmdutil.WantsVersion(args) {
+		fmt.Fprintln(c.stdout, cmdutil.Line("submitter"))
+		return nil
+	}
 	g := &globals{
 		redisURL:  cmpOr(c.getenv(envRedisURL), redisURLDefault),
 		namespace: cmpOr(c.getenv(envNamespace), "runpod"),
@@ -215,7 +220,7 @@ func (c *cli) mainUsage(top *flag.FlagSet) {
 		fmt.Fprintf(w, "  %-8s %s\n", cmd.name, cmd.summary)
 	}
 	fmt.Fprintf(w, "  %-8s %s\n\nconnection flags (also accepted after the command):\n", "help", "help [COMMAND]: this text, or a command's flags")
-	top.PrintDefaults()
+	cmdutil.PrintDefaults(w, top)
 	fmt.Fprint(w, envHelp)
 }
 
@@ -228,7 +233,7 @@ func (c *cli) newFlagSet(g *globals, name, positional, summary string) *flag.Fla
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintf(w, "usage: submitter %s\n\n%s\n\nflags:\n", strings.TrimSpace(name+" [flags] "+positional), summary)
-		fs.PrintDefaults()
+		cmdutil.PrintDefaults(w, fs)
 		fmt.Fprint(w, envHelp)
 	}
 	return fs

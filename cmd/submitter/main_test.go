@@ -455,3 +455,15 @@ func TestRun(t *testing.T) {
 	require.Equal(t, 1, code(&codeOut, err))
 	require.Contains(t, codeOut.String(), "submitter: get: ")
 }
+
+// TestVersion: --version prints the command's name and version, exit 0,
+// and the help spells flags --name.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	r := runWith(t, nil, "", "--version")
+	require.NoError(t, r.err)
+	require.Regexp(t, `^submitter \S+ \(go`, r.stdout)
+	h := runWith(t, nil, "", "help")
+	require.Contains(t, h.stdout, "\n  --redis-url URL\n")
+	require.NotRegexp(t, `(?m)^  -[a-z]`, h.stdout, "a single-dash flag in the help")
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/yourscope/runpod-orchestrator/activities"
 	"github.com/yourscope/runpod-orchestrator/internal/redisconn"
+	"github.com/yourscope/runpod-orchestrator/internal/cmdutil"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/worker"
 )
@@ -36,7 +37,7 @@ func exitCode(err error) int {
 	var fe *flagError
 	var ue *usageError
 	if errors.As(err, &fe) || errors.As(err, &ue) {
-		return 2
+		return cmdutil.ExitUsage
 	}
 	return 1
 }
@@ -61,6 +62,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // runEnv is run with the environment given as lookupEnv, for tests.
 func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+	if cmdutil.WantsVersion(args) {
+		fmt.Fprintln(stdout, cmdutil.Line("worker"))
+		return nil
+	}
 	o := defaultOptions()
 	table := newFlagTable(o)
 	sources, err := table.parse(args, lookupEnv)
