@@ -36,7 +36,7 @@ const (
 	// hold the request when no chunk is buffered.
 	StreamWaitDefault = 5 * time.Second
 	// StreamWaitMin and StreamWaitMax are Runpod's bounds for ?wait on
-	// /stream (runpod-api.md §8).
+	// /stream (docs/runpod-api.md §8).
 	StreamWaitMin = time.Second
 	StreamWaitMax = 300 * time.Second
 	// MaxResponseBytesDefault bounds a response body the client will read.

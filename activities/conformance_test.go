@@ -12,11 +12,11 @@ import (
 )
 
 // Conformance tests pin the client's parsing to the response shapes in
-// runpod-api.md (the reference for the real service), independent of our
+// docs/runpod-api.md (the reference for the real service), independent of our
 // simulator. Each fixture is served over HTTP and parsed by the real path.
 
 // The Python worker's error for an uncaught exception: a JSON-encoded
-// string (runpod-api.md §4).
+// string (docs/runpod-api.md §4).
 const pythonWorkerError = `{"error_type": "<class 'ValueError'>", "error_message": "bad prompt", "error_traceback": "Traceback (most recent call last):\n  File \"handler.py\", line 3\nValueError: bad prompt\n", "hostname": "abcdefghijklmn-64410a1b", "worker_id": "abcdefghijklmn", "runpod_version": "1.7.7"}`
 
 func TestConformanceJobObjects(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package activities implements the workflow's Runpod activities: a client
-// for the Runpod Serverless queue API (runpod-api.md in the design notes)
+// for the Runpod Serverless queue API (docs/runpod-api.md in this repository)
 // that the worker uses as a workflow.Runpod.
 //
 // # Operations

@@ -37,7 +37,7 @@ type RateLimit struct {
 }
 
 // DefaultRateLimits are Runpod's published per-endpoint limits
-// (runpod-api.md §7). /health and /retry have no published limit; 100/10 s
+// (docs/runpod-api.md §7). /health and /retry have no published limit; 100/10 s
 // is our conservative guess. NewLocalLimiter paces at 95% of each figure.
 // Operations missing from the map are not
 // limited. NewLocalLimiter copies the map, so changing it later has no

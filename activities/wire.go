@@ -10,7 +10,7 @@ import (
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
 
-// StreamResult is the body of /stream/{id} (runpod-api.md §10). Each call
+// StreamResult is the body of /stream/{id} (docs/runpod-api.md §10). Each call
 // returns only the chunks not handed out before; a terminal Status with an
 // empty Stream means the stream is finished.
 type StreamResult struct {
@@ -36,7 +36,7 @@ type StreamChunk struct {
 	Raw json.RawMessage
 }
 
-// Health is the body of /health (runpod-api.md §11).
+// Health is the body of /health (docs/runpod-api.md §11).
 type Health struct {
 	Jobs    HealthJobs
 	Workers HealthWorkers

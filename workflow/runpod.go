@@ -38,7 +38,7 @@ type RunPolicy struct {
 	LowPriority        bool  `json:"lowPriority,omitempty"`
 }
 
-// RunpodJob is Runpod's job object (runpod-api.md §4). Absent fields are zero.
+// RunpodJob is Runpod's job object (docs/runpod-api.md §4). Absent fields are zero.
 type RunpodJob struct {
 	ID            string       `json:"id"`
 	Status        RunpodStatus `json:"status"`

@@ -83,7 +83,7 @@ const (
 // kept verbatim and treated as non-terminal.
 type RunpodStatus string
 
-// Runpod's job statuses (runpod-api.md §5).
+// Runpod's job statuses (docs/runpod-api.md §5).
 const (
 	RunpodInQueue    RunpodStatus = "IN_QUEUE"
 	RunpodInProgress RunpodStatus = "IN_PROGRESS"

@@ -54,7 +54,7 @@ func (c *scaledClock) AfterFunc(d time.Duration, f func()) Timer {
 }
 
 // ManualClock is a Clock that moves only when Advance is called, so tests can
-// assert exact sequences (deterministic mode, runpod-api.md §16.16). Timers
+// assert exact sequences (deterministic mode, docs/runpod-api.md §16.16). Timers
 // due at or before the new time fire in deadline order, synchronously in the
 // goroutine that calls Advance. A timer created with d <= 0 fires at the next
 // Advance (Advance(0) fires it).

@@ -8,7 +8,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// Defaults and limits (runpod-api.md §2, §3, §7, §8, §9).
+// Defaults and limits (docs/runpod-api.md §2, §3, §7, §8, §9).
 const (
 	GPUWorkersDefault        = 4
 	RetentionDefault         = 30 * time.Minute
@@ -30,7 +30,7 @@ const (
 	CrashRetriesDefault      = 1
 	IDSuffixDefault          = "-u1"
 
-	// Policy ranges (runpod-api.md §2).
+	// Policy ranges (docs/runpod-api.md §2).
 	ExecutionTimeoutMin = 5 * time.Second
 	TTLMin              = 10 * time.Second
 	PolicyMax           = 7 * 24 * time.Hour
@@ -61,14 +61,14 @@ const (
 )
 
 // RateLimitsDefault are Runpod's per-endpoint, per-operation limits per
-// 10-second window (runpod-api.md §7). /status-sync shares the /status bucket;
+// 10-second window (docs/runpod-api.md §7). /status-sync shares the /status bucket;
 // /retry and /health are not listed by Runpod and are unlimited.
 var RateLimitsDefault = map[string]int{
 	OpRun: 1000, OpRunsync: 2000, OpStatus: 2000, OpStream: 2000, OpCancel: 100, OpPurgeQueue: 2,
 }
 
 // ConcurrencyLimitsDefault are Runpod's per-operation caps on concurrent
-// requests (runpod-api.md §7); a request over the cap gets 429.
+// requests (docs/runpod-api.md §7); a request over the cap gets 429.
 var ConcurrencyLimitsDefault = map[string]int{
 	OpRun: 200, OpRunsync: 400, OpStatus: 400, OpStream: 400, OpCancel: 20,
 }

@@ -1,6 +1,6 @@
 // Package runpodsim simulates a Runpod Serverless queue-based endpoint
 // (https://api.runpod.ai/v2/{endpointId}/...) on loopback, for tests and for
-// the worker's --dev mode. It follows /work/shared/runpod-api.md; its §16
+// the worker's --dev mode. It follows docs/runpod-api.md (in this repository); its §16
 // ("Simulator must") is the checklist this package is tested against.
 //
 // # What it imitates
@@ -103,12 +103,12 @@
 //
 // # Not imitated
 //
-// The worker-side protocol (job-take, job-done, ping; runpod-api.md §14), the
+// The worker-side protocol (job-take, job-done, ping; docs/runpod-api.md §14), the
 // management APIs, /openai/*, /requests, /metrics, /batch, s3Config handling,
 // webhookV2 and policy.lowPriority (accepted and ignored), per-key scopes
 // (one key has full access), chunk splitting at 1 MB, and Runpod's autoscaler
 // (the worker count is fixed; ColdStart models initialisation delay only).
-// Behaviours runpod-api.md marks unconfirmed are configurable where they
+// Behaviours docs/runpod-api.md marks unconfirmed are configurable where they
 // matter to a client and otherwise take the most plausible default, stated
 // on the Config field.
 package runpodsim

@@ -13,7 +13,7 @@ import (
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
 
-// jobView is Runpod's job object (runpod-api.md §4): fields that do not apply
+// jobView is Runpod's job object (docs/runpod-api.md §4): fields that do not apply
 // to the job's state are absent, never null.
 type jobView struct {
 	DelayTime     *int64                `json:"delayTime,omitempty"`

@@ -348,7 +348,7 @@ func (s *Sim) completeExecutionLocked(j *job) {
 }
 
 // pythonError renders an error the way the official Python worker reports an
-// uncaught handler exception: a JSON-encoded string (runpod-api.md §4).
+// uncaught handler exception: a JSON-encoded string (docs/runpod-api.md §4).
 func pythonError(typ, msg, workerID string) string {
 	b, _ := json.Marshal(map[string]string{
 		"error_type":      fmt.Sprintf("<class '%s'>", typ),

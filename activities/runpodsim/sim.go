@@ -392,7 +392,7 @@ func (s *Sim) write(w http.ResponseWriter, resp response) {
 }
 
 // limitBucket maps an operation to its rate-limit bucket: /status-sync
-// shares /status's budget (runpod-api.md §7).
+// shares /status's budget (docs/runpod-api.md §7).
 func limitBucket(op string) string {
 	if op == OpStatusSync {
 		return OpStatus
