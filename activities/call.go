@@ -332,11 +332,12 @@ func (c *Client) statusFailure(r *request, code int, retryAfter time.Duration, b
 		}
 		return c.fail(r, classTransient, code, retryAfter, detail)
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
-		return c.fail(r, classPermanent, code, 0, fmt.Errorf("%w: %w", ErrUnauthorized, detail))
+		// The key, not the job: every job would be refused the same way.
+		return c.fail(r, classPermanent, code, 0, fmt.Errorf("%w: %w: %w", ErrUnauthorized, workflow.ErrWorkerFault, detail))
 	case code == http.StatusNotFound && r.jobScoped:
 		return c.fail(r, classPermanent, code, 0, fmt.Errorf("%w: %w", workflow.ErrRunpodJobNotFound, detail))
 	case code == http.StatusNotFound:
-		return c.fail(r, classPermanent, code, 0, fmt.Errorf("endpoint %s not found: %w", c.cfg.EndpointID, detail))
+		return c.fail(r, classPermanent, code, 0, fmt.Errorf("%w: endpoint %s not found: %w", workflow.ErrWorkerFault, c.cfg.EndpointID, detail))
 	}
 	return c.fail(r, classPermanent, code, 0, detail)
 }

@@ -226,6 +226,17 @@ func (c *Client) Stream(ctx context.Context, id string) (StreamResult, error) {
 	return res, err
 }
 
+// CheckEndpoint implements workflow.EndpointChecker with GET /health: nil
+// when Runpod accepts the key and knows the endpoint, an error wrapping
+// workflow.ErrWorkerFault when it refuses either (401/403, or 404), and the
+// call's error otherwise (say, Runpod unreachable: nothing is known).
+func (c *Client) CheckEndpoint(ctx context.Context) error {
+	_, err := c.Health(ctx)
+	return err
+}
+
+var _ workflow.EndpointChecker = (*Client)(nil)
+
 // Health reads the endpoint's job and worker counters with GET /health.
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health

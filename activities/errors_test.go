@@ -201,3 +201,25 @@ func TestCanceledInFlight(t *testing.T) {
 	require.Equal(t, []string{"canceled", "uncertain"}, b.outcomes())
 	require.Equal(t, "closed", b.client.BreakerState())
 }
+
+// TestWorkerFaultClasses: 401/403 on any call and 404 outside a job are the
+// worker's fault (workflow.ErrWorkerFault); a 404 on a job is not.
+func TestWorkerFaultClasses(t *testing.T) {
+	t.Parallel()
+	for _, code := range []int{401, 403} {
+		b := setup(t, answer(code, `{"error":"unauthorized"}`), nil)
+		_, err := b.client.Status(t.Context(), "job-1")
+		require.ErrorIs(t, err, workflow.ErrWorkerFault, "status %d", code)
+		require.ErrorIs(t, err, ErrUnauthorized)
+		_, err = b.client.Run(t.Context(), workflow.RunRequest{Input: []byte(`{}`)})
+		require.ErrorIs(t, err, workflow.ErrWorkerFault, "run %d", code)
+		require.ErrorIs(t, b.client.CheckEndpoint(t.Context()), workflow.ErrWorkerFault)
+	}
+	b := setup(t, answer(404, `{"error":"not found"}`), nil)
+	_, err := b.client.Run(t.Context(), workflow.RunRequest{Input: []byte(`{}`)})
+	require.ErrorIs(t, err, workflow.ErrWorkerFault, "404 on /run: the endpoint")
+	require.ErrorIs(t, b.client.CheckEndpoint(t.Context()), workflow.ErrWorkerFault, "404 on /health: the endpoint")
+	_, err = b.client.Status(t.Context(), "job-1")
+	require.ErrorIs(t, err, workflow.ErrRunpodJobNotFound)
+	require.NotErrorIs(t, err, workflow.ErrWorkerFault, "404 on a job: the job (the worker confirms with CheckEndpoint)")
+}

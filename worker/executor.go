@@ -345,6 +345,13 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 	// only the end of the shutdown grace period cancels, not under the job's
 	// ctx, which a lost lease cancels.
 	rj, err := w.cfg.Runpod.Run(w.execCtx, req)
+	if workflow.IsWorkerFault(err) {
+		// A definite refusal (401/403, unknown endpoint): no Runpod job
+		// exists. Step back to SUBMIT so whoever takes the job over sends it
+		// without applying SubmitUncertainPolicy.
+		w.fault(err)
+		_, _ = w.checkpointOwned(ctx, s.j, streams.Checkpoint{JobID: wf.ID, Epoch: r.epoch, Step: string(workflow.StepSubmit)}, w.now())
+	}
 	if abandoned(w.execCtx, err) {
 		// Shutdown cut the /run short: it may have reached Runpod; the record
 		// says SUBMITTING, so whoever resumes the job applies
@@ -455,6 +462,7 @@ func (w *Worker) callRunpod(ctx context.Context, log hclog.Logger, r stepResult,
 		log.Debug("canceling on runpod", "reason", a.Reason)
 		rj, err = w.cfg.Runpod.Cancel(ctx, wf.RunpodID)
 	}
+	err = w.checkFault(ctx, err)
 	if abandoned(ctx, err) {
 		return w.abandon(ctx, r)
 	}

@@ -100,6 +100,12 @@ type Worker struct {
 
 	claimMu sync.Mutex // one claim pass at a time (claimer, RecoverNow)
 
+	// faulted is closed at the first worker fault (fault.go), faultErr set
+	// before; Run then shuts down as on a cancel.
+	faultOnce sync.Once
+	faulted   chan struct{}
+	faultErr  error
+
 	// execCtx is the parent of every Runpod call; stopExec cancels it with
 	// ErrStopping when the shutdown grace period is over. baseCtx carries
 	// Run's values without its cancellation, for writes that must finish.
@@ -144,6 +150,7 @@ func newWorker(st store, cfg Config) *Worker {
 		claimNow:     make(chan struct{}, 1),
 		work:         make(chan *job),
 		finalizeQ:    make(chan *job, finalizeQueueDepth),
+		faulted:      make(chan struct{}),
 	}
 }
 
@@ -177,7 +184,10 @@ func (w *Worker) Stats() Stats {
 // ended), outcomes decided during the drain could not be written, or leases
 // could not be handed off. Nothing is lost in those cases (the entries stay
 // pending and a peer resumes them after MinIdle), but the caller should
-// know the stop was not clean. Shutdown order: stop fetching and claiming; let in-flight
+// know the stop was not clean. When Runpod refuses the worker's API key or
+// endpoint (workflow.ErrWorkerFault) it shuts down the same way, leaving
+// every job to the other workers, and returns an error wrapping
+// ErrWorkerFault. Shutdown order: stop fetching and claiming; let in-flight
 // Runpod calls finish for up to ShutdownTimeout, then cancel them with
 // ErrStopping; write the outcomes and checkpoints that came back; stop the
 // heartbeat (it ran throughout the drain, so no lease lapsed); hand every
@@ -221,7 +231,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	goTracked(&loops, func() { w.controlLoop(loopsCtx) })
 	goTracked(&loops, func() { w.janitorLoop(loopsCtx) })
 
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-w.faulted: // Runpod refuses our key or endpoint: leave the jobs to others
+	}
 	w.log.Info("worker stopping", "in_flight", w.Stats().InFlight)
 
 	// 1. No new work: fetch, claim, control and janitor end; the
@@ -273,6 +286,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	if err := w.handoff(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := w.Fault(); err != nil {
+		errs = append(errs, fmt.Errorf("worker: stopped by a worker fault: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		w.log.Warn("worker stopped on a failure", "error", err)

@@ -21,7 +21,17 @@ var (
 	// ErrJobNotFound: no job record exists for the id (never submitted, or
 	// expired after its result TTL).
 	ErrJobNotFound = errors.New("job not found")
+	// ErrWorkerFault: Runpod refused the worker itself, not the job: the API
+	// key was rejected (401/403) or the endpoint does not exist (404 outside
+	// a job). Every job would fail the same way, so no job is failed for it:
+	// the workflow keeps the job (Apply retries it), and the worker stops
+	// taking work and hands its jobs to healthy workers.
+	ErrWorkerFault = errors.New("runpod: worker misconfigured (API key or endpoint rejected)")
 )
+
+// IsWorkerFault reports whether err is a fault of the worker's Runpod
+// configuration (ErrWorkerFault) rather than of a job.
+func IsWorkerFault(err error) bool { return err != nil && errors.Is(err, ErrWorkerFault) }
 
 // ActivityError describes a failed Runpod call: which operation, the HTTP
 // status if any, and whether retrying may help. It never contains the API key.

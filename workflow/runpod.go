@@ -21,6 +21,16 @@ type Runpod interface {
 	Cancel(ctx context.Context, runpodID string) (RunpodJob, error)
 }
 
+// EndpointChecker is implemented by a Runpod activity that can tell
+// whether its credentials and endpoint are good (activities.Client does it
+// with GET /health). A wrong endpoint id also answers 404 to /status, which
+// otherwise means "job unknown": the worker asks CheckEndpoint before it
+// fails a job for a 404, and a CheckEndpoint error wrapping ErrWorkerFault
+// turns the 404 into a fault of the worker. nil means the endpoint is good.
+type EndpointChecker interface {
+	CheckEndpoint(ctx context.Context) error
+}
+
 // RunRequest is the body of POST /run.
 type RunRequest struct {
 	// Input is passed to the Runpod handler as job["input"]. Required.

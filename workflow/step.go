@@ -283,6 +283,14 @@ func Apply(j Job, a Action, r Result, now time.Time, p Policy, rnd Rand) (Job, E
 	if j.Outcome != nil || j.State.Terminal() {
 		return j, Effect{}
 	}
+	if IsWorkerFault(r.Err) {
+		// Not the job's fault: keep it as it is (a /run refused this way
+		// created nothing) and try again later, or elsewhere.
+		if a.Kind == ActSubmit && j.RunpodID == "" {
+			j.Step = StepSubmit
+		}
+		return j.retry(r.Err, now, p, rnd), Effect{}
+	}
 	switch a.Kind {
 	case ActSubmit:
 		return applySubmit(j, r, now, p, rnd)

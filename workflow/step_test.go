@@ -386,3 +386,33 @@ func TestDecideFixesTheOutcome(t *testing.T) {
 }
 
 func (a Action) withAt(at time.Time) Action { a.At = at; return a }
+
+// TestApplyWorkerFault: Runpod refusing the worker's key or endpoint decides
+// no outcome for any action: the job is kept and retried later, a refused
+// /run steps back to SUBMIT (nothing was created), and a refused /cancel
+// does not use up the cancel attempts.
+func TestApplyWorkerFault(t *testing.T) {
+	t.Parallel()
+	errFault := &ActivityError{Op: "run", StatusCode: 401, Err: fmt.Errorf("key: %w", ErrWorkerFault)}
+	failPol := pol
+	failPol.SubmitUncertain = SubmitUncertainFail
+
+	j, eff := Apply(BeginSubmit(newJob()), Action{Kind: ActSubmit, At: t0}, Result{Err: errFault}, t0, failPol, nil)
+	require.Nil(t, j.Outcome)
+	require.Equal(t, StepSubmit, j.Step)
+	require.Equal(t, Effect{}, eff)
+	require.True(t, j.NextAt.After(t0))
+	require.Equal(t, ActSubmit, Next(j, j.NextAt, failPol).Kind, "sent again later, not failed as uncertain")
+
+	j, _ = Apply(onRunpod(), Action{Kind: ActPoll, At: t0}, Result{Err: errFault}, t0, pol, nil)
+	require.Nil(t, j.Outcome)
+	require.Equal(t, StepPoll, j.Step)
+
+	c := onRunpod()
+	c.CancelRequested = true
+	j, _ = Apply(c, Action{Kind: ActCancel, Reason: StateCanceled, At: t0}, Result{Err: errFault}, t0, pol, nil)
+	require.Nil(t, j.Outcome)
+	require.Zero(t, j.CancelAttempts)
+	require.True(t, IsWorkerFault(errFault))
+	require.False(t, IsWorkerFault(errPermanent))
+}

@@ -18,8 +18,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/yourscope/runpod-orchestrator/client"
-	"github.com/yourscope/runpod-orchestrator/internal/redisconn"
 	"github.com/yourscope/runpod-orchestrator/internal/cmdutil"
+	"github.com/yourscope/runpod-orchestrator/internal/redisconn"
 )
 
 func main() {

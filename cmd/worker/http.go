@@ -20,6 +20,9 @@ type readiness struct {
 	ping func(context.Context) error
 	// breaker returns the Runpod circuit breaker's state.
 	breaker func() string
+	// fault reports that Runpod refuses the worker's key or endpoint (the
+	// worker stopped taking jobs); nil = never.
+	fault func() bool
 }
 
 // readyBody is /readyz's JSON answer.
@@ -59,6 +62,12 @@ func newMux(reg *prometheus.Registry, ready readiness, log hclog.Logger) *http.S
 			body.Failing = append(body.Failing, "runpod_breaker")
 		} else {
 			body.Checks["runpod_breaker"] = "ok (" + st + ")"
+		}
+		if ready.fault != nil && ready.fault() {
+			body.Checks["runpod_config"] = "refused (API key or endpoint)"
+			body.Failing = append(body.Failing, "runpod_config")
+		} else {
+			body.Checks["runpod_config"] = "ok"
 		}
 		code := http.StatusOK
 		if len(body.Failing) > 0 {

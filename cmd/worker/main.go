@@ -1,12 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -18,8 +18,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/yourscope/runpod-orchestrator/activities"
-	"github.com/yourscope/runpod-orchestrator/internal/redisconn"
 	"github.com/yourscope/runpod-orchestrator/internal/cmdutil"
+	"github.com/yourscope/runpod-orchestrator/internal/redisconn"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/worker"
 )
@@ -134,7 +134,8 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	}
 	defer rp.CloseIdleConnections()
 
-	w, err := worker.New(rdb, o.workerConfig(rp, log, m.hooks()))
+	newWorker := func() (*worker.Worker, error) { return worker.New(rdb, o.workerConfig(rp, log, m.hooks())) }
+	w, err := newWorker()
 	if err != nil {
 		return flagErrorFrom(err)
 	}
@@ -142,7 +143,13 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if err != nil {
 		return flagErrorFrom(fmt.Errorf("worker: Namespace: %w", err))
 	}
-	m.observe(w.Stats, rp.BreakerState, store.Pending, log)
+	// Credentials and endpoint are checked before the worker takes a job
+	// (supervisor.run): a refused key or an unknown endpoint stops the
+	// process under its flag.
+	sup := &supervisor{cur: w, newWorker: newWorker, check: rp.CheckEndpoint, log: log,
+		startCheck: func(ctx context.Context) error { return checkRunpod(ctx, rp, log) }}
+	m.observe(sup.stats, rp.BreakerState, store.Pending, log)
+	m.observeFault(sup.faulted)
 
 	var g okrun.Group
 	g.Add(okrun.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
@@ -153,27 +160,25 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	{
 		wctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error {
-			if err := w.Run(wctx); err != nil {
-				runErr = fmt.Errorf("worker: %w", err)
+			if err := sup.run(wctx); err != nil {
+				runErr = err
 				return runErr
-			}
-			if wctx.Err() == nil {
-				return errors.New("worker stopped unexpectedly")
 			}
 			return nil
 		}, func(error) { cancel() })
 	}
 	httpAddr := ""
 	if o.httpAddr != "" {
-		ln, err := net.Listen("tcp", o.httpAddr)
+		ln, err := listenHTTP(o.httpAddr, sources["http-addr"] != "", log)
 		if err != nil {
-			return &flagError{Flag: "http-addr", Msg: fmt.Sprintf("cannot listen: %v", err)}
+			return err
 		}
 		httpAddr = ln.Addr().String()
 		srv := &http.Server{
 			Handler: newMux(m.reg, readiness{
 				ping:    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 				breaker: rp.BreakerState,
+				fault:   sup.faulted,
 			}, log.Named("http")),
 			ReadHeaderTimeout: 5 * time.Second,
 		}
@@ -195,7 +200,7 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	}
 	log.Info("starting", "redis", conn.Redacted(), "redis_mode", conn.Mode(), "namespace", o.namespace,
 		"runpod_base_url", redisconn.Redact(baseURL), "runpod_endpoint_id", endpointID,
-		"instance_id", w.InstanceID(), "http_addr", httpAddr, "dev", o.dev)
+		"instance_id", w.InstanceID(), "http_addr", cmp.Or(httpAddr, "(none)"), "dev", o.dev)
 
 	err = g.Run()
 	switch {

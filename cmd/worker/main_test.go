@@ -26,7 +26,10 @@ import (
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
 
-func TestMain(m *testing.M) { redistest.Main(m) }
+func TestMain(m *testing.M) {
+	faultRecheckEvery = 50 * time.Millisecond
+	redistest.Main(m)
+}
 
 // Distinctive secrets: no output of the command may ever contain them.
 const (

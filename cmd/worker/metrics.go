@@ -29,13 +29,14 @@ const (
 	metricReclaims         = metricPrefix + "reclaims_total"
 	metricLeaseLosses      = metricPrefix + "lease_losses_total"
 	metricPoison           = metricPrefix + "poison_total"
+	metricWorkerFault      = metricPrefix + "worker_fault"
 )
 
 // metricNames lists every metric above, for the documentation test.
 var metricNames = []string{
 	metricJobTransitions, metricJobOutcomes, metricJobsInFlight, metricRunpodCalls,
 	metricRunpodDuration, metricBreakerState, metricBreakerChanges, metricPendingEntries,
-	metricPendingScrapeErr, metricReclaims, metricLeaseLosses, metricPoison,
+	metricPendingScrapeErr, metricReclaims, metricLeaseLosses, metricPoison, metricWorkerFault,
 }
 
 // pendingScrapeTimeout bounds the Redis call a scrape makes for
@@ -177,6 +178,20 @@ func (m *metrics) observe(stats func() worker.Stats, breaker func() string,
 			}),
 		},
 	)
+}
+
+// observeFault registers worker_fault: 1 while Runpod refuses the worker's
+// key or endpoint and the worker takes no jobs.
+func (m *metrics) observeFault(faulted func() bool) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: metricWorkerFault,
+		Help: "1 while Runpod refuses this worker's API key or endpoint (it takes no jobs and is unready), else 0.",
+	}, func() float64 {
+		if faulted() {
+			return 1
+		}
+		return 0
+	}))
 }
 
 // pendingCollector reads the pending-entries count from Redis on each
