@@ -389,10 +389,13 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(srv.Stop)
 	ns := redistest.Namespace(t)
+	// A reachable Runpod, so only Redis is at fault (the start-up check of an
+	// unreachable one would open the breaker).
+	sim := serveSim(t)
 	s := start(t, []string{"--redis-url", "redis://" + srv.Addr + "/0", "--namespace", ns,
-		"--runpod-endpoint-id", "ep1", "--runpod-base-url", "http://127.0.0.1:1/v2",
+		"--runpod-endpoint-id", "ep-good", "--runpod-base-url", sim.URL,
 		"--http-addr", "127.0.0.1:0", "--shutdown-timeout", "1s"},
-		map[string]string{"RUNPOD_API_KEY": secretKey})
+		map[string]string{"RUNPOD_API_KEY": simKey})
 	addr := find(t, s.stderr, regexp.MustCompile(`http_addr=(127\.0\.0\.1:\d+)`), s)
 	base := "http://" + addr
 
@@ -400,6 +403,9 @@ func TestReadyzFollowsRedis(t *testing.T) {
 		code, _ := get(t, base+"/readyz")
 		return code == http.StatusOK
 	}, 10*time.Second, 20*time.Millisecond, "ready while Redis answers")
+	// The worker starts once the Runpod check at start is over; stopping
+	// Redis before it created its group would be a failed start.
+	find(t, s.stderr, regexp.MustCompile(`(worker started)`), s)
 
 	srv.Stop()
 	var body readyBody
