@@ -252,7 +252,13 @@ func TestSimFaults(t *testing.T) {
 
 	t.Run("hung /run is uncertain, hung /status is retried", func(t *testing.T) {
 		t.Parallel()
-		b := setupSim(t, runpodsim.Config{}, func(c *Config) { c.RequestTimeout = 200 * time.Millisecond })
+		b := setupSim(t, runpodsim.Config{}, func(c *Config) {
+			c.RequestTimeout = 200 * time.Millisecond
+			// Five transient failures in a row (the hung /run and four
+			// /status faults) may open the default breaker; this test is
+			// about retries, not the breaker.
+			c.BreakerFailures = 100
+		})
 		require.NoError(t, b.sim.SetFaults(runpodsim.OpRun, runpodsim.Faults{Script: []int{runpodsim.ScriptHang}, After: true}))
 		_, err := b.client.Run(ctx, workflow.RunRequest{Input: input})
 		require.ErrorIs(t, err, workflow.ErrSubmitUncertain)

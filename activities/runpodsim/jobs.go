@@ -43,8 +43,9 @@ type job struct {
 	crashes    int
 	cancelLost bool // a /cancel lost the race to completion (CancelRaceProb)
 
-	chunks    []json.RawMessage // stream chunks produced so far
-	chunkNext int               // first chunk not yet handed out by /stream
+	chunks       []json.RawMessage // stream chunks produced so far
+	chunkNext    int               // first chunk not yet handed out by /stream
+	progressNext int               // mock progress updates applied so far
 
 	elem  *list.Element // position in Sim.queue while waiting for a slot
 	slot  *slot         // slot assigned (initialising or running)
@@ -283,21 +284,27 @@ func (s *Sim) startLocked(j *job) {
 			f(j)
 		}))
 	}
-	for i, p := range j.mock.progress {
-		p := p
+	// Each timer fires in its own goroutine, so a later one can take the
+	// lock first: progress index i and chunk i are applied together with
+	// everything before them, never out of order or twice.
+	for i := range j.mock.progress {
 		at(delay*time.Duration(i+1)/time.Duration(len(j.mock.progress)+1), func(j *job) {
-			j.output = p
-			j.notifyLocked()
+			if j.progressNext <= i {
+				j.output, j.progressNext = j.mock.progress[i], i+1
+				j.notifyLocked()
+			}
 		})
 	}
-	for i, c := range j.mock.stream {
-		chunk, _ := json.Marshal(map[string]json.RawMessage{"output": c})
+	for i := range j.mock.stream {
 		at(delay*time.Duration(i+1)/time.Duration(len(j.mock.stream)+1), func(j *job) {
-			j.chunks = append(j.chunks, chunk)
+			j.produceChunksLocked(i + 1)
 			j.notifyLocked()
 		})
 	}
-	at(delay, s.completeExecutionLocked)
+	at(delay, func(j *job) {
+		j.produceChunksLocked(len(j.mock.stream)) // the end comes after every chunk
+		s.completeExecutionLocked(j)
+	})
 	if j.execTimeout > 0 {
 		at(j.execTimeout, func(j *job) {
 			s.stats.ExecutionTimeouts++
@@ -306,6 +313,15 @@ func (s *Sim) startLocked(j *job) {
 		})
 	}
 	j.notifyLocked()
+}
+
+// produceChunksLocked makes the first n mock stream chunks available, in
+// order, whichever timer got there first.
+func (j *job) produceChunksLocked(n int) {
+	for len(j.chunks) < n {
+		chunk, _ := json.Marshal(map[string]json.RawMessage{"output": j.mock.stream[len(j.chunks)]})
+		j.chunks = append(j.chunks, chunk)
+	}
 }
 
 // completeExecutionLocked is the end of a mock execution.
@@ -323,7 +339,7 @@ func (s *Sim) completeExecutionLocked(j *job) {
 			s.stats.Retried++
 			j.queuedAt = s.clock.Now()
 			j.output, j.workerID, j.hasDelay = nil, "", false
-			j.chunks, j.chunkNext = nil, 0
+			j.chunks, j.chunkNext, j.progressNext = nil, 0, 0
 			s.enqueueLocked(j)
 			j.notifyLocked()
 			return
