@@ -17,6 +17,10 @@ import (
 var (
 	// ErrNotFound: no record for the job id.
 	ErrNotFound = errors.New("streams: job not found")
+	// ErrNoGroup: the consumer group (or the submissions stream) does not
+	// exist: Redis lost it (a failover to an empty replica, a restart
+	// without persistence) or it was deleted. EnsureGroup recreates it.
+	ErrNoGroup = errors.New("streams: consumer group missing (NOGROUP)")
 	// ErrFenced: the caller's epoch is no longer the job's epoch (or it is no
 	// longer the owner); another worker owns the job. Stop working on it.
 	ErrFenced = errors.New("streams: fenced: epoch is stale")

@@ -31,6 +31,14 @@ func (s *Store) EnsureGroup(ctx context.Context) error {
 	return nil
 }
 
+// noGroup makes a NOGROUP reply match ErrNoGroup (keeping Redis's text).
+func noGroup(err error) error {
+	if redis.HasErrorPrefix(err, "NOGROUP") {
+		return fmt.Errorf("%w: %w", ErrNoGroup, err)
+	}
+	return err
+}
+
 // Read takes up to count new entries for consumer (XREADGROUP >), blocking
 // up to block (0 or less: do not block). It returns no entries and no error
 // on timeout.
@@ -46,7 +54,7 @@ func (s *Store) Read(ctx context.Context, consumer string, count int, block time
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("streams: read submissions as %s: %w", consumer, err)
+		return nil, fmt.Errorf("streams: read submissions as %s: %w", consumer, noGroup(err))
 	}
 	var out []redis.XMessage
 	for _, st := range res {
@@ -68,7 +76,7 @@ func (s *Store) Claim(ctx context.Context, consumer string, minIdle time.Duratio
 	v, err := s.rdb.Do(ctx, "XAUTOCLAIM", s.keys.Submissions(), s.group, consumer,
 		minIdle.Milliseconds(), cursor, "COUNT", count).Result()
 	if err != nil {
-		return nil, nil, "", fmt.Errorf("streams: claim as %s: %w", consumer, err)
+		return nil, nil, "", fmt.Errorf("streams: claim as %s: %w", consumer, noGroup(err))
 	}
 	msgs, deleted, next, err = parseAutoClaim(v)
 	if err != nil {

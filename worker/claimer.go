@@ -14,7 +14,9 @@ func (w *Worker) claimLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if n, err := w.claimPass(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("claim pass failed", "error", err, "admitted", n)
+			if !w.recreateGroup(ctx, "claimer", err) {
+				log.Warn("claim pass failed", "error", err, "admitted", n)
+			}
 		} else if n > 0 {
 			log.Info("reclaimed jobs", "admitted", n)
 		}

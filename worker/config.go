@@ -47,6 +47,10 @@ type Hooks struct {
 	OnLeaseLost func(jobID string)
 	// OnPoison: a submission could not be run and was dead-lettered.
 	OnPoison func(reason string)
+	// OnGroupRecreated: the consumer group was missing (NOGROUP: Redis lost
+	// data, e.g. a failover to an empty replica) and this worker created it
+	// again.
+	OnGroupRecreated func()
 }
 
 // Config configures a Worker. Zero values mean the documented defaults; call

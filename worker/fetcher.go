@@ -33,6 +33,10 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			if w.recreateGroup(ctx, "fetcher", err) {
+				b.reset()
+				continue
+			}
 			log.Warn("fetch failed; backing off", "error", err)
 			if !b.wait(ctx) {
 				return

@@ -58,6 +58,9 @@ type Stats struct {
 	OrphansCanceled uint64
 	// Finalized counts outcomes written, by terminal state.
 	Finalized map[workflow.State]uint64
+	// GroupsRecreated counts the times this worker found the consumer group
+	// missing (NOGROUP) and created it again.
+	GroupsRecreated uint64
 }
 
 var terminalStates = [statesFinalizedCount]workflow.State{
@@ -66,6 +69,7 @@ var terminalStates = [statesFinalizedCount]workflow.State{
 
 type counters struct {
 	admitted, reclaimed, leasesLost, poisoned, handedOff, orphans atomic.Uint64
+	groupsRecreated                                               atomic.Uint64
 	finalized                                                     [statesFinalizedCount]atomic.Uint64
 }
 
@@ -171,6 +175,7 @@ func (w *Worker) Stats() Stats {
 		HandedOff:       w.stats.handedOff.Load(),
 		OrphansCanceled: w.stats.orphans.Load(),
 		Finalized:       make(map[workflow.State]uint64, statesFinalizedCount),
+		GroupsRecreated: w.stats.groupsRecreated.Load(),
 	}
 	for i, st := range terminalStates {
 		s.Finalized[st] = w.stats.finalized[i].Load()

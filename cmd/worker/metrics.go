@@ -30,6 +30,7 @@ const (
 	metricLeaseLosses      = metricPrefix + "lease_losses_total"
 	metricPoison           = metricPrefix + "poison_total"
 	metricWorkerFault      = metricPrefix + "worker_fault"
+	metricGroupRecreated   = metricPrefix + "consumer_group_recreated_total"
 )
 
 // metricNames lists every metric above, for the documentation test.
@@ -37,6 +38,7 @@ var metricNames = []string{
 	metricJobTransitions, metricJobOutcomes, metricJobsInFlight, metricRunpodCalls,
 	metricRunpodDuration, metricBreakerState, metricBreakerChanges, metricPendingEntries,
 	metricPendingScrapeErr, metricReclaims, metricLeaseLosses, metricPoison, metricWorkerFault,
+	metricGroupRecreated,
 }
 
 // pendingScrapeTimeout bounds the Redis call a scrape makes for
@@ -68,6 +70,7 @@ type metrics struct {
 	reclaims       prometheus.Counter
 	leaseLosses    prometheus.Counter
 	poison         prometheus.Counter
+	groupRecreated prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -106,12 +109,16 @@ func newMetrics() *metrics {
 			Name: metricPoison,
 			Help: "Submissions this worker failed and dead-lettered as poison.",
 		}),
+		groupRecreated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metricGroupRecreated,
+			Help: "Times this worker found the consumer group missing (NOGROUP: Redis lost data) and recreated it.",
+		}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.transitions, m.outcomes, m.calls, m.callDuration, m.breakerChanges,
-		m.reclaims, m.leaseLosses, m.poison,
+		m.reclaims, m.leaseLosses, m.poison, m.groupRecreated,
 	)
 	// Pre-create the series a dashboard expects, so they read 0, not absent.
 	for _, st := range []workflow.State{workflow.StateCompleted, workflow.StateFailed, workflow.StateTimedOut, workflow.StateCanceled} {
@@ -139,6 +146,8 @@ func (m *metrics) hooks() worker.Hooks {
 		// are unbounded.
 		OnLeaseLost: func(string) { m.leaseLosses.Inc() },
 		OnPoison:    func(string) { m.poison.Inc() },
+		// Redis lost the consumer group: alert on any increase.
+		OnGroupRecreated: func() { m.groupRecreated.Inc() },
 	}
 }
 
