@@ -106,6 +106,7 @@ type Record struct {
 	CreatedMs    int64
 	UpdatedMs    int64
 	FinishedMs   int64
+	Run          int    // the run: 1, then +1 per retry (retry.lua); a record without the field is run 1
 	Output       []byte // JSON, terminal COMPLETED (or progress output while running)
 	Error        string // terminal FAILED/TIMED_OUT/CANCELED reason
 }
@@ -122,6 +123,9 @@ const (
 	EventCancelRequested = "cancel_requested"
 	EventDeduplicated    = "deduplicated"
 	EventRejected        = "rejected"
+	// EventRetried opens a new run of a finished job (retry.lua); its Run
+	// is the new run's number.
+	EventRetried = "retried"
 )
 
 // EventPayload is the versioned msgpack payload of an event (field "payload").
@@ -145,6 +149,7 @@ type Event struct {
 	State   string
 	Epoch   int64
 	TS      int64 // unix ms
+	Run     int   // the flat field run: set (≥ 2) on a retried event, 0 when absent
 	Payload EventPayload
 }
 

@@ -18,6 +18,9 @@ const (
 	EventFieldEpoch   = "epoch"
 	EventFieldTS      = "ts"
 	EventFieldPayload = "payload"
+	// EventFieldRun is the run an event belongs to; absent = run 1. Set on
+	// the retried event that opens a new run (retry.lua).
+	EventFieldRun = "run"
 )
 
 // ReadEvents reads events after id ("0" = from the start, "$" = only new),
@@ -63,6 +66,10 @@ func DecodeEvent(m redis.XMessage) Event {
 	if v := str(EventFieldTS); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		e.TS, bad = n, bad || err != nil
+	}
+	if v := str(EventFieldRun); v != "" {
+		n, err := strconv.Atoi(v)
+		e.Run, bad = n, bad || err != nil
 	}
 	p, err := DecodePayload([]byte(str(EventFieldPayload)))
 	if err != nil || bad {

@@ -69,6 +69,10 @@ func (k Keys) Job(jobID string) string { return k.prefix() + "job:" + jobID }
 // Dedupe maps an input hash to the job that holds it. // STRING
 func (k Keys) Dedupe(inputHash string) string { return k.prefix() + "dedupe:" + inputHash }
 
+// Workers holds each running worker's self-report (JSON, by instance id),
+// written every few seconds, for `submitter stats`. // HASH
+func (k Keys) Workers() string { return k.prefix() + "workers" }
+
 // Control is the pub/sub channel that nudges workers: cancels and handoffs.
 // It carries hints only; every fact it announces is also in a record. // CHANNEL
 func (k Keys) Control() string { return k.prefix() + "control" }

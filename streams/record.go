@@ -27,6 +27,7 @@ const (
 	recFinishedMs   = "finished_ms"
 	recResult       = "result"
 	recStub         = "stub"
+	recRun          = "run"
 )
 
 // Get loads a job record. ErrNotFound if absent, or if the key holds only a
@@ -53,14 +54,14 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 	if in, ok := m[recInput]; ok {
 		r.Input = []byte(in)
 	}
-	var attempts, deliveries int64
+	var attempts, deliveries, run int64
 	ints := []struct {
 		name string
 		dst  *int64
 	}{
 		{recEpoch, &r.Epoch}, {recDeadlineMs, &r.DeadlineMs}, {recCreatedMs, &r.CreatedMs},
 		{recUpdatedMs, &r.UpdatedMs}, {recFinishedMs, &r.FinishedMs},
-		{recAttempts, &attempts}, {recDeliveries, &deliveries},
+		{recAttempts, &attempts}, {recDeliveries, &deliveries}, {recRun, &run},
 	}
 	for _, f := range ints {
 		v, ok := m[f.name]
@@ -73,7 +74,7 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 		}
 		*f.dst = n
 	}
-	r.Attempts, r.Deliveries = int(attempts), int(deliveries)
+	r.Attempts, r.Deliveries, r.Run = int(attempts), int(deliveries), max(1, int(run))
 	if res, ok := m[recResult]; ok && res != "" {
 		out, e, err := DecodeResult([]byte(res))
 		if err != nil {

@@ -26,12 +26,14 @@ var (
 	scriptHeartbeat  = mustScript("heartbeat.lua")
 	scriptHandoff    = mustScript("handoff.lua")
 	scriptCancel     = mustScript("cancel.lua")
+	scriptRetry      = mustScript("retry.lua")
+	scriptPurge      = mustScript("purge.lua")
 )
 
 // allScripts lists every script, for LoadScripts.
 var allScripts = []*redis.Script{
 	scriptSubmit, scriptAdmit, scriptCheckpoint, scriptFinalize,
-	scriptHeartbeat, scriptHandoff, scriptCancel,
+	scriptHeartbeat, scriptHandoff, scriptCancel, scriptRetry, scriptPurge,
 }
 
 // mustScript builds a script from the prelude and lua/<name>. The files are

@@ -53,3 +53,12 @@ func (w *Worker) Fault() error {
 		return nil
 	}
 }
+
+// CheckEndpoint lets checkFault reach the endpoint checker of the Runpod
+// client that observedRunpod wraps (nil when it has none: nothing known).
+func (o observedRunpod) CheckEndpoint(ctx context.Context) error {
+	if c, ok := o.Runpod.(workflow.EndpointChecker); ok {
+		return c.CheckEndpoint(ctx)
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+-- retry.lua: run a finished job again under the same id, as a new run
+-- (redrive). Only a FAILED, TIMED_OUT or CANCELED job is retried; a
+-- COMPLETED one is refused (its outcome stands), a live one too. The record
+-- becomes a fresh SUBMITTED job at step SUBMIT with run = run + 1 (a record
+-- without run is run 1), a new submission entry is added for the workers,
+-- and a "retried" event (flat field run) opens the new run's history: the
+-- guarantee of one terminal outcome then holds per run. The epoch is kept,
+-- so fencing stays monotonic across runs. The record no longer expires.
+--
+-- KEYS[1] job record (HASH)
+-- KEYS[2] submissions stream
+-- KEYS[3] events stream
+--
+-- ARGV[1] job id
+-- ARGV[2] now, unix ms
+-- ARGV[3] the input (JSON) when the caller has it (a dead-letter copy);
+--         "" = the record's persisted input
+-- ARGV[4] event payload envelope (msgpack) of the retried event
+--
+-- Returns {"retried", run, entry id, previous state}, or one of
+-- "not_found", "alias", "completed", "not_terminal" (+ state), "no_input".
+
+local job, subs, events = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', job) == 0 or redis.call('HGET', job, 'stub') == '1' then
+  return { 'not_found' }
+end
+local rec = redis.call('HMGET', job, 'state', 'alias_of', 'input', 'run', 'deadline_ms', 'created_ms', 'epoch')
+local state = nz(rec[1])
+if nz(rec[2]) then
+  return { 'alias' }
+end
+if state == 'COMPLETED' then
+  return { 'completed' }
+end
+if not is_terminal(state) then
+  return { 'not_terminal', state or '' }
+end
+local input = ARGV[3]
+if input == '' then
+  input = nz(rec[3])
+end
+if input == nil then
+  return { 'no_input' }
+end
+local run = (tonumber(nz(rec[4]) or '1') or 1) + 1
+local now = tonumber(ARGV[2])
+local entry = redis.call('XADD', subs, '*', 'job_id', ARGV[1], 'input', input, 'v', '1')
+local f = { 'HSET', job, 'state', 'SUBMITTED', 'step', 'SUBMIT', 'run', tostring(run), 'entry', entry,
+  'updated_ms', ARGV[2], 'attempts', '0', 'deliveries', '0' }
+local deadline, created = tonumber(nz(rec[5]) or ''), tonumber(nz(rec[6]) or '')
+if deadline and created and deadline > 0 then
+  -- The same time budget as the first run, counted from the retry.
+  f[#f + 1] = 'deadline_ms'
+  f[#f + 1] = tostring(now + (deadline - created))
+end
+redis.call(unpack(f))
+redis.call('HDEL', job, 'runpod_id', 'runpod_status', 'result', 'finished_ms', 'owner', 'cancel', 'handoff')
+redis.call('PERSIST', job)
+local epoch = nz(rec[7]) or '0'
+redis.call('XADD', events, '*', 'type', 'retried', 'job_id', ARGV[1], 'state', 'SUBMITTED',
+  'epoch', epoch, 'ts', ARGV[2], 'payload', ARGV[4], 'run', tostring(run))
+return { 'retried', run, entry, state }
