@@ -55,6 +55,10 @@ func TestHappyPath1000Jobs(t *testing.T) {
 		cfg := e.workerConfig(fmt.Sprintf("happy-w%d", i), rp)
 		cfg.Concurrency = 64
 		cfg.MaxInFlight = 200 // so the work is spread over the three
+		// Nothing crashes here, and the test counts /run attempts exactly:
+		// a lease short enough to lapse on a loaded machine would let a
+		// peer take a job inside its /run window and resubmit it.
+		cfg.MinIdle, cfg.HeartbeatInterval = 30*time.Second, time.Second
 		ws[i] = e.startWorker(cfg)
 	}
 	recs := e.waitTerminal(ids, 90*time.Second)
