@@ -308,7 +308,7 @@ func TestAdmitOnRunpodNotCounted(t *testing.T) {
 		msgs, res := b.readAdmit(t, "w0", 1, opts)
 		require.Equal(t, Admitted, res[0].Status)
 		rec := res[0].Record
-		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "rp", Epoch: rec.Epoch, Step: "SUBMITTING", IncAttempts: true}, b.now))
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "rp", Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 1}, b.now))
 		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "rp", Epoch: rec.Epoch, Step: "POLL",
 			State: "IN_PROGRESS", RunpodID: "rp-1", RunpodStatus: "IN_PROGRESS"}, b.now))
 		for i := 1; i <= 6; i++ {

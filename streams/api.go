@@ -288,9 +288,12 @@ type Checkpoint struct {
 	State        string // "" = unchanged
 	RunpodID     string // "" = unchanged
 	RunpodStatus string // "" = unchanged
-	IncAttempts  bool   // count one more /run attempt (with Step SUBMITTING)
-	Output       []byte // progress output; nil = unchanged
-	Event        *EventInput
+	// Attempts, when > 0, records this many /run intents (with Step
+	// SUBMITTING): an explicit number, not an increment, so a write
+	// retried after its reply was lost (applied once or twice) counts once.
+	Attempts int
+	Output   []byte // progress output; nil = unchanged
+	Event    *EventInput
 }
 
 // Outcome is a job's terminal result.

@@ -51,7 +51,7 @@ func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) er
 	v, err := s.runScript(ctx, "checkpoint "+cp.JobID, scriptCheckpoint,
 		[]string{s.keys.Job(cp.JobID), s.keys.Events()},
 		cp.JobID, strconv.FormatInt(cp.Epoch, 10), now.UnixMilli(), cp.Step, cp.State,
-		cp.RunpodID, cp.RunpodStatus, boolArg(cp.IncAttempts), result, etype, payload)
+		cp.RunpodID, cp.RunpodStatus, attemptsArg(cp.Attempts), result, etype, payload)
 	if err != nil {
 		return err
 	}
@@ -60,6 +60,14 @@ func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) er
 		return fmt.Errorf("streams: checkpoint %q at epoch %d: %w", cp.JobID, cp.Epoch, err)
 	}
 	return nil
+}
+
+// attemptsArg is ARGV[8] of checkpoint.lua: "" leaves attempts unchanged.
+func attemptsArg(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strconv.Itoa(n)
 }
 
 // codeErr maps a script's refusal code to its sentinel.

@@ -22,7 +22,7 @@ func TestCheckpoint(t *testing.T) {
 		rec := b.admitted(t, "c")
 		later := b.now.Add(5000)
 		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch,
-			Step: "SUBMITTING", IncAttempts: true}, later))
+			Step: "SUBMITTING", Attempts: 1}, later))
 		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch,
 			Step: "POLL", State: "QUEUED", RunpodID: "rp-1", RunpodStatus: "IN_QUEUE",
 			Event: &EventInput{Type: EventQueued, Payload: EventPayload{RunpodID: "rp-1", Attempt: 1}}}, later))
@@ -95,7 +95,7 @@ func TestCheckpointSubmittingRefusedAfterCancel(t *testing.T) {
 		nEvents := len(b.events(t))
 
 		later := b.now.Add(5000)
-		err = b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch, Step: "SUBMITTING", IncAttempts: true,
+		err = b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 1,
 			Event: &EventInput{Type: EventProgress}}, later)
 		require.ErrorIs(t, err, ErrCancelRequested)
 		after := b.get(t, "c")

@@ -15,7 +15,10 @@ import (
 // result, append the terminal event, XACK and XDEL the submission, expire
 // the record after ResultTTL and release the dedupe key of a job that did
 // not complete. errs[i] is nil, ErrFenced, ErrTerminal or ErrNotFound (the
-// last two still acknowledge and delete the entry, so it cannot loop).
+// last two still acknowledge and delete the entry, so it cannot loop). An
+// outcome already written by an earlier try of the same write (its reply
+// lost: the job is terminal at this epoch with this state and result) is
+// nil too, so a retry after an ambiguous timeout counts it as written.
 // Outcomes without InputHash cost one pipelined read of the records first.
 func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts) (errs []error, err error) {
 	if len(outs) == 0 {
@@ -82,6 +85,9 @@ func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts)
 	}
 	errs = make([]error, len(outs))
 	for i, c := range codes {
+		if c == "ours" {
+			continue
+		}
 		if e := codeErr(c); e != nil {
 			errs[i] = fmt.Errorf("streams: finalize %q at epoch %d: %w", outs[i].JobID, outs[i].Epoch, e)
 		}

@@ -47,10 +47,21 @@ func TestFinalize(t *testing.T) {
 				require.Equal(t, rec.Epoch, last.Epoch)
 				require.Equal(t, "rp", last.Payload.RunpodID)
 
-				// Twice: refused, still one terminal event.
+				// Twice (a retry whose first try applied): recognised as
+				// this same outcome, still one terminal event.
 				errs, err = b.st.Finalize(b.ctx, []Outcome{out}, opts)
 				require.NoError(t, err)
+				require.NoError(t, errs[0])
+				require.Equal(t, []string{EventSubmitted, tc.event}, b.eventTypes(t, "f"))
+				// Another outcome, or the same at another epoch: refused.
+				other := out
+				other.Error = "another reason"
+				stale := out
+				stale.Epoch++
+				errs, err = b.st.Finalize(b.ctx, []Outcome{other, stale}, opts)
+				require.NoError(t, err)
 				require.ErrorIs(t, errs[0], ErrTerminal)
+				require.ErrorIs(t, errs[1], ErrTerminal)
 				require.Equal(t, []string{EventSubmitted, tc.event}, b.eventTypes(t, "f"))
 			})
 		})

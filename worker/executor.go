@@ -306,7 +306,7 @@ func (w *Worker) abandon(ctx context.Context, r stepResult) stepResult {
 func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s snapshot, a workflow.Action, rnd *rand.Rand) stepResult {
 	wf := workflow.BeginSubmit(r.wf)
 	err := w.store.Checkpoint(ctx, streams.Checkpoint{
-		JobID: wf.ID, Epoch: r.epoch, Step: string(workflow.StepSubmitting), IncAttempts: true,
+		JobID: wf.ID, Epoch: r.epoch, Step: string(workflow.StepSubmitting), Attempts: wf.Attempts,
 	}, w.now())
 	if errors.Is(err, streams.ErrCancelRequested) {
 		// The record's cancel flag is set (a cancel landed after admit, or

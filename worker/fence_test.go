@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"github.com/yourscope/runpod-orchestrator/internal/redistest"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
@@ -118,4 +120,39 @@ func TestFinalizeFencedBySelfReclaimIsRewritten(t *testing.T) {
 	require.Zero(t, w.Stats().LeasesLost)
 	require.Zero(t, lost.Load())
 	require.EqualValues(t, 1, w.Stats().Finalized[workflow.StateCompleted])
+}
+
+// TestOutcomeCountedAfterALostReply: the finalize that writes a job's
+// outcome is applied by Redis but its reply is lost (go-redis re-sends it on
+// a new connection, as it does after a broken one). The retry is recognised
+// as this worker's own outcome: the job is counted as finished (Stats,
+// OnOutcome), not dropped as "already terminal" by someone else.
+func TestOutcomeCountedAfterALostReply(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := redistest.NewProxy(t, b.rdb.Options().Addr)
+	rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), DB: b.rdb.Options().DB})
+	t.Cleanup(func() { _ = rdb.Close() })
+	var outcomes atomic.Int64
+	cfg := b.config("w")
+	cfg.Hooks.OnOutcome = func(string, workflow.State) { outcomes.Add(1) }
+	// Loaded scripts: the lost reply is finalize's own, not a NOSCRIPT.
+	require.NoError(t, b.store.LoadScripts(context.Background()))
+	lost := p.SwallowReply("lr1", "COMPLETED")
+	w, err := New(rdb, cfg)
+	require.NoError(t, err)
+	r := &running{w: w, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- w.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+
+	b.submit(t, "lr1", `{"mock_delay":5,"mock_return":{"ok":1}}`, 0)
+	b.waitState(t, "lr1", workflow.StateCompleted, 10*time.Second)
+	<-lost
+	require.Eventually(t, func() bool { return w.Stats().InFlight == 0 }, 10*time.Second, 5*time.Millisecond)
+	require.EqualValues(t, 1, w.Stats().Finalized[workflow.StateCompleted], "our outcome, counted")
+	require.EqualValues(t, 1, outcomes.Load())
+	cnt, _ := terminalEvents(b.events(t)["lr1"])
+	require.Equal(t, 1, cnt)
 }

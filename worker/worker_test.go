@@ -223,7 +223,7 @@ func crashAfterRun(t *testing.T, b *testBundle, consumer string, n int) []string
 	for i, r := range res {
 		require.Equal(t, streams.Admitted, r.Status)
 		id, epoch := r.Record.JobID, r.Record.Epoch
-		require.NoError(t, b.store.Checkpoint(ctx, streams.Checkpoint{JobID: id, Epoch: epoch, Step: string(workflow.StepSubmitting), IncAttempts: true}, time.Now()))
+		require.NoError(t, b.store.Checkpoint(ctx, streams.Checkpoint{JobID: id, Epoch: epoch, Step: string(workflow.StepSubmitting), Attempts: 1}, time.Now()))
 		rj, err := b.rp.Run(ctx, workflow.RunRequest{Input: json.RawMessage(reqs[i].Sub.Input)})
 		require.NoError(t, err)
 		require.NoError(t, b.store.Checkpoint(ctx, streams.Checkpoint{JobID: id, Epoch: epoch, Step: string(workflow.StepPoll),
@@ -294,7 +294,7 @@ func TestTakeoverAtSubmittingAppliesPolicy(t *testing.T) {
 			require.NoError(t, err)
 			// The dead worker recorded its intent and died during /run.
 			require.NoError(t, b.store.Checkpoint(ctx, streams.Checkpoint{JobID: "s1", Epoch: res[0].Record.Epoch,
-				Step: string(workflow.StepSubmitting), IncAttempts: true}, time.Now()))
+				Step: string(workflow.StepSubmitting), Attempts: 1}, time.Now()))
 
 			cfg := b.config("rescuer")
 			cfg.SubmitUncertain = tc.policy

@@ -6,6 +6,9 @@
 -- job canceled before its intent is recorded is never sent to Runpod. Other
 -- checkpoints still pass on a cancel-flagged job, so a job already on Runpod
 -- keeps recording its progress until the worker cancels it there.
+-- A checkpoint whose fields all hold their values already (a write retried
+-- after its reply was lost, though it had applied) changes nothing and
+-- appends no event: retries are idempotent, as attempts is a number to set.
 --
 -- KEYS[1] job record (HASH)
 -- KEYS[2] events stream
@@ -17,7 +20,8 @@
 -- ARGV[5]  state (non-terminal), "" = unchanged
 -- ARGV[6]  runpod id, "" = unchanged
 -- ARGV[7]  runpod status, "" = unchanged
--- ARGV[8]  "1" to count one more /run attempt
+-- ARGV[8]  /run attempts to record (the intent's number), "" = unchanged;
+--          a number, not an increment, so a retried write counts once
 -- ARGV[9]  result envelope (msgpack, progress output), "" = unchanged
 -- ARGV[10] event type, "" = no event
 -- ARGV[11] event payload envelope (msgpack)
@@ -28,7 +32,8 @@ local job, events = KEYS[1], KEYS[2]
 if redis.call('EXISTS', job) == 0 then
   return 'not_found'
 end
-local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of', 'cancel')
+local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of', 'cancel',
+  'step', 'runpod_id', 'runpod_status', 'attempts', 'result')
 local state, epoch = nz(rec[1]), nz(rec[2]) or '0'
 if is_terminal(state) or nz(rec[3]) then
   return 'terminal'
@@ -41,17 +46,21 @@ if ARGV[4] == 'SUBMITTING' and nz(rec[4]) == '1' then
 end
 
 local f = { 'HSET', job, 'updated_ms', ARGV[3] }
-local names = { [4] = 'step', [5] = 'state', [6] = 'runpod_id', [7] = 'runpod_status', [9] = 'result' }
+local names = { [4] = 'step', [5] = 'state', [6] = 'runpod_id', [7] = 'runpod_status', [8] = 'attempts', [9] = 'result' }
+local current = { [4] = rec[5], [5] = rec[1], [6] = rec[6], [7] = rec[7], [8] = rec[8], [9] = rec[9] }
+local fields, changed = false, false
 for i = 4, 9 do
-  if names[i] and ARGV[i] ~= '' then
+  if ARGV[i] ~= '' then
+    fields = true
+    if nz(current[i]) ~= ARGV[i] then changed = true end
     f[#f + 1] = names[i]
     f[#f + 1] = ARGV[i]
   end
 end
-redis.call(unpack(f))
-if ARGV[8] == '1' then
-  redis.call('HINCRBY', job, 'attempts', 1)
+if fields and not changed then
+  return 'ok'
 end
+redis.call(unpack(f))
 if ARGV[5] ~= '' then
   state = ARGV[5]
 end

@@ -5,6 +5,9 @@
 --              copy, XACK + XDEL of the entry, PEXPIRE of the record, and the
 --              dedupe key released (not COMPLETED) or given the record's TTL
 --   not_found  the entry (if given) is still XACKed + XDELed: the job is gone
+--   ours       already terminal with this very outcome at this epoch (the
+--              caller's earlier try applied, its reply lost): XACK + XDEL,
+--              nothing else; the caller counts it as written
 --   terminal   already terminal (or an alias): XACK + XDEL, nothing else
 --   fenced     epoch mismatch: nothing touched
 --
@@ -31,7 +34,8 @@
 --   k=10 KEYS index of the job record
 --   k=11 KEYS index of the dedupe key, 0 = none
 --
--- Returns N codes, in outcome order: "ok", "not_found", "terminal", "fenced".
+-- Returns N codes, in outcome order: "ok", "ours", "not_found", "terminal",
+-- "fenced".
 
 local subs, events, dead = KEYS[1], KEYS[2], KEYS[3]
 local group, now = ARGV[1], ARGV[2]
@@ -52,11 +56,15 @@ for i = 0, n - 1 do
     ack_del(subs, group, entry)
     out[#out + 1] = 'not_found'
   else
-    local rec = redis.call('HMGET', job, 'state', 'epoch', 'entry', 'alias_of')
+    local rec = redis.call('HMGET', job, 'state', 'epoch', 'entry', 'alias_of', 'result')
     if entry == '' then entry = nz(rec[3]) or '' end
     if is_terminal(nz(rec[1])) or nz(rec[4]) then
       ack_del(subs, group, entry)
-      out[#out + 1] = 'terminal'
+      if nz(rec[1]) == state and (nz(rec[2]) or '0') == epoch and nz(rec[5]) == ARGV[b + 5] then
+        out[#out + 1] = 'ours'
+      else
+        out[#out + 1] = 'terminal'
+      end
     elseif (nz(rec[2]) or '0') ~= epoch then
       out[#out + 1] = 'fenced'
     else
