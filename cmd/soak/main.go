@@ -28,6 +28,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/yourscope/runpod-orchestrator/internal/cmdutil"
 	"github.com/yourscope/runpod-orchestrator/internal/soak"
 )
 
@@ -42,8 +43,24 @@ func main() {
 // run is the command; it returns the exit status: 0 clean, 1 a violation,
 // 2 a usage error, 3 a soak that could not run.
 func run(args []string, stdout, stderr io.Writer) int {
+	if cmdutil.WantsVersion(args) {
+		fmt.Fprintln(stdout, cmdutil.Line("soak"))
+		return 0
+	}
 	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: soak [flags]
+
+Starts redis-server (AOF), the Runpod simulator and worker processes on
+loopback, submits a mix of jobs under chaos, checks the final history from
+Redis and the simulator's ledger, and prints one JSON summary line. Exit
+status: 0 clean, 1 a violation, 2 a usage error, 3 the soak could not run.
+See docs/reliability.md.
+
+`)
+		cmdutil.PrintDefaults(stderr, fs)
+	}
 	var (
 		cfg                 soak.Config
 		chaos, kinds        string
@@ -74,24 +91,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		return 2
+		return cmdutil.ExitUsage
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "soak: unexpected argument %q\n", fs.Arg(0))
-		return 2
+		return cmdutil.ExitUsage
 	}
 	var err error
 	if cfg.Chaos, err = soak.ParseChaos(chaos); err != nil {
 		fmt.Fprintln(stderr, "soak: --chaos:", err)
-		return 2
+		return cmdutil.ExitUsage
 	}
 	if cfg.Kinds, err = soak.ParseKinds(kinds); err != nil {
 		fmt.Fprintln(stderr, "soak: --kinds:", err)
-		return 2
+		return cmdutil.ExitUsage
 	}
 	cfg.Duration, cfg.Drain, cfg.ChaosInterval, cfg.MinIdle, cfg.CrashWindow, cfg.AOFCut = duration, drain, interval, minIdle, crashWindow, aofCut
 	if !quiet {
 		cfg.Progress = stderr
+	}
+	check := cfg.WithDefaults()
+	if check.WorkerBin == "" {
+		check.WorkerBin = "(built below)"
+	}
+	if err := check.Validate(); err != nil {
+		fmt.Fprintln(stderr, err)
+		return cmdutil.ExitUsage
 	}
 
 	if cfg.WorkerBin == "" {

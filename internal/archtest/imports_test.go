@@ -23,7 +23,7 @@ var allowed = map[string][]string{
 	"cmd/worker":           {"workflow", "streams", "activities", "activities/runpodsim", "worker", "internal/redisconn", "internal/cmdutil"},
 	"cmd/submitter":        {"workflow", "client", "internal/redisconn", "internal/cmdutil"},
 	"cmd/runpod-sim":       {"activities/runpodsim", "internal/cmdutil"},
-	"cmd/soak":             {"internal/soak"},
+	"cmd/soak":             {"internal/soak", "internal/cmdutil"},
 	"internal/soak":        {"workflow", "streams", "client", "activities/runpodsim"},
 	"cmd/bench":            {"workflow", "worker", "internal/bench"},
 	"internal/bench":       {"workflow", "streams", "activities", "activities/runpodsim", "worker", "client"},
