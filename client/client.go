@@ -31,6 +31,10 @@ var (
 	// between the read and the write (a few attempts). Nothing was written;
 	// retrying later is safe. It is streams.ErrDedupeContention.
 	ErrDedupeContention = streams.ErrDedupeContention
+	// ErrCancelHintNotPublished: Cancel recorded the cancel, but its hint
+	// to the workers could not be published (see Cancel). It is
+	// streams.ErrHintNotPublished.
+	ErrCancelHintNotPublished = streams.ErrHintNotPublished
 )
 
 // Client submits jobs and observes them. It is safe for concurrent use.
@@ -152,18 +156,56 @@ func (c *Client) Get(ctx context.Context, id string) (Job, error) {
 // Config.PendingCancelTTL, and a job with that id arriving meanwhile ends
 // CANCELED without being sent. With PendingCancelTTL -1 nothing is
 // remembered and the error matches workflow.ErrJobNotFound.
+//
+// A cancel recorded whose hint to the workers could not be published (a
+// Redis user whose ACL lacks the namespace's control channel) returns the
+// state and an error matching ErrCancelHintNotPublished: the cancel stands,
+// and the owner acts on it at its next periodic check of the record rather
+// than at once. RequestCancel says the same without an error.
 func (c *Client) Cancel(ctx context.Context, id string) (workflow.State, error) {
-	st, err := c.store.Cancel(ctx, id, streams.CancelOpts{StubTTL: max(c.cfg.PendingCancelTTL, 0)})
+	r, err := c.RequestCancel(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if r.HintError != "" {
+		return r.State, fmt.Errorf("client: cancel job %q: %w: %s", id, ErrCancelHintNotPublished, r.HintError)
+	}
+	return r.State, nil
+}
+
+// CancelReport is what RequestCancel did.
+type CancelReport struct {
+	// State is the job's state when the cancel was recorded (its terminal
+	// state if it had ended; "" for an alias record).
+	State workflow.State
+	// Requested: the job's cancel flag is set (it was not terminal).
+	Requested bool
+	// HintReceivers is how many subscribers the hint to the workers
+	// reached: 0 means no worker listened at that moment (none running, or
+	// reconnecting); the owner then acts at its next periodic check. In
+	// Redis Cluster it counts the subscribers of one node only.
+	HintReceivers int64
+	// HintError is why the hint could not be published, "" when it was.
+	HintError string
+}
+
+// RequestCancel is Cancel reporting in detail: whether the cancel was
+// recorded, and whether and to how many workers its hint was published.
+// Errors are Cancel's, except that a failed hint is reported in
+// CancelReport.HintError, not as an error.
+func (c *Client) RequestCancel(ctx context.Context, id string) (CancelReport, error) {
+	r, err := c.store.CancelJob(ctx, id, streams.CancelOpts{StubTTL: max(c.cfg.PendingCancelTTL, 0)})
 	if errors.Is(err, streams.ErrCancelPending) {
-		return "", fmt.Errorf("client: cancel job %q: %w", id, ErrCancelPending)
+		return CancelReport{}, fmt.Errorf("client: cancel job %q: %w", id, ErrCancelPending)
 	}
 	if errors.Is(err, streams.ErrNotFound) {
-		return "", fmt.Errorf("client: cancel job %q: %w", id, workflow.ErrJobNotFound)
+		return CancelReport{}, fmt.Errorf("client: cancel job %q: %w", id, workflow.ErrJobNotFound)
 	}
 	if err != nil {
-		return "", fmt.Errorf("client: cancel job %q: %w", id, err)
+		return CancelReport{}, fmt.Errorf("client: cancel job %q: %w", id, err)
 	}
-	return workflow.State(st), nil
+	return CancelReport{State: workflow.State(r.State), Requested: r.Requested,
+		HintReceivers: r.Receivers, HintError: r.HintError}, nil
 }
 
 func jobFromRecord(r streams.Record) Job {

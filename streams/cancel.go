@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -19,37 +20,92 @@ type CancelOpts struct {
 	Now time.Time
 }
 
-// Cancel requests cancellation: sets the cancel flag on a non-terminal job,
-// appends a cancel_requested event (once) and nudges workers on the control
-// channel. It returns the job's state; a terminal job is left unchanged, and
-// so is an alias record (state ""). For an unknown id it is ErrNotFound, or
-// with opts.StubTTL ErrCancelPending (the cancel waits for the id to
-// arrive).
+// ErrHintNotPublished: a cancel was recorded (flag and event written) but
+// its hint to the workers could not be published (an ACL user without the
+// namespace's control channel). The owner still acts on the flag at its
+// next periodic check of the record.
+var ErrHintNotPublished = errors.New("streams: cancel recorded, but the hint to the workers was not published")
+
+// CancelResult is what CancelJob did.
+type CancelResult struct {
+	// State is the job's state ("" for an alias record).
+	State string
+	// Requested: the job was not terminal, so its cancel flag is set (now
+	// or by an earlier cancel). False for a terminal job or an alias.
+	Requested bool
+	// Receivers is how many subscribers the hint reached: 0 means no worker
+	// is subscribed right now (none running, or reconnecting). In Redis
+	// Cluster it counts the subscribers of the node that ran the script.
+	Receivers int64
+	// HintError is why the hint could not be published ("" when it was).
+	HintError string
+}
+
+// Cancel is CancelJob returning the job's state. A recorded cancel whose
+// hint failed returns the state and an error wrapping ErrHintNotPublished.
 func (s *Store) Cancel(ctx context.Context, jobID string, opts CancelOpts) (string, error) {
-	payload, err := EncodePayload(EventPayload{})
+	r, err := s.CancelJob(ctx, jobID, opts)
 	if err != nil {
 		return "", err
+	}
+	if r.HintError != "" {
+		return r.State, fmt.Errorf("streams: cancel %q: %w: %s", jobID, ErrHintNotPublished, r.HintError)
+	}
+	return r.State, nil
+}
+
+// CancelJob requests cancellation: sets the cancel flag on a non-terminal
+// job, appends a cancel_requested event (once) and nudges workers on the
+// control channel. A terminal job is left unchanged, and so is an alias
+// record (State ""). For an unknown id it is ErrNotFound, or with
+// opts.StubTTL ErrCancelPending (the cancel waits for the id to arrive). A
+// hint that could not be published is reported in the result, not as an
+// error: the cancel itself is recorded.
+func (s *Store) CancelJob(ctx context.Context, jobID string, opts CancelOpts) (CancelResult, error) {
+	payload, err := EncodePayload(EventPayload{})
+	if err != nil {
+		return CancelResult{}, err
 	}
 	v, err := s.runScript(ctx, "cancel "+jobID, scriptCancel,
 		[]string{s.keys.Job(jobID), s.keys.Events()},
 		jobID, msArg(opts.Now), payload, s.keys.Control(), ControlMessage{Kind: ControlCancel, JobID: jobID}.String(),
 		opts.StubTTL.Milliseconds())
 	if err != nil {
-		return "", err
+		return CancelResult{}, err
 	}
-	r, err := replyStrings("cancel", v)
-	if err != nil || len(r) == 0 {
-		return "", fmt.Errorf("streams: cancel %q: bad reply %v: %w", jobID, v, err)
+	r, ok := v.([]any)
+	if !ok || len(r) == 0 {
+		return CancelResult{}, fmt.Errorf("streams: cancel %q: bad reply %v", jobID, v)
 	}
-	switch r[0] {
+	str := func(i int) string {
+		if i < len(r) {
+			s, _ := r[i].(string)
+			return s
+		}
+		return ""
+	}
+	switch code := str(0); code {
 	case "not_found":
-		return "", fmt.Errorf("streams: cancel %q: %w", jobID, ErrNotFound)
+		return CancelResult{}, fmt.Errorf("streams: cancel %q: %w", jobID, ErrNotFound)
 	case "pending":
-		return "", fmt.Errorf("streams: cancel %q: %w", jobID, ErrCancelPending)
+		return CancelResult{}, fmt.Errorf("streams: cancel %q: %w", jobID, ErrCancelPending)
 	case "alias":
-		return "", nil
-	case "terminal", "requested":
-		return r[1], nil
+		return CancelResult{}, nil
+	case "terminal":
+		return CancelResult{State: str(1)}, nil
+	case "requested":
+		res := CancelResult{State: str(1), Requested: true}
+		if len(r) > 2 {
+			res.Receivers, _ = r[2].(int64)
+		}
+		if res.Receivers < 0 {
+			res.Receivers, res.HintError = 0, str(3)
+			if res.HintError == "" {
+				res.HintError = "PUBLISH failed"
+			}
+		}
+		return res, nil
+	default:
+		return CancelResult{}, fmt.Errorf("streams: cancel %q: unexpected reply %q", jobID, code)
 	}
-	return "", fmt.Errorf("streams: cancel %q: unexpected reply %q", jobID, r[0])
 }

@@ -54,17 +54,34 @@ func (c *cli) cancel(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	defer closeFn()
-	st, err := cl.Cancel(ctx, id)
+	r, err := cl.RequestCancel(ctx, id)
 	pending := errors.Is(err, client.ErrCancelPending)
 	if err != nil && !pending {
 		return fmt.Errorf("cancel: %w", err)
 	}
+	if r.HintError != "" {
+		// The cancel stands; only the nudge failed. Say both, precisely.
+		fmt.Fprintf(c.stderr, "submitter: the cancel of %s is recorded, but its hint to the workers was not published (%s);"+
+			" the job's worker acts on it at its next check of the record instead of at once\n", id, r.HintError)
+	}
 	// pending: no job with this id yet; the cancel waits for it.
-	return writeJSON(c, struct {
-		ClientJobID string `json:"clientJobId"`
-		State       string `json:"state"`
-		Pending     bool   `json:"pending,omitempty"`
-	}{id, string(st), pending})
+	// hintPublished/hintReceivers: whether the workers were nudged at once.
+	out := struct {
+		ClientJobID   string `json:"clientJobId"`
+		State         string `json:"state"`
+		Pending       bool   `json:"pending,omitempty"`
+		HintPublished *bool  `json:"hintPublished,omitempty"`
+		HintReceivers *int64 `json:"hintReceivers,omitempty"`
+		HintError     string `json:"hintError,omitempty"`
+	}{ClientJobID: id, State: string(r.State), Pending: pending, HintError: r.HintError}
+	if r.Requested {
+		published := r.HintError == ""
+		out.HintPublished = &published
+		if published {
+			out.HintReceivers = &r.HintReceivers
+		}
+	}
+	return writeJSON(c, out)
 }
 
 // parseFrom maps the --from flag to a client position.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -78,4 +79,39 @@ func TestTLSFlags(t *testing.T) {
 	r = runWith(t, nil, "", "--redis-url", "redis://"+srv.Addr, "--redis-tls-ca-file", files.CA, "get", "x")
 	require.Equal(t, 2, r.code)
 	require.Contains(t, r.stderr, "--redis-tls-ca-file: needs a TLS URL")
+}
+
+// TestCancelHintNotPublished: as a Redis user whose ACL has the namespace's
+// keys but not its control channel, cancel.lua writes the flag and the
+// event and then fails to PUBLISH. Before the fix the command printed only
+// the PUBLISH error and exited 1, though the cancel was recorded; now it
+// prints the state with hintPublished false and the reason, says so on
+// stderr, and exits 0.
+func TestCancelHintNotPublished(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	require.NoError(t, b.run(t, "", "submit", "--id", "j", "--input", "1").err)
+	user := "u_nochan_" + b.ns
+	ctx := context.Background()
+	require.NoError(t, b.rdb.Do(ctx, "ACL", "SETUSER", user, "on", ">pw-nochan-1234", "resetkeys",
+		"~{"+b.ns+"}:*", "resetchannels", "+@all", "-@dangerous").Err())
+	t.Cleanup(func() { b.rdb.Do(context.Background(), "ACL", "DELUSER", user) })
+
+	r := runWith(t, nil, "", "--redis-url", fmt.Sprintf("redis://%s:pw-nochan-1234@%s/0", user, redistest.Addr()),
+		"--namespace", b.ns, "cancel", "j")
+	require.NoError(t, r.err, r.stderr)
+	var out struct {
+		State         string
+		HintPublished *bool
+		HintError     string
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
+	require.Equal(t, "SUBMITTED", out.State)
+	require.NotNil(t, out.HintPublished)
+	require.False(t, *out.HintPublished)
+	require.Contains(t, out.HintError, "publish")
+	require.Contains(t, r.stderr, "is recorded, but its hint to the workers was not published")
+	rec, err := b.store.Get(ctx, "j")
+	require.NoError(t, err)
+	require.True(t, rec.Cancel, "the cancel is recorded")
 }

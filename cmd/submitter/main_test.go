@@ -337,7 +337,7 @@ func TestGetCancelCommands(t *testing.T) {
 
 	r = b.run(t, "", "cancel", "j")
 	require.NoError(t, r.err)
-	require.JSONEq(t, `{"clientJobId":"j","state":"SUBMITTED"}`, r.stdout)
+	require.JSONEq(t, `{"clientJobId":"j","state":"SUBMITTED","hintPublished":true,"hintReceivers":0}`, r.stdout)
 	rec, err := b.store.Get(context.Background(), "j")
 	require.NoError(t, err)
 	require.True(t, rec.Cancel)

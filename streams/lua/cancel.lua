@@ -21,7 +21,11 @@
 -- ARGV[6] stub TTL in ms; 0 = no stub (an unknown id answers not_found)
 --
 -- Returns {"not_found"}, {"pending"} (a stub was written or refreshed),
--- {"terminal", state}, {"alias", alias_of} or {"requested", state}.
+-- {"terminal", state}, {"alias", alias_of}, or {"requested", state, n} with
+-- n PUBLISH's receiver count, or {"requested", state, -1, error} when the
+-- PUBLISH failed (an ACL user without the channel): the flag and the event
+-- are written all the same (a script is not rolled back), and the caller
+-- must learn both facts.
 
 local job, events = KEYS[1], KEYS[2]
 local now = clock_ms(ARGV[2])
@@ -46,5 +50,8 @@ if nz(rec[3]) ~= '1' then
   redis.call('HSET', job, 'cancel', '1', 'updated_ms', now)
   emit(events, 'cancel_requested', ARGV[1], state, epoch, now, ARGV[3])
 end
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return { 'requested', state }
+local n = redis.pcall('PUBLISH', ARGV[4], ARGV[5])
+if type(n) == 'table' and n.err then
+  return { 'requested', state, -1, n.err }
+end
+return { 'requested', state, n }
