@@ -30,6 +30,10 @@ const (
 	// type whose state does not match it, or a state-changing event without
 	// a state.
 	ViolationBadState ViolationKind = "bad_state"
+	// ViolationRetryLive: a retried event (a new run) for a job whose
+	// current run has no terminal event yet, or whose run number does not
+	// follow the previous one.
+	ViolationRetryLive ViolationKind = "retry_of_live_run"
 )
 
 // Violation is one broken invariant, at the event that broke it.
@@ -66,6 +70,9 @@ type AuditReport struct {
 	// counts events that name no job (a refused entry without a job id).
 	Undecodable  int `json:"undecodable"`
 	Unattributed int `json:"unattributed"`
+	// Retries counts retried events: each opens a new run of a job, and the
+	// checks above (one terminal outcome, nothing after it) hold per run.
+	Retries int `json:"retries"`
 	// Violations lists the broken invariants in stream order.
 	Violations []Violation `json:"violations"`
 }
@@ -88,6 +95,7 @@ type history struct {
 	seen     bool
 	terminal bool
 	alias    bool
+	run      int // the current run (retried events); 0 = the first
 }
 
 // NewAuditor returns an Auditor for a replay that starts at from. From the
@@ -133,6 +141,22 @@ func (a *Auditor) Add(ev Event) {
 
 	if first && a.fromStart && !startsHistory(ev) {
 		violate(ViolationNotSubmittedFirst, "first event is %q", ev.Type)
+	}
+	if ev.Type == EventRetried {
+		// A new run of the same id: the guarantee holds per run, so the
+		// previous run must have ended, and the new one starts afresh.
+		switch {
+		case !h.terminal && !first:
+			violate(ViolationRetryLive, "retried (run %d) while run %d has no outcome (state %s)", ev.Run, max(1, h.run), h.last)
+		case ev.Run != 0 && h.run != 0 && ev.Run != h.run+1:
+			violate(ViolationRetryLive, "retried as run %d after run %d", ev.Run, h.run)
+		}
+		h.terminal, h.last, h.run = false, workflow.StateSubmitted, ev.Run
+		if h.run == 0 {
+			h.run = 2
+		}
+		a.report.Retries++
+		return
 	}
 	if h.terminal {
 		if ev.State.Terminal() || ev.Type.Terminal() {

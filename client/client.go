@@ -94,6 +94,8 @@ type Job struct {
 	Attempts int `json:"attempts"`
 	// Deliveries counts how often a worker took the job (first = 1).
 	Deliveries int `json:"deliveries"`
+	// Run is the job's run: 1, then one more per Retry.
+	Run int `json:"run"`
 	// Epoch is the fencing token of the current owner.
 	Epoch int64 `json:"epoch"`
 	// Owner is the worker consumer that owns the job now.
@@ -219,6 +221,7 @@ func jobFromRecord(r streams.Record) Job {
 		Error:           r.Error,
 		Attempts:        r.Attempts,
 		Deliveries:      r.Deliveries,
+		Run:             r.Run,
 		Epoch:           r.Epoch,
 		Owner:           r.Owner,
 		InputHash:       r.InputHash,

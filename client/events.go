@@ -27,6 +27,7 @@ const (
 	EventCancelRequested EventType = streams.EventCancelRequested // Cancel was called
 	EventDeduplicated    EventType = streams.EventDeduplicated    // raw submission recorded as an alias (AliasOf)
 	EventRejected        EventType = streams.EventRejected        // a submission entry was refused (Reason)
+	EventRetried         EventType = streams.EventRetried         // a finished job runs again (Retry): opens run Run
 )
 
 // Terminal reports whether t is one of the four terminal event types.
@@ -52,6 +53,10 @@ type Event struct {
 	State workflow.State `json:"state,omitempty"`
 	// Epoch is the fencing token of the writer.
 	Epoch int64 `json:"epoch,omitempty"`
+	// Run is set on a retried event: the run it opens (2, 3, ...). The
+	// events after it, up to the next retried event, belong to that run;
+	// a job never retried has only run 1 (Run 0 on its events).
+	Run int `json:"run,omitempty"`
 	// Time is when the event was written (millisecond precision, UTC).
 	Time time.Time `json:"time,omitzero"`
 	// RunpodID is Runpod's job id, once known.
@@ -91,6 +96,7 @@ func eventFromStreams(ev streams.Event) Event {
 		JobID:        ev.JobID,
 		State:        workflow.State(ev.State),
 		Epoch:        ev.Epoch,
+		Run:          ev.Run,
 		Time:         msTime(ev.TS),
 		RunpodID:     ev.Payload.RunpodID,
 		RunpodStatus: workflow.RunpodStatus(ev.Payload.RunpodStatus),

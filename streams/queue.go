@@ -2,7 +2,9 @@ package streams
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -125,11 +127,34 @@ func (s *Store) CountEvents(ctx context.Context, since time.Time, limit int) (co
 	return counts, true, nil
 }
 
-// ReportWorker stores a worker's self-report (JSON, see WorkerReport) under
-// its instance id in the workers hash.
-func (s *Store) ReportWorker(ctx context.Context, instance string, report []byte) error {
-	if err := s.rdb.HSet(ctx, s.keys.Workers(), instance, report).Err(); err != nil {
-		return fmt.Errorf("streams: report worker %s: %w", instance, err)
+// WorkerReport is one worker's self-report, stored as JSON under its
+// instance id in {ns}:workers: written every few seconds by cmd/worker,
+// removed at a clean stop, read by client.Stats.
+type WorkerReport struct {
+	Instance  string `json:"instance"`
+	Version   string `json:"version,omitempty"`
+	AtMs      int64  `json:"at_ms"` // when it was written, unix ms
+	StartedMs int64  `json:"started_ms,omitempty"`
+	// InFlight and InFlightByState (by workflow state) are the jobs it owns.
+	InFlight        int            `json:"in_flight"`
+	InFlightByState map[string]int `json:"in_flight_by_state,omitempty"`
+	// RunpodCalls counts its Runpod calls since it started, by operation
+	// and outcome (ok, transient, permanent, ...).
+	RunpodCalls map[string]map[string]uint64 `json:"runpod_calls,omitempty"`
+	// Outcomes counts the outcomes it wrote, by state.
+	Outcomes map[string]uint64 `json:"outcomes,omitempty"`
+	// Fault is set while Runpod refuses its key or endpoint.
+	Fault string `json:"fault,omitempty"`
+}
+
+// ReportWorker stores r under r.Instance in the workers hash.
+func (s *Store) ReportWorker(ctx context.Context, r WorkerReport) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("streams: report worker %s: %w", r.Instance, err)
+	}
+	if err := s.rdb.HSet(ctx, s.keys.Workers(), r.Instance, b).Err(); err != nil {
+		return fmt.Errorf("streams: report worker %s: %w", r.Instance, err)
 	}
 	return nil
 }
@@ -142,16 +167,23 @@ func (s *Store) RemoveWorker(ctx context.Context, instance string) error {
 	return nil
 }
 
-// WorkerReports returns every stored worker report by instance id.
-func (s *Store) WorkerReports(ctx context.Context) (map[string][]byte, error) {
+// WorkerReports returns every stored worker report, by instance id; one
+// that does not decode is left out.
+func (s *Store) WorkerReports(ctx context.Context) ([]WorkerReport, error) {
 	m, err := s.rdb.HGetAll(ctx, s.keys.Workers()).Result()
 	if err != nil {
 		return nil, fmt.Errorf("streams: worker reports: %w", err)
 	}
-	out := make(map[string][]byte, len(m))
+	out := make([]WorkerReport, 0, len(m))
 	for k, v := range m {
-		out[k] = []byte(v)
+		var r WorkerReport
+		if json.Unmarshal([]byte(v), &r) != nil {
+			continue
+		}
+		r.Instance = k
+		out = append(out, r)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Instance < out[j].Instance })
 	return out, nil
 }
 

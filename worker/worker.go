@@ -43,6 +43,9 @@ const (
 type Stats struct {
 	// InFlight is the number of jobs owned now.
 	InFlight int
+	// InFlightByState counts the owned jobs by their state (SUBMITTED,
+	// QUEUED, IN_PROGRESS; a decided job keeps its last state until written).
+	InFlightByState map[workflow.State]int
 	// Admitted counts jobs taken (new and reclaimed).
 	Admitted uint64
 	// Reclaimed counts jobs taken over from other consumers by claim passes.
@@ -165,9 +168,14 @@ func (w *Worker) InstanceID() string { return w.cfg.InstanceID }
 func (w *Worker) Stats() Stats {
 	w.mu.Lock()
 	inFlight := len(w.jobs)
+	byState := make(map[workflow.State]int, 4)
+	for _, j := range w.jobs {
+		byState[j.wf.State]++
+	}
 	w.mu.Unlock()
 	s := Stats{
 		InFlight:        inFlight,
+		InFlightByState: byState,
 		Admitted:        w.stats.admitted.Load(),
 		Reclaimed:       w.stats.reclaimed.Load(),
 		LeasesLost:      w.stats.leasesLost.Load(),

@@ -1,0 +1,455 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// Errors of Retry. Match with errors.Is.
+var (
+	// ErrCompleted: Retry refused a COMPLETED job; its outcome stands.
+	ErrCompleted = errors.New("client: job completed; not retried")
+	// ErrNotFinished: Retry refused a job that has no outcome yet.
+	ErrNotFinished = errors.New("client: job not finished; not retried")
+	// ErrNoInput: the job's input was kept nowhere (not persisted, not in a
+	// dead-letter copy), so it cannot be sent again; submit it anew.
+	ErrNoInput = errors.New("client: job input not kept; cannot retry")
+)
+
+// WorkerReport is one worker's self-report, written every few seconds by
+// cmd/worker to {ns}:workers (docs/architecture.md) and removed at a clean
+// stop. A program embedding package worker may write its own with
+// ReportWorker. InFlightByState and Outcomes are keyed by workflow.State.
+type WorkerReport = streams.WorkerReport
+
+// ReportWorker stores r (under r.Instance) for Stats to read.
+func (c *Client) ReportWorker(ctx context.Context, r WorkerReport) error {
+	return c.store.ReportWorker(ctx, r)
+}
+
+// RemoveWorker deletes the report of instance (a clean stop).
+func (c *Client) RemoveWorker(ctx context.Context, instance string) error {
+	return c.store.RemoveWorker(ctx, instance)
+}
+
+// Consumer is one consumer (worker) of the namespace's group.
+type Consumer struct {
+	Name    string        `json:"name"`
+	Pending int64         `json:"pending"` // submissions it holds
+	Idle    time.Duration `json:"idle"`    // since its last read or claim
+	// Active: it read or claimed within ActiveWithin (a live worker reads
+	// every fraction of a second).
+	Active bool `json:"active"`
+}
+
+// ActiveWithin is how recently a consumer must have read to count as active.
+const ActiveWithin = time.Minute
+
+// StaleAfter is how old a worker report may be before Stats marks it stale
+// (reports are written every 5 s).
+const StaleAfter = 30 * time.Second
+
+// Stats is a namespace's queue at one moment.
+type Stats struct {
+	Namespace string    `json:"namespace"`
+	At        time.Time `json:"at"`
+	// GroupExists is false when no worker ever read this namespace: with
+	// no active consumer either, submissions wait for nobody (a producer
+	// on the wrong namespace, or no worker started).
+	GroupExists bool `json:"groupExists"`
+	// Backlog counts submissions no worker has read yet; Pending those
+	// delivered to a worker and not finished.
+	Backlog int64 `json:"backlog"`
+	Pending int64 `json:"pending"`
+	// OldestWaiting is how long the oldest unread submission has waited (0 = none).
+	OldestWaiting time.Duration `json:"oldestWaiting"`
+	DeadLetters   int64         `json:"deadLetters"`
+	Events        int64         `json:"events"`
+	Consumers     []Consumer    `json:"consumers"`
+	// ActiveConsumers counts the consumers that read within ActiveWithin.
+	ActiveConsumers int `json:"activeConsumers"`
+	// Workers are the reports of the workers (fresh and stale, by instance).
+	Workers []WorkerStatus `json:"workers"`
+	// InFlightByState sums the fresh reports' owned jobs by state.
+	InFlightByState map[workflow.State]int `json:"inFlightByState"`
+	// RunpodCalls and RunpodErrors sum the fresh reports' Runpod calls by
+	// operation (errors: every outcome but ok), since each worker started.
+	RunpodCalls  map[string]uint64 `json:"runpodCalls"`
+	RunpodErrors map[string]uint64 `json:"runpodErrors"`
+	// Outcomes counts the terminal events in the last Window, by state,
+	// and OutcomesPerMinute is their total rate.
+	Window            time.Duration          `json:"window"`
+	Outcomes          map[workflow.State]int `json:"outcomes"`
+	OutcomesPerMinute float64                `json:"outcomesPerMinute"`
+	// OutcomesTruncated: the window held more events than Stats reads.
+	OutcomesTruncated bool `json:"outcomesTruncated,omitempty"`
+}
+
+// WorkerStatus is one worker's report as Stats read it.
+type WorkerStatus struct {
+	WorkerReport
+	Seen  time.Time `json:"seen"`
+	Stale bool      `json:"stale"`
+}
+
+// StatsOptions tunes Stats.
+type StatsOptions struct {
+	// Window is the span outcomes are counted over; default 1 minute.
+	Window time.Duration
+	// MaxEvents bounds the events read to count outcomes; default 10,000.
+	MaxEvents int
+}
+
+// Stats reads the namespace's queue: backlog, pending, oldest waiting
+// submission, dead letters, consumers, the workers' reports and the
+// outcomes of the last window. It reads a few keys and at most MaxEvents
+// events; it writes nothing.
+func (c *Client) Stats(ctx context.Context, opts StatsOptions) (Stats, error) {
+	if opts.Window <= 0 {
+		opts.Window = time.Minute
+	}
+	now := time.Now()
+	q, err := c.store.QueueInfo(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("client: stats: %w", err)
+	}
+	s := Stats{
+		Namespace: c.cfg.Namespace, At: now, GroupExists: q.GroupExists,
+		Backlog: q.Backlog, Pending: q.Pending, DeadLetters: q.DeadLetters, Events: q.Events,
+		Consumers: []Consumer{}, Workers: []WorkerStatus{}, InFlightByState: map[workflow.State]int{},
+		RunpodCalls: map[string]uint64{}, RunpodErrors: map[string]uint64{},
+		Window: opts.Window, Outcomes: map[workflow.State]int{},
+	}
+	if q.OldestWaitingMs > 0 {
+		s.OldestWaiting = max(0, now.Sub(time.UnixMilli(q.OldestWaitingMs)))
+	}
+	for _, cs := range q.Consumers {
+		active := cs.Idle < ActiveWithin
+		if active {
+			s.ActiveConsumers++
+		}
+		s.Consumers = append(s.Consumers, Consumer{Name: cs.Name, Pending: cs.Pending, Idle: cs.Idle, Active: active})
+	}
+	reports, err := c.store.WorkerReports(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("client: stats: %w", err)
+	}
+	for _, r := range reports {
+		ws := WorkerStatus{WorkerReport: r, Seen: time.UnixMilli(r.AtMs).UTC()}
+		ws.Stale = now.Sub(ws.Seen) > StaleAfter
+		s.Workers = append(s.Workers, ws)
+		if ws.Stale {
+			continue
+		}
+		for st, n := range r.InFlightByState {
+			s.InFlightByState[workflow.State(st)] += n
+		}
+		for op, outs := range r.RunpodCalls {
+			for out, n := range outs {
+				s.RunpodCalls[op] += n
+				if out != "ok" {
+					s.RunpodErrors[op] += n
+				}
+			}
+		}
+	}
+	counts, truncated, err := c.store.CountEvents(ctx, now.Add(-opts.Window), opts.MaxEvents)
+	if err != nil {
+		return Stats{}, fmt.Errorf("client: stats: %w", err)
+	}
+	total := 0
+	for typ, st := range map[string]workflow.State{
+		streams.EventCompleted: workflow.StateCompleted, streams.EventFailed: workflow.StateFailed,
+		streams.EventTimedOut: workflow.StateTimedOut, streams.EventCanceled: workflow.StateCanceled,
+	} {
+		if n := int(counts[typ]); n > 0 {
+			s.Outcomes[st] = n
+			total += n
+		}
+	}
+	s.OutcomesPerMinute = float64(total) / opts.Window.Minutes()
+	s.OutcomesTruncated = truncated
+	return s, nil
+}
+
+// ListOptions tunes List.
+type ListOptions struct {
+	// State keeps only jobs in this state ("" = every state).
+	State workflow.State
+	// Limit caps the jobs returned; default 100.
+	Limit int
+	// Cursor continues a previous List (its NextCursor); 0 starts.
+	Cursor uint64
+}
+
+// ListPage is one page of List.
+type ListPage struct {
+	Jobs []Job `json:"jobs"`
+	// NextCursor continues the listing; 0 when the scan is complete.
+	NextCursor uint64 `json:"nextCursor"`
+}
+
+// List returns job records of the namespace, optionally in one state, by a
+// SCAN of the records (order is Redis's; each record is read once per full
+// scan, records changing meanwhile may be missed or seen in either state).
+// It reads; it never writes. Cancel stubs are left out.
+func (c *Client) List(ctx context.Context, opts ListOptions) (ListPage, error) {
+	if opts.Limit <= 0 {
+		opts.Limit = 100
+	}
+	if opts.State != "" && !opts.State.Valid() {
+		return ListPage{}, fmt.Errorf("client: list: unknown state %q", opts.State)
+	}
+	page := ListPage{Jobs: []Job{}}
+	cursor := opts.Cursor
+	for {
+		ids, next, err := c.store.ScanJobs(ctx, cursor, 500)
+		if err != nil {
+			return ListPage{}, fmt.Errorf("client: list: %w", err)
+		}
+		recs, err := c.store.GetMany(ctx, ids)
+		if err != nil {
+			return ListPage{}, fmt.Errorf("client: list: %w", err)
+		}
+		for _, r := range recs {
+			if opts.State == "" || workflow.State(r.State) == opts.State {
+				page.Jobs = append(page.Jobs, jobFromRecord(r))
+			}
+		}
+		cursor = next
+		if cursor == 0 || len(page.Jobs) >= opts.Limit {
+			break
+		}
+	}
+	// A SCAN page is not cut in the middle (its cursor would skip the
+	// rest), so a page may hold a little more than Limit.
+	slices.SortFunc(page.Jobs, func(a, b Job) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	page.NextCursor = cursor
+	return page, nil
+}
+
+// DeadLetter is one dead-letter copy of a submission refused as poison.
+type DeadLetter struct {
+	// ID is the dead-letter stream's entry id (the position to read after).
+	ID    string    `json:"id"`
+	JobID string    `json:"clientJobId,omitempty"`
+	At    time.Time `json:"at"`
+	// Reason is why the submission was refused.
+	Reason string `json:"reason"`
+	// Entry is the submission's own entry id.
+	Entry string `json:"entry"`
+	// Input is the submission's input field, when it had one.
+	Input json.RawMessage `json:"input,omitempty"`
+	// Fields are the copy's fields as stored (the submission's own and dead_*).
+	Fields map[string]string `json:"fields"`
+}
+
+// DeadOptions tunes Dead.
+type DeadOptions struct {
+	// After reads after this dead-letter id ("" = from the oldest).
+	After string
+	// Limit caps the entries returned; default 100.
+	Limit int
+}
+
+// Dead reads the dead-letter stream, oldest first.
+func (c *Client) Dead(ctx context.Context, opts DeadOptions) ([]DeadLetter, error) {
+	if opts.Limit <= 0 {
+		opts.Limit = 100
+	}
+	entries, err := c.store.ReadDead(ctx, opts.After, int64(opts.Limit))
+	if err != nil {
+		return nil, fmt.Errorf("client: dead: %w", err)
+	}
+	out := make([]DeadLetter, 0, len(entries))
+	for _, e := range entries {
+		d := DeadLetter{ID: e.ID, JobID: e.JobID, Reason: e.Reason, Entry: e.Entry, Fields: e.Fields}
+		if e.Ms > 0 {
+			d.At = time.UnixMilli(e.Ms).UTC()
+		}
+		if in := e.Fields["input"]; in != "" && json.Valid([]byte(in)) {
+			d.Input = json.RawMessage(in)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// RetryResult is what Retry did.
+type RetryResult struct {
+	ClientJobID string `json:"clientJobId"`
+	// Run is the new run's number: the first run is 1, each retry adds one.
+	Run int `json:"run"`
+	// PreviousState is how the previous run ended.
+	PreviousState workflow.State `json:"previousState"`
+	// FromDeadLetter: the input came from the job's dead-letter copy.
+	FromDeadLetter bool `json:"fromDeadLetter,omitempty"`
+}
+
+// Retry runs a FAILED, TIMED_OUT or CANCELED job again under the same id,
+// as a new run (redrive): it gets a new submission entry, its record starts
+// over at SUBMITTED, and its events carry the run (a retried event opens
+// it). The guarantee becomes one terminal outcome per run; Audit checks it
+// so. A COMPLETED job is refused (ErrCompleted), a job without an outcome
+// too (ErrNotFinished). The input is the record's (Config.PersistInput or
+// the workers' --persist-input) or, for a job that was dead-lettered, the
+// dead-letter copy's; without either it is ErrNoInput. A job that does not
+// exist is workflow.ErrJobNotFound.
+func (c *Client) Retry(ctx context.Context, id string) (RetryResult, error) {
+	res, err := c.store.Retry(ctx, id, nil, time.Now())
+	fromDead := false
+	if errors.Is(err, streams.ErrNoInput) {
+		if in, ok, derr := c.deadInput(ctx, id); derr != nil {
+			return RetryResult{}, fmt.Errorf("client: retry %q: %w", id, derr)
+		} else if ok {
+			res, err = c.store.Retry(ctx, id, in, time.Now())
+			fromDead = true
+		}
+	}
+	switch {
+	case errors.Is(err, streams.ErrNotFound):
+		return RetryResult{}, fmt.Errorf("client: retry %q: %w", id, workflow.ErrJobNotFound)
+	case errors.Is(err, streams.ErrCompleted):
+		return RetryResult{}, fmt.Errorf("client: retry %q: %w", id, ErrCompleted)
+	case errors.Is(err, streams.ErrNotFinished):
+		return RetryResult{}, fmt.Errorf("client: retry %q: %w", id, ErrNotFinished)
+	case errors.Is(err, streams.ErrNoInput):
+		return RetryResult{}, fmt.Errorf("client: retry %q: %w", id, ErrNoInput)
+	case errors.Is(err, streams.ErrAlias):
+		return RetryResult{}, fmt.Errorf("client: retry %q: an alias; retry the job it names: %w", id, ErrNotFinished)
+	case err != nil:
+		return RetryResult{}, fmt.Errorf("client: retry %q: %w", id, err)
+	}
+	return RetryResult{ClientJobID: id, Run: res.Run, PreviousState: workflow.State(res.PreviousState), FromDeadLetter: fromDead}, nil
+}
+
+// deadInput finds the newest dead-letter copy of job id with an input.
+func (c *Client) deadInput(ctx context.Context, id string) ([]byte, bool, error) {
+	var found []byte
+	after := ""
+	for {
+		page, err := c.store.ReadDead(ctx, after, 1000)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, e := range page {
+			if e.JobID == id && e.Fields["input"] != "" {
+				found = []byte(e.Fields["input"])
+			}
+		}
+		if len(page) < 1000 {
+			return found, found != nil, nil
+		}
+		after = page[len(page)-1].ID
+	}
+}
+
+// RetryDead retries every job of the dead-letter stream (after opts.After,
+// at most opts.Limit entries), each once, and removes the dead-letter
+// entries of the jobs it retried. It returns the jobs retried and, per job
+// id, why another was not (a COMPLETED job, one already running again, ...).
+func (c *Client) RetryDead(ctx context.Context, opts DeadOptions) ([]RetryResult, map[string]error, error) {
+	dead, err := c.Dead(ctx, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	var done []RetryResult
+	skipped := map[string]error{}
+	seen := map[string]bool{}
+	var remove []string
+	for _, d := range dead {
+		if d.JobID == "" {
+			skipped[d.ID] = errors.New("the entry names no job id")
+			continue
+		}
+		if seen[d.JobID] {
+			remove = append(remove, d.ID)
+			continue
+		}
+		seen[d.JobID] = true
+		res, err := c.store.Retry(ctx, d.JobID, []byte(d.Fields["input"]), time.Now())
+		if err != nil {
+			skipped[d.JobID] = err
+			continue
+		}
+		done = append(done, RetryResult{ClientJobID: d.JobID, Run: res.Run, PreviousState: workflow.State(res.PreviousState), FromDeadLetter: true})
+		remove = append(remove, d.ID)
+	}
+	if _, err := c.store.DeleteDead(ctx, remove...); err != nil {
+		return done, skipped, fmt.Errorf("client: retry dead: %w", err)
+	}
+	return done, skipped, nil
+}
+
+// PurgeOptions tunes Purge.
+type PurgeOptions struct {
+	// States are the terminal states whose records are deleted; empty =
+	// every terminal state. A live job is never deleted.
+	States []workflow.State
+	// DeadLetters also empties the dead-letter stream.
+	DeadLetters bool
+}
+
+// PurgeResult is what Purge deleted.
+type PurgeResult struct {
+	Jobs        int   `json:"jobs"`
+	DeadLetters int64 `json:"deadLetters"`
+}
+
+// Purge deletes the records of finished jobs (before their result TTL) and,
+// with DeadLetters, the dead-letter stream. Live jobs, submissions and
+// events are never touched. It scans every record of the namespace.
+func (c *Client) Purge(ctx context.Context, opts PurgeOptions) (PurgeResult, error) {
+	states := make([]string, 0, len(opts.States))
+	for _, st := range opts.States {
+		if !st.Terminal() {
+			return PurgeResult{}, fmt.Errorf("client: purge: %q is not a terminal state", st)
+		}
+		states = append(states, string(st))
+	}
+	var res PurgeResult
+	cursor := uint64(0)
+	for {
+		ids, next, err := c.store.ScanJobs(ctx, cursor, 500)
+		if err != nil {
+			return res, fmt.Errorf("client: purge: %w", err)
+		}
+		del, err := c.store.PurgeFinished(ctx, ids, states)
+		if err != nil {
+			return res, fmt.Errorf("client: purge: %w", err)
+		}
+		res.Jobs += len(del)
+		cursor = next
+		if cursor == 0 {
+			break
+		}
+	}
+	if opts.DeadLetters {
+		for {
+			page, err := c.store.ReadDead(ctx, "", 1000)
+			if err != nil {
+				return res, fmt.Errorf("client: purge: %w", err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			ids := make([]string, len(page))
+			for i, d := range page {
+				ids[i] = d.ID
+			}
+			n, err := c.store.DeleteDead(ctx, ids...)
+			if err != nil {
+				return res, fmt.Errorf("client: purge: %w", err)
+			}
+			res.DeadLetters += n
+		}
+	}
+	return res, nil
+}
