@@ -112,6 +112,11 @@ var commands = []command{
 	{"cancel", "ID", "ask for a job to be cancelled; print its state", (*cli).cancel},
 	{"events", "", "print events as JSON lines (--from, --follow, --job)", (*cli).events},
 	{"audit", "", "replay the events stream and check every job's history", (*cli).audit},
+	{"stats", "", "the queue: backlog, pending, oldest waiting, dead letters, consumers, workers, outcomes/min", (*cli).stats},
+	{"list", "", "print job records as JSON lines (--state S)", (*cli).list},
+	{"dead", "", "print the dead-letter stream as JSON lines", (*cli).dead},
+	{"retry", "ID", "run a FAILED, TIMED_OUT or CANCELED job again as a new run (--dead: every dead letter)", (*cli).retry},
+	{"purge", "", "delete finished jobs' records (--state S, --dead: dead letters); needs --yes", (*cli).purge},
 }
 
 // globals are the connection flags every command takes.

@@ -148,7 +148,7 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	// process under its flag.
 	sup := &supervisor{cur: w, newWorker: newWorker, check: rp.CheckEndpoint, log: log,
 		startCheck: func(ctx context.Context) error { return checkRunpod(ctx, rp, log) }}
-	m.observe(sup.stats, rp.BreakerState, store.Pending, log)
+	m.observe(sup.stats, rp.BreakerState, store.QueueInfo, log)
 	m.observeFault(sup.faulted)
 
 	var g okrun.Group
@@ -166,6 +166,11 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 			}
 			return nil
 		}, func(error) { cancel() })
+	}
+	{
+		rctx, cancel := context.WithCancel(ctx)
+		rep := &reporter{store: store, sup: sup, m: m, instance: w.InstanceID(), started: time.Now(), log: log}
+		g.Add(func() error { return rep.run(rctx) }, func(error) { cancel() })
 	}
 	httpAddr := ""
 	if o.httpAddr != "" {

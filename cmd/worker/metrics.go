@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"maps"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/worker"
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
@@ -31,6 +34,12 @@ const (
 	metricPoison           = metricPrefix + "poison_total"
 	metricWorkerFault      = metricPrefix + "worker_fault"
 	metricGroupRecreated   = metricPrefix + "consumer_group_recreated_total"
+	metricInFlightByState  = metricPrefix + "jobs_in_flight_by_state"
+	metricBacklog          = metricPrefix + "queue_backlog"
+	metricOldestWaiting    = metricPrefix + "queue_oldest_waiting_seconds"
+	metricDeadLetters      = metricPrefix + "queue_dead_letters"
+	metricConsumers        = metricPrefix + "queue_consumers"
+	metricConsumersActive  = metricPrefix + "queue_consumers_active"
 )
 
 // metricNames lists every metric above, for the documentation test.
@@ -38,8 +47,13 @@ var metricNames = []string{
 	metricJobTransitions, metricJobOutcomes, metricJobsInFlight, metricRunpodCalls,
 	metricRunpodDuration, metricBreakerState, metricBreakerChanges, metricPendingEntries,
 	metricPendingScrapeErr, metricReclaims, metricLeaseLosses, metricPoison, metricWorkerFault,
-	metricGroupRecreated,
+	metricGroupRecreated, metricInFlightByState, metricBacklog, metricOldestWaiting, metricDeadLetters,
+	metricConsumers, metricConsumersActive,
 }
+
+// consumerActiveWithin: a consumer that read or claimed this recently
+// counts as active (a live worker reads every fraction of a second).
+const consumerActiveWithin = time.Minute
 
 // pendingScrapeTimeout bounds the Redis call a scrape makes for
 // pending_entries, so a slow Redis cannot hang Prometheus.
@@ -61,6 +75,11 @@ func breakerValue(state string) float64 {
 // Every hook only updates a counter or gauge: none blocks.
 type metrics struct {
 	reg *prometheus.Registry
+
+	// callCounts mirrors runpod_calls_total for the worker's report
+	// ({ns}:workers, `submitter stats`).
+	countMu    sync.Mutex
+	callCounts map[string]map[string]uint64
 
 	transitions    *prometheus.CounterVec
 	outcomes       *prometheus.CounterVec
@@ -153,6 +172,15 @@ func (m *metrics) hooks() worker.Hooks {
 
 // onCall is the Runpod client's OnCall hook.
 func (m *metrics) onCall(op, outcome string, d time.Duration) {
+	m.countMu.Lock()
+	if m.callCounts == nil {
+		m.callCounts = map[string]map[string]uint64{}
+	}
+	if m.callCounts[op] == nil {
+		m.callCounts[op] = map[string]uint64{}
+	}
+	m.callCounts[op][outcome]++
+	m.countMu.Unlock()
 	m.calls.WithLabelValues(op, outcome).Inc()
 	m.callDuration.WithLabelValues(op).Observe(d.Seconds())
 }
@@ -164,29 +192,118 @@ func (m *metrics) onBreakerStateChange(_ string, _, to string) {
 }
 
 // observe registers the gauges read at scrape time: jobs in flight from the
-// worker, the breaker's state from the client, and the pending entries of
-// the consumer group from Redis.
+// worker, the breaker's state from the client, and the namespace's queue
+// (pending entries, backlog, oldest waiting submission, dead letters,
+// consumers) from Redis.
 func (m *metrics) observe(stats func() worker.Stats, breaker func() string,
-	pending func(context.Context) (int64, error), log hclog.Logger) {
+	queue func(context.Context) (streams.QueueInfo, error), log hclog.Logger) {
+	gauge := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: metricJobsInFlight,
 			Help: "Jobs this worker owns now.",
 		}, func() float64 { return float64(stats().InFlight) }),
+		&byStateCollector{stats: stats, desc: gauge(metricInFlightByState,
+			"Jobs this worker owns now, by state (SUBMITTED, QUEUED, IN_PROGRESS).", "state")},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: metricBreakerState,
 			Help: "Runpod circuit breaker state: 0 closed, 1 half-open, 2 open.",
 		}, func() float64 { return breakerValue(breaker()) }),
-		&pendingCollector{pending: pending, log: log,
-			desc: prometheus.NewDesc(metricPendingEntries,
-				"Entries delivered to the namespace's consumer group and not yet acknowledged (all workers).",
-				nil, nil),
+		&queueCollector{queue: queue, log: log,
+			pending: gauge(metricPendingEntries,
+				"Entries delivered to the namespace's consumer group and not yet acknowledged (all workers)."),
+			backlog: gauge(metricBacklog,
+				"Submissions of the namespace no worker has read yet."),
+			oldest: gauge(metricOldestWaiting,
+				"Age of the oldest submission no worker has read yet (0 when none)."),
+			dead: gauge(metricDeadLetters,
+				"Entries in the namespace's dead-letter stream."),
+			consumers: gauge(metricConsumers,
+				"Consumers (workers, live or gone) of the namespace's group."),
+			active: gauge(metricConsumersActive,
+				"Consumers that read or claimed within the last minute."),
 			errors: prometheus.NewCounter(prometheus.CounterOpts{
 				Name: metricPendingScrapeErr,
-				Help: "Scrapes that could not read pending_entries from Redis.",
+				Help: "Scrapes that could not read the queue gauges (pending_entries, queue_*) from Redis.",
 			}),
 		},
 	)
+}
+
+// byStateCollector reports the owned jobs by state at scrape time.
+type byStateCollector struct {
+	stats func() worker.Stats
+	desc  *prometheus.Desc
+}
+
+func (c *byStateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *byStateCollector) Collect(ch chan<- prometheus.Metric) {
+	by := c.stats().InFlightByState
+	for _, st := range []workflow.State{workflow.StateSubmitted, workflow.StateQueued, workflow.StateInProgress} {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(by[st]), string(st))
+	}
+}
+
+// queueCollector reads the namespace's queue from Redis on each scrape,
+// bounded by pendingScrapeTimeout (one MULTI and at most one XRANGE). When
+// Redis does not answer, the gauges are left out of that scrape and the
+// error counter goes up.
+type queueCollector struct {
+	queue                                             func(context.Context) (streams.QueueInfo, error)
+	pending, backlog, oldest, dead, consumers, active *prometheus.Desc
+	errors                                            prometheus.Counter
+	log                                               hclog.Logger
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.pending, c.backlog, c.oldest, c.dead, c.consumers, c.active} {
+		ch <- d
+	}
+	c.errors.Describe(ch)
+}
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), pendingScrapeTimeout)
+	defer cancel()
+	q, err := c.queue(ctx)
+	if err != nil {
+		c.errors.Inc()
+		c.log.Debug("cannot read the queue for /metrics", "error", err)
+		c.errors.Collect(ch)
+		return
+	}
+	oldest := 0.0
+	if q.OldestWaitingMs > 0 {
+		oldest = max(0, time.Since(time.UnixMilli(q.OldestWaitingMs)).Seconds())
+	}
+	active := 0
+	for _, cs := range q.Consumers {
+		if cs.Idle < consumerActiveWithin {
+			active++
+		}
+	}
+	for _, v := range []struct {
+		d *prometheus.Desc
+		x float64
+	}{{c.pending, float64(q.Pending)}, {c.backlog, float64(q.Backlog)}, {c.oldest, oldest},
+		{c.dead, float64(q.DeadLetters)}, {c.consumers, float64(len(q.Consumers))}, {c.active, float64(active)}} {
+		ch <- prometheus.MustNewConstMetric(v.d, prometheus.GaugeValue, v.x)
+	}
+	c.errors.Collect(ch)
+}
+
+// callSnapshot copies the Runpod call counts.
+func (m *metrics) callSnapshot() map[string]map[string]uint64 {
+	m.countMu.Lock()
+	defer m.countMu.Unlock()
+	out := make(map[string]map[string]uint64, len(m.callCounts))
+	for op, outs := range m.callCounts {
+		out[op] = maps.Clone(outs)
+	}
+	return out
 }
 
 // observeFault registers worker_fault: 1 while Runpod refuses the worker's
@@ -201,32 +318,4 @@ func (m *metrics) observeFault(faulted func() bool) {
 		}
 		return 0
 	}))
-}
-
-// pendingCollector reads the pending-entries count from Redis on each
-// scrape, bounded by pendingScrapeTimeout. When Redis does not answer, the
-// gauge is left out of that scrape and the error counter goes up.
-type pendingCollector struct {
-	pending func(context.Context) (int64, error)
-	desc    *prometheus.Desc
-	errors  prometheus.Counter
-	log     hclog.Logger
-}
-
-func (c *pendingCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.desc
-	c.errors.Describe(ch)
-}
-
-func (c *pendingCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), pendingScrapeTimeout)
-	defer cancel()
-	n, err := c.pending(ctx)
-	if err != nil {
-		c.errors.Inc()
-		c.log.Debug("cannot read pending entries for /metrics", "error", err)
-	} else {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n))
-	}
-	c.errors.Collect(ch)
 }
