@@ -70,6 +70,9 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// Ping checks that Redis answers.
+func (c *Client) Ping(ctx context.Context) error { return c.store.Ping(ctx) }
+
 // Namespace returns the namespace the client works in.
 func (c *Client) Namespace() string { return c.cfg.Namespace }
 

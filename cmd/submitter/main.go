@@ -67,11 +67,19 @@ func usagef(format string, args ...any) error {
 	return &usageError{err: fmt.Errorf(format, args...)}
 }
 
+// exitInterrupted is the status of a command stopped by SIGINT or SIGTERM
+// (128 + SIGINT, as shells report it).
+const exitInterrupted = 130
+
 // code maps run's error to an exit status, printing it to w: 0 for success
 // or help, 2 for usage errors, 1 for everything else.
 func code(w io.Writer, err error) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	if errors.Is(err, errInterrupted) {
+		fmt.Fprintf(w, "submitter: %v\n", err)
+		return exitInterrupted
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {

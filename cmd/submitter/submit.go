@@ -184,7 +184,9 @@ func (c *cli) readInputFile(name, prefix string) ([]jobSpec, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), maxFileLine)
 	var specs []jobSpec
-	for line := 1; sc.Scan(); line++ {
+	line := 0
+	for sc.Scan() {
+		line++
 		text := strings.TrimSpace(sc.Text())
 		if text == "" {
 			continue
@@ -194,7 +196,10 @@ func (c *cli) readInputFile(name, prefix string) ([]jobSpec, error) {
 		}
 		specs = append(specs, jobSpec{id: fmt.Sprintf("%s-%d", prefix, len(specs)+1), input: json.RawMessage(text)})
 	}
-	if err := sc.Err(); err != nil {
+	if err := sc.Err(); errors.Is(err, bufio.ErrTooLong) {
+		return nil, usagef("submit: --input-file %s line %d: longer than %d bytes (10 MiB), the largest input Runpod's /run accepts",
+			name, line+1, client.MaxInputBytesDefault)
+	} else if err != nil {
 		return nil, usagef("submit: --input-file %s: %v", name, err)
 	}
 	if len(specs) == 0 {
@@ -218,26 +223,73 @@ func (c *cli) submitOne(ctx context.Context, cl *client.Client, s jobSpec, timeo
 	return res, line, nil
 }
 
-// submitOnly submits and prints one line per job as it goes.
+// submitOnly submits and prints one line per job as it goes. Interrupted,
+// it says how many it submitted; when Redis stops answering, it stops at
+// once rather than failing every remaining job one by one.
 func (c *cli) submitOnly(ctx context.Context, cl *client.Client, specs []jobSpec, timeout time.Duration) error {
 	enc := json.NewEncoder(c.stdout)
-	failed := 0
+	failed, submitted := 0, 0
 	for _, s := range specs {
 		if ctx.Err() != nil {
-			return fmt.Errorf("submit: interrupted after %d of %d jobs: %w", failed, len(specs), ctx.Err())
+			break
 		}
 		_, line, err := c.submitOne(ctx, cl, s, timeout)
+		if err != nil && ctx.Err() != nil {
+			break // interrupted during this submit: not counted either way
+		}
 		if err != nil {
+			if rerr := c.redisDown(ctx, cl); rerr != nil {
+				return fmt.Errorf("submit: stopped: %w (submitted %d of %d jobs before)", rerr, submitted, len(specs))
+			}
 			failed++
+		} else {
+			submitted++
 		}
 		if err := enc.Encode(line); err != nil {
 			return fmt.Errorf("submit: write: %w", err)
 		}
 	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("submit: interrupted: submitted %d of %d jobs (those run on; 'submitter cancel ID' cancels one): %w",
+			submitted, len(specs), errInterrupted)
+	}
 	if failed > 0 {
 		return fmt.Errorf("submit: %d of %d jobs were not submitted", failed, len(specs))
 	}
 	return nil
+}
+
+// errInterrupted: the command was interrupted (SIGINT/SIGTERM): exit 130.
+var errInterrupted = errors.New("interrupted")
+
+// redisDown reports, after a failed submit, whether Redis answers at all:
+// a PING bounded by 2 s. nil means it does (the failure was the job's).
+func (c *cli) redisDown(ctx context.Context, cl *client.Client) error {
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := cl.Ping(pctx); err != nil {
+		return fmt.Errorf("Redis does not answer: %w", err)
+	}
+	return nil
+}
+
+// warnNoWorker writes a warning when no worker reads the namespace (no
+// consumer group, or no consumer active within a minute): the jobs will
+// wait until one starts, which is usually a wrong --namespace.
+func (c *cli) warnNoWorker(ctx context.Context, cl *client.Client, w io.Writer) bool {
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := cl.Stats(sctx, client.StatsOptions{MaxEvents: 1})
+	if err != nil || st.ActiveConsumers > 0 {
+		return false
+	}
+	why := "no consumer group reads its submissions stream"
+	if st.GroupExists {
+		why = "no worker has read its submissions stream for a minute"
+	}
+	fmt.Fprintf(w, "submitter: warning: no worker reads namespace %q (%s); the jobs wait until a worker "+
+		"starts on it. Is --namespace (or RUNPOD_NAMESPACE) the workers' one?\n", cl.Namespace(), why)
+	return true
 }
 
 // submitAndWait submits every job, waits for all outcomes (one shared
@@ -258,16 +310,35 @@ func (c *cli) submitAndWait(ctx context.Context, cl *client.Client, specs []jobS
 			defer wg.Done()
 			for i := range todo {
 				lines[i] = c.await(wctx, ctx, cl, lines[i])
-				prog.finish(lines[i].Status == workflow.StateCompleted)
+				if lines[i].Status.Terminal() {
+					prog.finish(lines[i].Status == workflow.StateCompleted)
+				} // else still running on Runpod: neither done nor failed
 			}
 		}()
 	}
+	warned := false
 	for i, s := range specs {
+		if wctx.Err() != nil {
+			lines[i] = outcomeLine{ClientJobID: s.id, Error: "not submitted: interrupted"}
+			continue
+		}
 		res, line, err := c.submitOne(wctx, cl, s, timeout)
 		lines[i] = line
 		if err != nil {
+			if wctx.Err() == nil {
+				if rerr := c.redisDown(wctx, cl); rerr != nil {
+					close(todo)
+					wg.Wait()
+					stopProg()
+					return fmt.Errorf("submit: stopped: %w (submitted %d of %d jobs before)", rerr, i, len(specs))
+				}
+			}
 			prog.finish(false)
 			continue
+		}
+		if !warned {
+			warned = true
+			c.warnNoWorker(wctx, cl, prog)
 		}
 		// Await the answering job (the dedupe target, if any).
 		lines[i].AnsweredBy = res.ClientJobID
@@ -279,6 +350,7 @@ func (c *cli) submitAndWait(ctx context.Context, cl *client.Client, specs []jobS
 
 	enc := json.NewEncoder(c.stdout)
 	incomplete := 0
+	var running []string
 	for _, l := range lines {
 		if l.AnsweredBy == l.ClientJobID {
 			l.AnsweredBy = ""
@@ -286,14 +358,37 @@ func (c *cli) submitAndWait(ctx context.Context, cl *client.Client, specs []jobS
 		if l.Status != workflow.StateCompleted {
 			incomplete++
 		}
+		if l.Status != "" && !l.Status.Terminal() {
+			running = append(running, cmpOr(l.AnsweredBy, l.ClientJobID))
+		}
 		if err := enc.Encode(l); err != nil {
 			return fmt.Errorf("submit: write: %w", err)
 		}
+	}
+	if len(running) > 0 {
+		c.stillRunning(running)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("submit: interrupted while waiting: %d of %d jobs have no outcome yet: %w",
+			incomplete, len(specs), errInterrupted)
 	}
 	if incomplete > 0 {
 		return fmt.Errorf("submit: %d of %d jobs did not complete: %w", incomplete, len(specs), errIncomplete)
 	}
 	return nil
+}
+
+// stillRunning says that the jobs the wait gave up on keep running (on
+// Runpod or in the queue) and how to cancel them.
+func (c *cli) stillRunning(ids []string) {
+	shown := ids[:min(len(ids), 10)]
+	more := ""
+	if len(ids) > len(shown) {
+		more = fmt.Sprintf(" (and %d more)", len(ids)-len(shown))
+	}
+	fmt.Fprintf(c.stderr, "submitter: %d jobs are still running (on Runpod or waiting for a worker); stopping the wait "+
+		"does not stop them. Follow them with 'submitter get ID', cancel one with 'submitter cancel ID': %s%s\n",
+		len(ids), strings.Join(shown, " "), more)
 }
 
 // await fills line with the outcome of the job answering for it. When the
@@ -309,7 +404,7 @@ func (c *cli) await(wctx, ctx context.Context, cl *client.Client, line outcomeLi
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 		line.Error = "still running when the --timeout ran out"
 	case ctx.Err() != nil:
-		line.Error = "interrupted before the job finished"
+		line.Error = "still running when the wait was interrupted"
 	default:
 		line.Error = err.Error()
 	}
@@ -365,6 +460,14 @@ func (p *progress) finish(completed bool) {
 	}
 }
 
+// Write writes to the progress's stream under its lock, so notes and the
+// progress lines never interleave.
+func (p *progress) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.w.Write(b)
+}
+
 // line renders the plain progress line.
 func (p *progress) line() string {
 	done, failed := p.done.Load(), p.failed.Load()
@@ -395,7 +498,7 @@ func (p *progress) start() (stop func()) {
 		for {
 			select {
 			case <-t.C:
-				fmt.Fprintln(p.w, p.line())
+				_, _ = p.Write([]byte(p.line() + "\n"))
 			case <-quit:
 				return
 			}
