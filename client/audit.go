@@ -34,6 +34,11 @@ const (
 	// current run has no terminal event yet, or whose run number does not
 	// follow the previous one.
 	ViolationRetryLive ViolationKind = "retry_of_live_run"
+	// ViolationRunpodIDChanged: an event names a Runpod job other than the
+	// one the job's history names, without a queued event of a later /run
+	// attempt: a stale owner's Runpod job replaced the recorded one (which
+	// then runs on untracked).
+	ViolationRunpodIDChanged ViolationKind = "runpod_id_changed"
 )
 
 // Violation is one broken invariant, at the event that broke it.
@@ -95,7 +100,9 @@ type history struct {
 	seen     bool
 	terminal bool
 	alias    bool
-	run      int // the current run (retried events); 0 = the first
+	run      int    // the current run (retried events); 0 = the first
+	runpodID string // latest Runpod id named
+	attempt  int    // /run attempt of the latest queued event
 }
 
 // NewAuditor returns an Auditor for a replay that starts at from. From the
@@ -152,6 +159,7 @@ func (a *Auditor) Add(ev Event) {
 			violate(ViolationRetryLive, "retried as run %d after run %d", ev.Run, h.run)
 		}
 		h.terminal, h.last, h.run = false, workflow.StateSubmitted, ev.Run
+		h.runpodID, h.attempt = "", 0 // a new run submits anew
 		if h.run == 0 {
 			h.run = 2
 		}
@@ -182,6 +190,17 @@ func (a *Auditor) Add(ev Event) {
 		violate(ViolationBadState, "%s event with state %s", ev.Type, ev.State)
 	} else if !ok && ev.State.Terminal() {
 		violate(ViolationBadState, "%s event with terminal state %s", ev.Type, ev.State)
+	}
+	if ev.RunpodID != "" {
+		newAttempt := ev.Type == EventQueued && ev.Attempt > h.attempt
+		if h.runpodID != "" && ev.RunpodID != h.runpodID && !newAttempt {
+			violate(ViolationRunpodIDChanged, "%s event names Runpod job %s (attempt %d) after %s (attempt %d)",
+				ev.Type, ev.RunpodID, ev.Attempt, h.runpodID, h.attempt)
+		}
+		h.runpodID = ev.RunpodID
+		if ev.Type == EventQueued && ev.Attempt > h.attempt {
+			h.attempt = ev.Attempt
+		}
 	}
 	if h.last != "" && !workflow.CanTransition(h.last, ev.State) {
 		violate(ViolationIllegalTransition, "%s → %s (%s event)", h.last, ev.State, ev.Type)

@@ -210,3 +210,37 @@ func TestAudit(t *testing.T) {
 	require.Equal(t, []client.Violation{{JobID: "j0", EventID: forged, Kind: client.ViolationDuplicateTerminal,
 		Detail: "failed event (FAILED) after the job ended COMPLETED"}}, rep.Violations)
 }
+
+// A Runpod id that changes without the queued event of a new /run attempt
+// is flagged: a stale owner's Runpod job replaced the recorded one.
+func TestAuditRunpodIDChange(t *testing.T) {
+	t.Parallel()
+	ev := func(id int, typ client.EventType, st workflow.State, rp string, attempt int) client.Event {
+		return client.Event{ID: fmt.Sprintf("%d-0", id), JobID: "j", Type: typ, State: st, RunpodID: rp, Attempt: attempt}
+	}
+	clean := client.AuditEvents([]client.Event{
+		ev(1, client.EventSubmitted, workflow.StateSubmitted, "", 0),
+		ev(2, client.EventQueued, workflow.StateQueued, "rp-1", 1),
+		ev(3, client.EventQueued, workflow.StateQueued, "rp-2", 2), // resubmitted after an uncertain /run
+		ev(4, client.EventProgress, workflow.StateInProgress, "rp-2", 0),
+		ev(5, client.EventCompleted, workflow.StateCompleted, "rp-2", 0),
+	}, client.FromStart)
+	require.Empty(t, clean.Violations)
+
+	// A (attempt 1, stale) overwrites B's rp-B (attempt 2).
+	bad := client.AuditEvents([]client.Event{
+		ev(1, client.EventSubmitted, workflow.StateSubmitted, "", 0),
+		ev(2, client.EventQueued, workflow.StateQueued, "rp-B", 2),
+		ev(3, client.EventQueued, workflow.StateQueued, "rp-1", 1),
+		ev(4, client.EventCompleted, workflow.StateCompleted, "rp-1", 0),
+	}, client.FromStart)
+	require.Equal(t, []client.ViolationKind{client.ViolationRunpodIDChanged}, kinds(bad))
+
+	// A terminal event naming another job than the recorded one.
+	bad = client.AuditEvents([]client.Event{
+		ev(1, client.EventSubmitted, workflow.StateSubmitted, "", 0),
+		ev(2, client.EventQueued, workflow.StateQueued, "rp-1", 1),
+		ev(3, client.EventCompleted, workflow.StateCompleted, "rp-9", 0),
+	}, client.FromStart)
+	require.Equal(t, []client.ViolationKind{client.ViolationRunpodIDChanged}, kinds(bad))
+}

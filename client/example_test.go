@@ -122,7 +122,7 @@ func echoWorker(rdb redis.UniversalClient, ns string) (stop func()) {
 			for i, r := range res {
 				if r.Status == streams.Admitted {
 					outs = append(outs, streams.Outcome{JobID: r.Record.JobID, Entry: r.Record.Entry,
-						Epoch: r.Record.Epoch, State: string(workflow.StateCompleted), Output: reqs[i].Sub.Input})
+						Owner: r.Record.Owner, Epoch: r.Record.Epoch, State: string(workflow.StateCompleted), Output: reqs[i].Sub.Input})
 				}
 			}
 			_, _ = store.Finalize(ctx, outs, streams.FinalizeOpts{ResultTTL: time.Hour})

@@ -86,7 +86,7 @@ func (w *fakeWorker) admit(ctx context.Context, n int, opts streams.AdmitOpts) m
 func (w *fakeWorker) accept(ctx context.Context, rec streams.Record, runpodID string) {
 	w.t.Helper()
 	err := w.store.Checkpoint(ctx, streams.Checkpoint{
-		JobID: rec.JobID, Epoch: rec.Epoch, Step: string(workflow.StepPoll), State: string(workflow.StateQueued),
+		JobID: rec.JobID, Owner: rec.Owner, Epoch: rec.Epoch, Step: string(workflow.StepPoll), State: string(workflow.StateQueued),
 		RunpodID: runpodID, RunpodStatus: string(workflow.RunpodInQueue),
 		Event: &streams.EventInput{Type: streams.EventQueued, Payload: streams.EventPayload{RunpodID: runpodID}},
 	}, time.Now())
@@ -97,7 +97,7 @@ func (w *fakeWorker) accept(ctx context.Context, rec streams.Record, runpodID st
 func (w *fakeWorker) progress(ctx context.Context, rec streams.Record, st workflow.State) {
 	w.t.Helper()
 	err := w.store.Checkpoint(ctx, streams.Checkpoint{
-		JobID: rec.JobID, Epoch: rec.Epoch, State: string(st),
+		JobID: rec.JobID, Owner: rec.Owner, Epoch: rec.Epoch, State: string(st),
 		Event: &streams.EventInput{Type: streams.EventProgress},
 	}, time.Now())
 	require.NoError(w.t, err)
@@ -113,7 +113,7 @@ func (w *fakeWorker) finishMany(ctx context.Context, recs []streams.Record, st w
 	w.t.Helper()
 	outs := make([]streams.Outcome, len(recs))
 	for i, rec := range recs {
-		outs[i] = streams.Outcome{JobID: rec.JobID, Entry: rec.Entry, Epoch: rec.Epoch, State: string(st),
+		outs[i] = streams.Outcome{JobID: rec.JobID, Entry: rec.Entry, Owner: rec.Owner, Epoch: rec.Epoch, State: string(st),
 			Error: errText, RunpodID: rec.RunpodID}
 		if output != "" {
 			outs[i].Output = []byte(output)

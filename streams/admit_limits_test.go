@@ -103,7 +103,7 @@ func TestAdmitOnRunpodNotJudgedPoison(t *testing.T) {
 		require.NoError(t, err)
 		res := b.admit(t, "old", msgs, AdmitOpts{}) // 1 MiB limit: fine
 		require.Equal(t, Admitted, res[0].Status)
-		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "big", Epoch: res[0].Record.Epoch,
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "big", Owner: res[0].Record.Owner, Epoch: res[0].Record.Epoch,
 			Step: "POLL", State: "QUEUED", RunpodID: "rp-1", RunpodStatus: "IN_QUEUE"}, b.now))
 
 		// The new worker's limit is lower than the input.

@@ -308,8 +308,8 @@ func TestAdmitOnRunpodNotCounted(t *testing.T) {
 		msgs, res := b.readAdmit(t, "w0", 1, opts)
 		require.Equal(t, Admitted, res[0].Status)
 		rec := res[0].Record
-		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "rp", Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 1}, b.now))
-		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "rp", Epoch: rec.Epoch, Step: "POLL",
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "rp", Owner: rec.Owner, Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 1}, b.now))
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "rp", Owner: rec.Owner, Epoch: rec.Epoch, Step: "POLL",
 			State: "IN_PROGRESS", RunpodID: "rp-1", RunpodStatus: "IN_PROGRESS"}, b.now))
 		for i := 1; i <= 6; i++ {
 			c := fmt.Sprintf("w%d", i)
@@ -383,7 +383,7 @@ func TestAdmitStaleAlias(t *testing.T) {
 		require.Equal(t, Duplicate, res[0].Status)
 		require.Equal(t, "Y", b.get(t, "X").AliasOf)
 
-		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "Y", Entry: y.Entry, Epoch: y.Epoch, State: "FAILED",
+		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "Y", Entry: y.Entry, Owner: y.Owner, Epoch: y.Epoch, State: "FAILED",
 			Error: "boom", InputHash: "h"}}, FinalizeOpts{ResultTTL: time.Hour, Now: b.now})
 		require.NoError(t, err)
 		require.NoError(t, errs[0])

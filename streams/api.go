@@ -23,7 +23,7 @@ var (
 	ErrNoGroup = errors.New("streams: consumer group missing (NOGROUP)")
 	// ErrFenced: the caller's epoch is no longer the job's epoch (or it is no
 	// longer the owner); another worker owns the job. Stop working on it.
-	ErrFenced = errors.New("streams: fenced: epoch is stale")
+	ErrFenced = errors.New("streams: fenced: another owner or a newer epoch holds the job")
 	// ErrTerminal: the job already has its terminal outcome.
 	ErrTerminal = errors.New("streams: job already terminal")
 	// ErrCancelRequested: a checkpoint recording the /run intent (Step
@@ -88,11 +88,15 @@ type Submission struct {
 
 // Record is a job record (HASH {ns}:job:<id>) as stored.
 type Record struct {
-	JobID        string
-	State        string // workflow.State values
-	Step         string // workflow.Step values
-	Epoch        int64
-	Owner        string // consumer name of the current owner
+	JobID string
+	State string // workflow.State values
+	Step  string // workflow.Step values
+	Epoch int64
+	Owner string // consumer name of the current owner
+	// PrevOwner owned epoch Epoch-1 (set by every admit; "" when nobody
+	// did). A worker re-admitted at Epoch may continue from its memory
+	// only if it held Epoch-1 itself: nobody else owned the job between.
+	PrevOwner    string
 	Entry        string // submission entry id
 	RunpodID     string
 	RunpodStatus string
@@ -282,7 +286,10 @@ type Lease struct {
 
 // Checkpoint is a fenced, non-terminal change to a job record.
 type Checkpoint struct {
-	JobID        string
+	JobID string
+	// Owner and Epoch are the fence: the write is refused (ErrFenced) unless
+	// the record names this owner (consumer) and this epoch.
+	Owner        string
 	Epoch        int64
 	Step         string // "" = unchanged
 	State        string // "" = unchanged
@@ -298,8 +305,10 @@ type Checkpoint struct {
 
 // Outcome is a job's terminal result.
 type Outcome struct {
-	JobID        string
-	Entry        string
+	JobID string
+	Entry string
+	// Owner and Epoch are the fence, as in Checkpoint.
+	Owner        string
 	Epoch        int64
 	State        string // COMPLETED, FAILED, TIMED_OUT or CANCELED
 	Output       []byte // JSON

@@ -83,7 +83,7 @@ func benchAdmitFinalize(b *testing.B, withHash bool) {
 		for _, r := range res {
 			require.Equal(b, Admitted, r.Status)
 			leases = append(leases, Lease{JobID: r.Record.JobID, Entry: r.Record.Entry, Epoch: r.Record.Epoch})
-			o := Outcome{JobID: r.Record.JobID, Entry: r.Record.Entry, Epoch: r.Record.Epoch,
+			o := Outcome{JobID: r.Record.JobID, Entry: r.Record.Entry, Owner: r.Record.Owner, Epoch: r.Record.Epoch,
 				State: "COMPLETED", Output: []byte(`{"y":2}`)}
 			// The worker knows the hash from the admitted record; given, it
 			// saves Finalize a read. Jobs without a hash always cost the read.

@@ -52,7 +52,7 @@ func TestCancel(t *testing.T) {
 
 		// Terminal: state returned, nothing changed.
 		_, res := b.readAdmit(t, "w1", 1, AdmitOpts{})
-		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "c", Epoch: res[0].Record.Epoch, State: "CANCELED"}}, FinalizeOpts{Now: b.now})
+		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "c", Owner: res[0].Record.Owner, Epoch: res[0].Record.Epoch, State: "CANCELED"}}, FinalizeOpts{Now: b.now})
 		require.NoError(t, err)
 		require.NoError(t, errs[0])
 		st, err = b.st.Cancel(b.ctx, "c", CancelOpts{Now: b.now})

@@ -21,7 +21,7 @@ var terminalStates = map[string]string{
 }
 
 // Checkpoint applies cp atomically with its event, if the job is not
-// terminal and cp.Epoch is current. ErrNotFound, ErrTerminal, ErrFenced,
+// terminal and the record names cp.Owner at cp.Epoch. ErrNotFound, ErrTerminal, ErrFenced,
 // ErrCancelRequested are checked in that order; a refusal writes nothing.
 // ErrCancelRequested refuses only a Step SUBMITTING checkpoint (the /run
 // intent) on a job whose cancel flag is set. Terminal states go
@@ -51,7 +51,7 @@ func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) er
 	v, err := s.runScript(ctx, "checkpoint "+cp.JobID, scriptCheckpoint,
 		[]string{s.keys.Job(cp.JobID), s.keys.Events()},
 		cp.JobID, strconv.FormatInt(cp.Epoch, 10), now.UnixMilli(), cp.Step, cp.State,
-		cp.RunpodID, cp.RunpodStatus, attemptsArg(cp.Attempts), result, etype, payload)
+		cp.RunpodID, cp.RunpodStatus, attemptsArg(cp.Attempts), result, etype, payload, cp.Owner)
 	if err != nil {
 		return err
 	}

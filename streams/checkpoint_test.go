@@ -21,12 +21,12 @@ func TestCheckpoint(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *testBundle) {
 		rec := b.admitted(t, "c")
 		later := b.now.Add(5000)
-		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch,
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Owner: rec.Owner, Epoch: rec.Epoch,
 			Step: "SUBMITTING", Attempts: 1}, later))
-		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch,
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Owner: rec.Owner, Epoch: rec.Epoch,
 			Step: "POLL", State: "QUEUED", RunpodID: "rp-1", RunpodStatus: "IN_QUEUE",
 			Event: &EventInput{Type: EventQueued, Payload: EventPayload{RunpodID: "rp-1", Attempt: 1}}}, later))
-		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch,
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Owner: rec.Owner, Epoch: rec.Epoch,
 			State: "IN_PROGRESS", Output: []byte(`{"pct":50}`),
 			Event: &EventInput{Type: EventProgress, Payload: EventPayload{Output: []byte(`{"pct":50}`)}}}, later))
 
@@ -58,20 +58,20 @@ func TestCheckpointRefusals(t *testing.T) {
 		nEvents := len(b.events(t))
 		ev := &EventInput{Type: EventQueued}
 
-		err := b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch - 1, Step: "POLL", RunpodID: "stale", Event: ev}, b.now)
+		err := b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Owner: rec.Owner, Epoch: rec.Epoch - 1, Step: "POLL", RunpodID: "stale", Event: ev}, b.now)
 		require.ErrorIs(t, err, ErrFenced)
 		err = b.st.Checkpoint(b.ctx, Checkpoint{JobID: "nope", Epoch: 1, Event: ev}, b.now)
 		require.ErrorIs(t, err, ErrNotFound)
-		err = b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch, State: "COMPLETED"}, b.now)
+		err = b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Owner: rec.Owner, Epoch: rec.Epoch, State: "COMPLETED"}, b.now)
 		require.ErrorIs(t, err, ErrInvalid)
 		require.Equal(t, before, b.get(t, "c"), "refusals write nothing")
 		require.Len(t, b.events(t), nEvents)
 
-		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "c", Epoch: rec.Epoch, State: "CANCELED"}}, FinalizeOpts{Now: b.now})
+		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "c", Owner: rec.Owner, Epoch: rec.Epoch, State: "CANCELED"}}, FinalizeOpts{Now: b.now})
 		require.NoError(t, err)
 		require.NoError(t, errs[0])
 		// Terminal beats fenced: the order is not_found, terminal, fenced.
-		err = b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch - 1, Event: ev}, b.now)
+		err = b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Owner: rec.Owner, Epoch: rec.Epoch - 1, Event: ev}, b.now)
 		require.ErrorIs(t, err, ErrTerminal)
 		_, err = b.rdb.Exists(b.ctx, b.keys.Job("nope")).Result()
 		require.NoError(t, err)
@@ -95,7 +95,7 @@ func TestCheckpointSubmittingRefusedAfterCancel(t *testing.T) {
 		nEvents := len(b.events(t))
 
 		later := b.now.Add(5000)
-		err = b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 1,
+		err = b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Owner: rec.Owner, Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 1,
 			Event: &EventInput{Type: EventProgress}}, later)
 		require.ErrorIs(t, err, ErrCancelRequested)
 		after := b.get(t, "c")
@@ -105,11 +105,11 @@ func TestCheckpointSubmittingRefusedAfterCancel(t *testing.T) {
 		require.Len(t, b.events(t), nEvents, "a refused intent appends no event")
 
 		// Fenced still beats canceled.
-		err = b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch - 1, Step: "SUBMITTING"}, later)
+		err = b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Owner: rec.Owner, Epoch: rec.Epoch - 1, Step: "SUBMITTING"}, later)
 		require.ErrorIs(t, err, ErrFenced)
 
 		// A non-SUBMITTING checkpoint on the cancel-flagged job is applied.
-		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Epoch: rec.Epoch,
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "c", Owner: rec.Owner, Epoch: rec.Epoch,
 			Step: "POLL", State: "IN_PROGRESS", RunpodID: "rp-1", RunpodStatus: "IN_PROGRESS",
 			Event: &EventInput{Type: EventProgress}}, later))
 		got := b.get(t, "c")

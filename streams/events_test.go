@@ -28,15 +28,15 @@ func TestEventsEveryType(t *testing.T) {
 				epochs[r.Record.JobID] = r.Record.Epoch
 			}
 		}
-		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "ok", Epoch: epochs["ok"], State: "QUEUED",
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "ok", Owner: "w1", Epoch: epochs["ok"], State: "QUEUED",
 			Event: &EventInput{Type: EventQueued}}, b.now))
-		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "ok", Epoch: epochs["ok"], State: "IN_PROGRESS",
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "ok", Owner: "w1", Epoch: epochs["ok"], State: "IN_PROGRESS",
 			Event: &EventInput{Type: EventProgress, Payload: EventPayload{ExecMs: 5}}}, b.now))
 		_, err := b.st.Cancel(b.ctx, "stop", CancelOpts{Now: b.now})
 		require.NoError(t, err)
 		var outs []Outcome
 		for id, st := range map[string]string{"ok": "COMPLETED", "fail": "FAILED", "late": "TIMED_OUT", "stop": "CANCELED"} {
-			outs = append(outs, Outcome{JobID: id, Epoch: epochs[id], State: st})
+			outs = append(outs, Outcome{JobID: id, Owner: "w1", Epoch: epochs[id], State: st})
 		}
 		errs, err := b.st.Finalize(b.ctx, outs, FinalizeOpts{Now: b.now})
 		require.NoError(t, err)

@@ -11,7 +11,7 @@ import (
 )
 
 // Finalize writes terminal outcomes, one script call per batch: for each,
-// if the job is not terminal and the epoch is current, set the state and
+// if the job is not terminal and the record names o.Owner at o.Epoch, set the state and
 // result, append the terminal event, XACK and XDEL the submission, expire
 // the record after ResultTTL and release the dedupe key of a job that did
 // not complete. errs[i] is nil, ErrFenced, ErrTerminal or ErrNotFound (the
@@ -73,7 +73,7 @@ func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts)
 			kDedupe = len(keys)
 		}
 		args = append(args, o.JobID, o.Entry, strconv.FormatInt(o.Epoch, 10), o.State, result,
-			o.RunpodID, o.RunpodStatus, payload, o.DeadLetter, kJob, kDedupe)
+			o.RunpodID, o.RunpodStatus, payload, o.DeadLetter, kJob, kDedupe, o.Owner)
 	}
 	v, err := s.runScript(ctx, "finalize", scriptFinalize, keys, args...)
 	if err != nil {

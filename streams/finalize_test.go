@@ -20,7 +20,7 @@ func TestFinalize(t *testing.T) {
 			t.Parallel()
 			eachBackend(t, func(t *testing.T, b *testBundle) {
 				rec := b.admitted(t, "f")
-				out := Outcome{JobID: "f", Entry: rec.Entry, Epoch: rec.Epoch, State: tc.state,
+				out := Outcome{JobID: "f", Entry: rec.Entry, Owner: rec.Owner, Epoch: rec.Epoch, State: tc.state,
 					Output: []byte(`{"ok":true}`), Error: "why", RunpodID: "rp", RunpodStatus: "X"}
 				opts := FinalizeOpts{ResultTTL: time.Hour, Now: b.now.Add(time.Second)}
 				errs, err := b.st.Finalize(b.ctx, []Outcome{out}, opts)
@@ -73,7 +73,7 @@ func TestFinalizeRefusals(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *testBundle) {
 		rec := b.admitted(t, "a")
 		errs, err := b.st.Finalize(b.ctx, []Outcome{
-			{JobID: "a", Epoch: rec.Epoch + 1, State: "COMPLETED"},
+			{JobID: "a", Owner: rec.Owner, Epoch: rec.Epoch + 1, State: "COMPLETED"},
 			{JobID: "gone", Entry: "", Epoch: 1, State: "FAILED"},
 		}, FinalizeOpts{Now: b.now})
 		require.NoError(t, err)
@@ -94,7 +94,7 @@ func TestFinalizeRefusals(t *testing.T) {
 		_, pending := b.pel(t)[id]
 		require.False(t, pending)
 
-		_, err = b.st.Finalize(b.ctx, []Outcome{{JobID: "a", Epoch: rec.Epoch, State: "QUEUED"}}, FinalizeOpts{Now: b.now})
+		_, err = b.st.Finalize(b.ctx, []Outcome{{JobID: "a", Owner: rec.Owner, Epoch: rec.Epoch, State: "QUEUED"}}, FinalizeOpts{Now: b.now})
 		require.ErrorIs(t, err, ErrInvalid)
 	})
 }
@@ -118,7 +118,7 @@ func TestFinalizeRaceDifferentEpochs(t *testing.T) {
 			errs := make([]error, 2)
 			for i, r := range []Record{stale, current} {
 				wg.Go(func() {
-					e, err := b.st.Finalize(b.ctx, []Outcome{{JobID: id, Entry: r.Entry, Epoch: r.Epoch,
+					e, err := b.st.Finalize(b.ctx, []Outcome{{JobID: id, Entry: r.Entry, Owner: r.Owner, Epoch: r.Epoch,
 						State: []string{"FAILED", "COMPLETED"}[i]}}, FinalizeOpts{Now: b.now})
 					if err == nil {
 						err = e[0]
@@ -144,7 +144,7 @@ func TestFinalizeDeadLetterAndDedupe(t *testing.T) {
 		require.NoError(t, err)
 		_, res := b.readAdmit(t, "w1", 1, AdmitOpts{})
 		rec := res[0].Record
-		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "d", Epoch: rec.Epoch, State: "FAILED",
+		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "d", Owner: rec.Owner, Epoch: rec.Epoch, State: "FAILED",
 			Error: "handler crashed", DeadLetter: "runpod rejected the input"}}, FinalizeOpts{Now: b.now})
 		require.NoError(t, err)
 		require.NoError(t, errs[0])

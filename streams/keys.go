@@ -69,6 +69,11 @@ func (k Keys) Job(jobID string) string { return k.prefix() + "job:" + jobID }
 // Dedupe maps an input hash to the job that holds it. // STRING
 func (k Keys) Dedupe(inputHash string) string { return k.prefix() + "dedupe:" + inputHash }
 
+// Orphans maps Runpod job id → job id for Runpod jobs a worker created but
+// could not record, whose cancel has not been confirmed yet; workers retry
+// those cancels until Runpod confirms. // HASH
+func (k Keys) Orphans() string { return k.prefix() + "orphans" }
+
 // Workers holds each running worker's self-report (JSON, by instance id),
 // written every few seconds, for `submitter stats`. // HASH
 func (k Keys) Workers() string { return k.prefix() + "workers" }

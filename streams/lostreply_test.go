@@ -55,19 +55,19 @@ func TestWritesRetriedAfterALostReply(t *testing.T) {
 
 			lost := p.SwallowReply("lr", "SUBMITTING")
 			require.NoError(t, write(lost, func() error {
-				return st.Checkpoint(b.ctx, Checkpoint{JobID: "lr", Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 1}, b.now)
+				return st.Checkpoint(b.ctx, Checkpoint{JobID: "lr", Owner: rec.Owner, Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 1}, b.now)
 			}))
 			require.Equal(t, 1, b.get(t, "lr").Attempts, "one /run intent, counted once")
 
 			lost = p.SwallowReply("lr", "rp-1")
 			require.NoError(t, write(lost, func() error {
-				return st.Checkpoint(b.ctx, Checkpoint{JobID: "lr", Epoch: rec.Epoch, Step: "POLL", State: "QUEUED",
+				return st.Checkpoint(b.ctx, Checkpoint{JobID: "lr", Owner: rec.Owner, Epoch: rec.Epoch, Step: "POLL", State: "QUEUED",
 					RunpodID: "rp-1", RunpodStatus: "IN_QUEUE", Event: &EventInput{Type: EventQueued,
 						Payload: EventPayload{RunpodID: "rp-1", Attempt: 1}}}, b.now)
 			}))
 			require.Equal(t, []string{EventSubmitted, EventQueued}, b.eventTypes(t, "lr"), "the queued event once")
 
-			out := Outcome{JobID: "lr", Entry: rec.Entry, Epoch: rec.Epoch, State: "COMPLETED",
+			out := Outcome{JobID: "lr", Entry: rec.Entry, Owner: rec.Owner, Epoch: rec.Epoch, State: "COMPLETED",
 				Output: []byte(`{"ok":1}`), RunpodID: "rp-1", RunpodStatus: "COMPLETED"}
 			lost = p.SwallowReply("lr", "COMPLETED")
 			var errs []error

@@ -68,7 +68,7 @@ func TestRetry(t *testing.T) {
 			_, err := b.st.Submit(b.ctx, sub(id), SubmitOpts{Now: b.now, PersistInput: persist})
 			require.NoError(t, err)
 			rec := b.admitted(t, id)
-			_, err = b.st.Finalize(b.ctx, []Outcome{{JobID: id, Entry: rec.Entry, Epoch: rec.Epoch, State: state, Error: "boom"}},
+			_, err = b.st.Finalize(b.ctx, []Outcome{{JobID: id, Entry: rec.Entry, Owner: rec.Owner, Epoch: rec.Epoch, State: state, Error: "boom"}},
 				FinalizeOpts{ResultTTL: time.Hour, Now: b.now})
 			require.NoError(t, err)
 			return rec
@@ -130,7 +130,7 @@ func TestPurgeFinished(t *testing.T) {
 		for _, id := range []string{"p-failed", "p-done"} {
 			st := map[string]string{"p-failed": "FAILED", "p-done": "COMPLETED"}[id]
 			rec := b.admitted(t, id)
-			_, err := b.st.Finalize(b.ctx, []Outcome{{JobID: id, Entry: rec.Entry, Epoch: rec.Epoch, State: st}},
+			_, err := b.st.Finalize(b.ctx, []Outcome{{JobID: id, Entry: rec.Entry, Owner: rec.Owner, Epoch: rec.Epoch, State: st}},
 				FinalizeOpts{ResultTTL: time.Hour, Now: b.now})
 			require.NoError(t, err)
 		}

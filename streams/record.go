@@ -12,6 +12,7 @@ const (
 	recStep         = "step"
 	recEpoch        = "epoch"
 	recOwner        = "owner"
+	recPrevOwner    = "prev_owner"
 	recEntry        = "entry"
 	recRunpodID     = "runpod_id"
 	recRunpodStatus = "runpod_status"
@@ -47,7 +48,7 @@ func (s *Store) Get(ctx context.Context, jobID string) (Record, error) {
 // parse are an error: the record was written by someone else.
 func parseRecord(jobID string, m map[string]string) (Record, error) {
 	r := Record{
-		JobID: jobID, State: m[recState], Step: m[recStep], Owner: m[recOwner], Entry: m[recEntry],
+		JobID: jobID, State: m[recState], Step: m[recStep], Owner: m[recOwner], PrevOwner: m[recPrevOwner], Entry: m[recEntry],
 		RunpodID: m[recRunpodID], RunpodStatus: m[recRunpodStatus], InputHash: m[recInputHash],
 		Cancel: m[recCancel] == "1", AliasOf: m[recAliasOf],
 	}

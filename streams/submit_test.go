@@ -115,7 +115,7 @@ func TestSubmitDedupe(t *testing.T) {
 				require.NoError(t, err)
 				_, res := b.readAdmit(t, "w1", 10, AdmitOpts{})
 				require.Equal(t, Admitted, res[0].Status)
-				errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "a", Epoch: res[0].Record.Epoch,
+				errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "a", Owner: res[0].Record.Owner, Epoch: res[0].Record.Epoch,
 					State: tc.state, Output: []byte(`1`)}}, FinalizeOpts{Now: b.now})
 				require.NoError(t, err)
 				require.NoError(t, errs[0])
@@ -150,7 +150,7 @@ func TestSubmitStaleAlias(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, SubmitResult{JobID: "Y", Deduped: true, State: "SUBMITTED", Entry: y.Entry}, r)
 
-		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "Y", Entry: y.Entry, Epoch: y.Epoch, State: "FAILED",
+		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "Y", Entry: y.Entry, Owner: y.Owner, Epoch: y.Epoch, State: "FAILED",
 			Error: "boom", InputHash: "h"}}, FinalizeOpts{ResultTTL: time.Hour, Now: b.now})
 		require.NoError(t, err)
 		require.NoError(t, errs[0])
@@ -167,7 +167,7 @@ func TestSubmitStaleAlias(t *testing.T) {
 
 		// COMPLETED holder: the alias still answers with it.
 		y3 := b.aliasOf(t, "X3", "Y3", "h3", opts)
-		errs, err = b.st.Finalize(b.ctx, []Outcome{{JobID: "Y3", Entry: y3.Entry, Epoch: y3.Epoch, State: "COMPLETED",
+		errs, err = b.st.Finalize(b.ctx, []Outcome{{JobID: "Y3", Entry: y3.Entry, Owner: y3.Owner, Epoch: y3.Epoch, State: "COMPLETED",
 			Output: []byte(`1`), InputHash: "h3"}}, FinalizeOpts{ResultTTL: time.Hour, Now: b.now})
 		require.NoError(t, err)
 		require.NoError(t, errs[0])

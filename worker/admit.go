@@ -139,8 +139,14 @@ func (w *Worker) localTime(ms int64) time.Time {
 	return time.UnixMilli(ms).Add(-time.Duration(w.clockOffset.Load()))
 }
 
-// adopt starts running an admitted job (or, for a job this worker already
-// owns, takes the new epoch).
+// adopt starts running an admitted job. For a job this worker already
+// holds in memory (our lease lapsed and a claim pass or read admitted it
+// again), the memory may go on only if nobody else owned the job since:
+// the new epoch is ours+1 and its previous owner is us. Otherwise another
+// worker may have submitted, recorded or finished it meanwhile (or Redis
+// lost our writes), so the memory is dropped and the job resumes from the
+// record; any Runpod job the memory holds that the record does not name is
+// an orphan and is canceled.
 func (w *Worker) adopt(req streams.AdmitRequest, rec streams.Record) {
 	now := w.now()
 	wf := w.jobFromRecord(rec)
@@ -156,20 +162,37 @@ func (w *Worker) adopt(req streams.AdmitRequest, rec streams.Record) {
 		inputHash = req.Sub.InputHash
 	}
 	w.log.Debug("job admitted", "job_id", wf.ID, "epoch", rec.Epoch, "step", wf.Step, "state", wf.State,
-		"runpod_id", wf.RunpodID, "deliveries", rec.Deliveries)
+		"runpod_id", wf.RunpodID, "deliveries", rec.Deliveries, "prev_owner", rec.PrevOwner)
 
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	lost := false
+	defer func() {
+		w.mu.Unlock()
+		w.hookLeaseLost(wf.ID, lost)
+	}()
 	if j := w.jobs[wf.ID]; j != nil {
-		// Our own lease lapsed and we reclaimed it: same job, new epoch.
-		// The running action (if any) will be fenced and retried.
-		j.epoch, j.entry = rec.Epoch, rec.Entry
-		if j.running {
-			j.wake = true
-		} else {
-			w.scheduleLocked(j, now)
+		if rec.Epoch == j.epoch+1 && rec.PrevOwner == w.cfg.InstanceID {
+			// Only our own lease lapsed: same job, next epoch. A running
+			// action's fenced write is redone with it (checkpointOwned).
+			j.epoch, j.entry = rec.Epoch, rec.Entry
+			if j.running {
+				j.wake = true
+			} else {
+				w.scheduleLocked(j, now)
+			}
+			return
 		}
-		return
+		w.log.Info("re-admitted a job another worker owned meanwhile; resuming from the record",
+			"job_id", wf.ID, "held_epoch", j.epoch, "epoch", rec.Epoch, "prev_owner", rec.PrevOwner,
+			"runpod_id", rec.RunpodID)
+		for _, id := range j.runpodIDs() {
+			if id != rec.RunpodID {
+				w.queueOrphanLocked(id, wf.ID)
+			}
+		}
+		// A /run still in flight for j is seen through by its step: the
+		// write of its id is fenced (j is dropped) and it cancels it then.
+		lost = w.dropLocked(j, true)
 	}
 	entry := rec.Entry
 	if entry == "" {

@@ -51,6 +51,10 @@ type Hooks struct {
 	// data, e.g. a failover to an empty replica) and this worker created it
 	// again.
 	OnGroupRecreated func()
+	// OnOrphanCancel: an orphan Runpod job (created, not recorded on its
+	// job) was canceled (true) or its cancel failed and will be retried
+	// (false).
+	OnOrphanCancel func(canceled bool)
 }
 
 // Config configures a Worker. Zero values mean the documented defaults; call

@@ -306,7 +306,7 @@ func (w *Worker) abandon(ctx context.Context, r stepResult) stepResult {
 func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s snapshot, a workflow.Action, rnd *rand.Rand) stepResult {
 	wf := workflow.BeginSubmit(r.wf)
 	err := w.store.Checkpoint(ctx, streams.Checkpoint{
-		JobID: wf.ID, Epoch: r.epoch, Step: string(workflow.StepSubmitting), Attempts: wf.Attempts,
+		JobID: wf.ID, Owner: w.cfg.InstanceID, Epoch: r.epoch, Step: string(workflow.StepSubmitting), Attempts: wf.Attempts,
 	}, w.now())
 	if errors.Is(err, streams.ErrCancelRequested) {
 		// The record's cancel flag is set (a cancel landed after admit, or
@@ -371,7 +371,7 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 		return w.next(r, now)
 	}
 	cp := streams.Checkpoint{
-		JobID: wf2.ID, Epoch: r.epoch, Step: string(wf2.Step), State: string(wf2.State),
+		JobID: wf2.ID, Owner: w.cfg.InstanceID, Epoch: r.epoch, Step: string(wf2.Step), State: string(wf2.State),
 		RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus),
 		Event: &streams.EventInput{Type: streams.EventQueued, Payload: streams.EventPayload{
 			RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus), Attempt: wf2.Attempts}},
@@ -380,9 +380,10 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 	log = log.With("runpod_id", wf2.RunpodID)
 	if err != nil {
 		if refused(err) {
-			// Another worker owns the job now and will not know this id
-			// (not our own re-admit: checkpointOwned rewrote those): cancel
-			// the GPU job nobody would ever record.
+			// Another worker owns the job now (not our own re-admit:
+			// checkpointOwned rewrote those). Unless the record names this
+			// very id (an earlier try was applied, its reply lost), nobody
+			// will ever poll it: cancel it.
 			w.cancelOrphan(ctx, log, wf2.ID, wf2.RunpodID, err)
 			r.drop, r.lost = true, errors.Is(err, streams.ErrFenced)
 			return r
@@ -434,19 +435,6 @@ func (w *Worker) checkpointOwned(ctx context.Context, j *job, cp streams.Checkpo
 	}
 }
 
-// cancelOrphan cancels a Runpod job this worker created but cannot record.
-func (w *Worker) cancelOrphan(ctx context.Context, log hclog.Logger, jobID, runpodID string, cause error) {
-	pctx, cancel := w.persistCtx(ctx)
-	defer cancel()
-	_, err := w.cfg.Runpod.Cancel(pctx, runpodID)
-	if err != nil && !errors.Is(err, workflow.ErrRunpodJobNotFound) {
-		log.Warn("fenced after /run; canceling the orphan runpod job failed", "runpod_id", runpodID, "cause", cause, "error", err)
-		return
-	}
-	w.stats.orphans.Add(1)
-	log.Info("fenced after /run; canceled the orphan runpod job", "runpod_id", runpodID, "cause", cause)
-}
-
 // callRunpod performs /status or /cancel and checkpoints what changed.
 func (w *Worker) callRunpod(ctx context.Context, log hclog.Logger, r stepResult, s snapshot, a workflow.Action, rnd *rand.Rand) stepResult {
 	wf := r.wf
@@ -476,7 +464,7 @@ func (w *Worker) callRunpod(ctx context.Context, log hclog.Logger, r stepResult,
 		return w.next(r, now)
 	}
 	cp := streams.Checkpoint{
-		JobID: wf2.ID, Epoch: r.epoch, State: string(wf2.State), RunpodStatus: string(wf2.RunpodStatus),
+		JobID: wf2.ID, Owner: w.cfg.InstanceID, Epoch: r.epoch, State: string(wf2.State), RunpodStatus: string(wf2.RunpodStatus),
 		Output: eff.Output,
 		Event: &streams.EventInput{Type: streams.EventProgress, Payload: streams.EventPayload{
 			RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus), Output: eff.Output,

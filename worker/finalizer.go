@@ -73,7 +73,7 @@ func (w *Worker) finalizeOnce(batch []*job, rnd *rand.Rand, refence bool) (again
 		}
 		o := j.wf.Outcome
 		outs = append(outs, streams.Outcome{
-			JobID: j.wf.ID, Entry: j.entry, Epoch: j.epoch, State: string(o.State),
+			JobID: j.wf.ID, Entry: j.entry, Owner: w.cfg.InstanceID, Epoch: j.epoch, State: string(o.State),
 			Output: o.Output, Error: o.Error, RunpodID: j.wf.RunpodID,
 			RunpodStatus: string(o.RunpodStatus), InputHash: j.inputHash,
 		})

@@ -47,6 +47,19 @@ type job struct {
 	storeRetries int
 }
 
+// runpodIDs lists the Runpod jobs j knows of: recorded, or waiting in a
+// pending checkpoint.
+func (j *job) runpodIDs() []string {
+	var ids []string
+	if j.wf.RunpodID != "" {
+		ids = append(ids, j.wf.RunpodID)
+	}
+	if j.pending != nil && j.pending.RunpodID != "" && j.pending.RunpodID != j.wf.RunpodID {
+		ids = append(ids, j.pending.RunpodID)
+	}
+	return ids
+}
+
 func (j *job) lease() streams.Lease {
 	return streams.Lease{JobID: j.wf.ID, Entry: j.entry, Epoch: j.epoch}
 }

@@ -24,6 +24,9 @@ type store interface {
 	Handoff(ctx context.Context, consumer string, leases []streams.Lease) (int, error)
 	TrimEvents(ctx context.Context, before time.Time) (int64, error)
 	SubscribeControl(ctx context.Context) (<-chan streams.ControlMessage, error)
+	AddOrphan(ctx context.Context, runpodID, jobID string) error
+	RemoveOrphan(ctx context.Context, runpodID string) error
+	Orphans(ctx context.Context, max int) (map[string]string, error)
 }
 
 var _ store = (*streams.Store)(nil)

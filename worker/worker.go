@@ -56,9 +56,16 @@ type Stats struct {
 	Poisoned uint64
 	// HandedOff counts leases handed to peers at shutdown.
 	HandedOff uint64
-	// OrphansCanceled counts Runpod jobs this worker created, could not
-	// record (fenced), and canceled.
+	// OrphansCanceled counts Runpod jobs canceled as orphans: created by a
+	// worker (this one, or a recorded orphan of any worker retried here)
+	// and not named by their job's record.
 	OrphansCanceled uint64
+	// OrphanCancelFailures counts orphan cancels that Runpod did not
+	// confirm; each is recorded in Redis ({ns}:orphans) and retried.
+	OrphanCancelFailures uint64
+	// OrphansPending is the number of recorded orphans seen by the last
+	// retry pass (all workers' orphans, not only this one's).
+	OrphansPending int64
 	// Finalized counts outcomes written, by terminal state.
 	Finalized map[workflow.State]uint64
 	// GroupsRecreated counts the times this worker found the consumer group
@@ -73,6 +80,8 @@ var terminalStates = [statesFinalizedCount]workflow.State{
 type counters struct {
 	admitted, reclaimed, leasesLost, poisoned, handedOff, orphans atomic.Uint64
 	groupsRecreated                                               atomic.Uint64
+	orphanFailures                                                atomic.Uint64
+	orphansPending                                                atomic.Int64
 	finalized                                                     [statesFinalizedCount]atomic.Uint64
 }
 
@@ -97,11 +106,13 @@ type Worker struct {
 	mu       sync.Mutex
 	jobs     map[string]*job
 	heap     jobHeap
-	reserved int // capacity reserved by a fetch or claim in progress
+	reserved int      // capacity reserved by a fetch or claim in progress
+	orphanQ  []orphan // suspected orphans for the orphan loop
 
 	wakeDispatch chan struct{} // nudges the dispatcher: a job became due earlier
 	capacity     chan struct{} // nudges the fetcher: capacity was freed
 	claimNow     chan struct{} // nudges the claimer: a peer handed off
+	orphanNow    chan struct{} // nudges the orphan loop: an orphan was queued
 	work         chan *job     // dispatcher → executors
 	finalizeQ    chan *job     // executors → finalizer
 
@@ -155,6 +166,7 @@ func newWorker(st store, cfg Config) *Worker {
 		wakeDispatch: make(chan struct{}, 1),
 		capacity:     make(chan struct{}, 1),
 		claimNow:     make(chan struct{}, 1),
+		orphanNow:    make(chan struct{}, 1),
 		work:         make(chan *job),
 		finalizeQ:    make(chan *job, finalizeQueueDepth),
 		faulted:      make(chan struct{}),
@@ -174,16 +186,18 @@ func (w *Worker) Stats() Stats {
 	}
 	w.mu.Unlock()
 	s := Stats{
-		InFlight:        inFlight,
-		InFlightByState: byState,
-		Admitted:        w.stats.admitted.Load(),
-		Reclaimed:       w.stats.reclaimed.Load(),
-		LeasesLost:      w.stats.leasesLost.Load(),
-		Poisoned:        w.stats.poisoned.Load(),
-		HandedOff:       w.stats.handedOff.Load(),
-		OrphansCanceled: w.stats.orphans.Load(),
-		Finalized:       make(map[workflow.State]uint64, statesFinalizedCount),
-		GroupsRecreated: w.stats.groupsRecreated.Load(),
+		InFlight:             inFlight,
+		InFlightByState:      byState,
+		Admitted:             w.stats.admitted.Load(),
+		Reclaimed:            w.stats.reclaimed.Load(),
+		LeasesLost:           w.stats.leasesLost.Load(),
+		Poisoned:             w.stats.poisoned.Load(),
+		HandedOff:            w.stats.handedOff.Load(),
+		OrphansCanceled:      w.stats.orphans.Load(),
+		OrphanCancelFailures: w.stats.orphanFailures.Load(),
+		OrphansPending:       w.stats.orphansPending.Load(),
+		Finalized:            make(map[workflow.State]uint64, statesFinalizedCount),
+		GroupsRecreated:      w.stats.groupsRecreated.Load(),
 	}
 	for i, st := range terminalStates {
 		s.Finalized[st] = w.stats.finalized[i].Load()
@@ -243,6 +257,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	goTracked(&loops, func() { w.claimLoop(loopsCtx) })
 	goTracked(&loops, func() { w.controlLoop(loopsCtx) })
 	goTracked(&loops, func() { w.janitorLoop(loopsCtx) })
+	goTracked(&loops, func() { w.orphanLoop(loopsCtx) })
 
 	select {
 	case <-ctx.Done():
@@ -250,7 +265,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("worker stopping", "in_flight", w.Stats().InFlight)
 
-	// 1. No new work: fetch, claim, control and janitor end; the
+	// 1. No new work: fetch, claim, control, janitor and orphans end; the
 	// dispatcher starts no new action.
 	stopLoops()
 	loops.Wait()

@@ -223,10 +223,10 @@ func crashAfterRun(t *testing.T, b *testBundle, consumer string, n int) []string
 	for i, r := range res {
 		require.Equal(t, streams.Admitted, r.Status)
 		id, epoch := r.Record.JobID, r.Record.Epoch
-		require.NoError(t, b.store.Checkpoint(ctx, streams.Checkpoint{JobID: id, Epoch: epoch, Step: string(workflow.StepSubmitting), Attempts: 1}, time.Now()))
+		require.NoError(t, b.store.Checkpoint(ctx, streams.Checkpoint{JobID: id, Owner: consumer, Epoch: epoch, Step: string(workflow.StepSubmitting), Attempts: 1}, time.Now()))
 		rj, err := b.rp.Run(ctx, workflow.RunRequest{Input: json.RawMessage(reqs[i].Sub.Input)})
 		require.NoError(t, err)
-		require.NoError(t, b.store.Checkpoint(ctx, streams.Checkpoint{JobID: id, Epoch: epoch, Step: string(workflow.StepPoll),
+		require.NoError(t, b.store.Checkpoint(ctx, streams.Checkpoint{JobID: id, Owner: consumer, Epoch: epoch, Step: string(workflow.StepPoll),
 			State: string(workflow.StateQueued), RunpodID: rj.ID, RunpodStatus: string(rj.Status),
 			Event: &streams.EventInput{Type: streams.EventQueued, Payload: streams.EventPayload{RunpodID: rj.ID}}}, time.Now()))
 		rpIDs = append(rpIDs, rj.ID)
@@ -293,7 +293,7 @@ func TestTakeoverAtSubmittingAppliesPolicy(t *testing.T) {
 				streams.AdmitOpts{Consumer: "dead", MaxDeliveries: 5, ResultTTL: time.Hour, Now: time.Now()})
 			require.NoError(t, err)
 			// The dead worker recorded its intent and died during /run.
-			require.NoError(t, b.store.Checkpoint(ctx, streams.Checkpoint{JobID: "s1", Epoch: res[0].Record.Epoch,
+			require.NoError(t, b.store.Checkpoint(ctx, streams.Checkpoint{JobID: "s1", Owner: res[0].Record.Owner, Epoch: res[0].Record.Epoch,
 				Step: string(workflow.StepSubmitting), Attempts: 1}, time.Now()))
 
 			cfg := b.config("rescuer")

@@ -113,7 +113,7 @@ func (b *testBundle) startWorker(t *testing.T) {
 				if r.Status != streams.Admitted {
 					continue
 				}
-				o := streams.Outcome{JobID: r.Record.JobID, Entry: r.Record.Entry, Epoch: r.Record.Epoch,
+				o := streams.Outcome{JobID: r.Record.JobID, Entry: r.Record.Entry, Owner: r.Record.Owner, Epoch: r.Record.Epoch,
 					State: string(workflow.StateCompleted), Output: reqs[i].Sub.Input}
 				var in struct{ Fail string }
 				if json.Unmarshal(reqs[i].Sub.Input, &in) == nil && in.Fail != "" {

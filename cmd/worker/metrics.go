@@ -40,6 +40,7 @@ const (
 	metricDeadLetters      = metricPrefix + "queue_dead_letters"
 	metricConsumers        = metricPrefix + "queue_consumers"
 	metricConsumersActive  = metricPrefix + "queue_consumers_active"
+	metricOrphanCancels    = metricPrefix + "orphan_cancels_total"
 )
 
 // metricNames lists every metric above, for the documentation test.
@@ -48,7 +49,7 @@ var metricNames = []string{
 	metricRunpodDuration, metricBreakerState, metricBreakerChanges, metricPendingEntries,
 	metricPendingScrapeErr, metricReclaims, metricLeaseLosses, metricPoison, metricWorkerFault,
 	metricGroupRecreated, metricInFlightByState, metricBacklog, metricOldestWaiting, metricDeadLetters,
-	metricConsumers, metricConsumersActive,
+	metricConsumers, metricConsumersActive, metricOrphanCancels,
 }
 
 // consumerActiveWithin: a consumer that read or claimed this recently
@@ -90,6 +91,7 @@ type metrics struct {
 	leaseLosses    prometheus.Counter
 	poison         prometheus.Counter
 	groupRecreated prometheus.Counter
+	orphanCancels  *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -132,12 +134,16 @@ func newMetrics() *metrics {
 			Name: metricGroupRecreated,
 			Help: "Times this worker found the consumer group missing (NOGROUP: Redis lost data) and recreated it.",
 		}),
+		orphanCancels: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricOrphanCancels,
+			Help: "Cancels of orphan Runpod jobs (created, not recorded on their job), by result: canceled, or failed (recorded and retried).",
+		}, []string{"result"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.transitions, m.outcomes, m.calls, m.callDuration, m.breakerChanges,
-		m.reclaims, m.leaseLosses, m.poison, m.groupRecreated,
+		m.reclaims, m.leaseLosses, m.poison, m.groupRecreated, m.orphanCancels,
 	)
 	// Pre-create the series a dashboard expects, so they read 0, not absent.
 	for _, st := range []workflow.State{workflow.StateCompleted, workflow.StateFailed, workflow.StateTimedOut, workflow.StateCanceled} {
@@ -145,6 +151,9 @@ func newMetrics() *metrics {
 	}
 	for _, st := range []string{"closed", "half-open", "open"} {
 		m.breakerChanges.WithLabelValues(st)
+	}
+	for _, r := range []string{"canceled", "failed"} {
+		m.orphanCancels.WithLabelValues(r)
 	}
 	return m
 }
@@ -167,6 +176,13 @@ func (m *metrics) hooks() worker.Hooks {
 		OnPoison:    func(string) { m.poison.Inc() },
 		// Redis lost the consumer group: alert on any increase.
 		OnGroupRecreated: func() { m.groupRecreated.Inc() },
+		OnOrphanCancel: func(canceled bool) {
+			r := "failed"
+			if canceled {
+				r = "canceled"
+			}
+			m.orphanCancels.WithLabelValues(r).Inc()
+		},
 	}
 }
 

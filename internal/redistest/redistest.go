@@ -84,7 +84,8 @@ type Server struct {
 	Port   int
 	Dir    string // working directory (AOF lives here)
 	cmd    *exec.Cmd
-	ownDir bool // Dir was created by StartWith and is removed by Stop
+	ownDir bool    // Dir was created by StartWith and is removed by Stop
+	opts   Options // as started, for RestartFrom
 }
 
 // Start launches redis-server on a free loopback port with persistence off
@@ -109,6 +110,11 @@ type Options struct {
 	// AppendOnly turns on the append-only file with fsync on every write,
 	// so a killed server restarts with every acknowledged write.
 	AppendOnly bool
+	// AppendFsync overrides the AOF fsync policy ("everysec", "no");
+	// empty means "always".
+	AppendFsync string
+	// ReplicaOf makes the server a replica of this "host:port".
+	ReplicaOf string
 }
 
 // StartWith launches redis-server with opts and waits until it answers PING.
@@ -133,9 +139,20 @@ func StartWith(opts Options) (*Server, error) {
 	args := []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "",
 		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}
 	if opts.AppendOnly {
-		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+		fsync := opts.AppendFsync
+		if fsync == "" {
+			fsync = "always"
+		}
+		args = append(args, "--appendonly", "yes", "--appendfsync", fsync)
 	} else {
 		args = append(args, "--appendonly", "no")
+	}
+	if opts.ReplicaOf != "" {
+		host, port, err := net.SplitHostPort(opts.ReplicaOf)
+		if err != nil {
+			return nil, fmt.Errorf("ReplicaOf %q: %w", opts.ReplicaOf, err)
+		}
+		args = append(args, "--replicaof", host, port)
 	}
 	cmd := exec.Command(bin, args...)
 	if err := cmd.Start(); err != nil {
@@ -144,7 +161,8 @@ func StartWith(opts Options) (*Server, error) {
 		}
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}
-	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Dir: dir, cmd: cmd, ownDir: ownDir}
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Dir: dir, cmd: cmd, ownDir: ownDir, opts: opts}
+	s.opts.Port, s.opts.Dir = port, dir
 	rdb := redis.NewClient(&redis.Options{Addr: s.Addr})
 	defer rdb.Close()
 	deadline := time.Now().Add(10 * time.Second)
@@ -177,6 +195,79 @@ func (s *Server) Stop() {
 	if s.ownDir {
 		os.RemoveAll(s.Dir)
 	}
+}
+
+// CopyData copies the server's data files (the AOF directory and any RDB
+// file) to dst, as a backup taken at this moment would hold them. Call it
+// while no write is in flight; with AppendOnly (fsync always) the copy then
+// holds every acknowledged write.
+func (s *Server) CopyData(dst string) error {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	return copyTree(s.Dir, dst, func(name string) bool { return name != "redis.log" })
+}
+
+// RestartFrom kills the server (SIGKILL, as a crash would), replaces its
+// data with a copy taken earlier by CopyData, and starts it again on the
+// same port and options: Redis "loses" every write made since the copy, as
+// after restoring an older snapshot or promoting a lagging replica.
+func (s *Server) RestartFrom(snapshot string) (*Server, error) {
+	s.Kill()
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if e.Name() == "redis.log" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(s.Dir, e.Name())); err != nil {
+			return nil, err
+		}
+	}
+	if err := copyTree(snapshot, s.Dir, func(string) bool { return true }); err != nil {
+		return nil, err
+	}
+	srv, err := StartWith(s.opts)
+	if err != nil {
+		return nil, err
+	}
+	srv.ownDir = s.ownDir
+	return srv, nil
+}
+
+// copyTree copies the files and directories of src (one level of
+// subdirectories, as Redis's appendonlydir) whose top-level name keep
+// accepts into dst.
+func copyTree(src, dst string, keep func(name string) bool) error {
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !keep(e.Name()) {
+			continue
+		}
+		from, to := filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())
+		if e.IsDir() {
+			if err := os.MkdirAll(to, 0o755); err != nil {
+				return err
+			}
+			if err := copyTree(from, to, func(string) bool { return true }); err != nil {
+				return err
+			}
+			continue
+		}
+		b, err := os.ReadFile(from)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(to, b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.

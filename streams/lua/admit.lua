@@ -17,7 +17,8 @@
 --   deduplicated  raw submission whose hash a live/completed job holds:
 --                 alias record, `deduplicated` event
 --   poisoned      a counted delivery over ARGV[4]: as above
---   admitted      epoch+1, owner = ARGV[2]; deliveries+1 if counted
+--   admitted      epoch+1, owner = ARGV[2], prev_owner = the owner of the
+--                 epoch before ("" if none); deliveries+1 if counted
 --   error         a command failed for this entry (caught): it stays
 --                 pending, its batch-mates go on
 -- A missing record is created first (raw producer path: `submitted` event).
@@ -204,8 +205,12 @@ local function admit_one(i)
     local created = tonumber(nz(redis.call('HGET', job, 'created_ms')) or now)
     redis.call('HSET', job, 'deadline_ms', itoa(created + default_timeout))
   end
+  -- prev_owner: who held the epoch this admit ends, so the new owner can
+  -- tell whether anybody else owned the job since its own epoch.
+  local prev_owner = nz(redis.call('HGET', job, 'owner')) or ''
   redis.call('HINCRBY', job, 'epoch', 1)
-  redis.call('HSET', job, 'owner', consumer, 'deliveries', tostring(deliveries), 'updated_ms', now)
+  redis.call('HSET', job, 'owner', consumer, 'prev_owner', prev_owner,
+    'deliveries', tostring(deliveries), 'updated_ms', now)
   local res = redis.call('HGETALL', job)
   table.insert(res, 1, 'admitted')
   return res

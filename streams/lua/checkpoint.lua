@@ -1,6 +1,9 @@
 -- checkpoint.lua: a fenced, non-terminal change to one job record, written
 -- atomically with its event. Refusals are checked in this order and change
 -- nothing: not_found, terminal (also for an alias record), fenced, canceled.
+-- fenced: the record's owner or epoch is not the caller's. Both are compared:
+-- after Redis lost its last writes (AOF everysec, a promoted replica, an
+-- older snapshot) another worker can be admitted again at the same epoch.
 -- canceled: the step is SUBMITTING (the /run intent) and the record's cancel
 -- flag is set; refusing here, atomically with the flag check, guarantees a
 -- job canceled before its intent is recorded is never sent to Runpod. Other
@@ -25,6 +28,7 @@
 -- ARGV[9]  result envelope (msgpack, progress output), "" = unchanged
 -- ARGV[10] event type, "" = no event
 -- ARGV[11] event payload envelope (msgpack)
+-- ARGV[12] owner the caller is (its consumer name)
 --
 -- Returns "ok", "not_found", "terminal", "fenced" or "canceled".
 
@@ -33,12 +37,12 @@ if redis.call('EXISTS', job) == 0 then
   return 'not_found'
 end
 local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of', 'cancel',
-  'step', 'runpod_id', 'runpod_status', 'attempts', 'result')
+  'step', 'runpod_id', 'runpod_status', 'attempts', 'result', 'owner')
 local state, epoch = nz(rec[1]), nz(rec[2]) or '0'
 if is_terminal(state) or nz(rec[3]) then
   return 'terminal'
 end
-if epoch ~= ARGV[2] then
+if epoch ~= ARGV[2] or nz(rec[10]) ~= ARGV[12] then
   return 'fenced'
 end
 if ARGV[4] == 'SUBMITTING' and nz(rec[4]) == '1' then

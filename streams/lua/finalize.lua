@@ -1,5 +1,5 @@
 -- finalize.lua: writes terminal outcomes for a batch of jobs. Per outcome,
--- guarded by "record exists, not terminal, epoch current":
+-- guarded by "record exists, not terminal, owner and epoch current":
 --   ok         state, step DONE, finished_ms, result, runpod fields, the
 --              terminal event (type from the state), optional dead-letter
 --              copy, XACK + XDEL of the entry, PEXPIRE of the record, and the
@@ -9,7 +9,8 @@
 --              caller's earlier try applied, its reply lost): XACK + XDEL,
 --              nothing else; the caller counts it as written
 --   terminal   already terminal (or an alias): XACK + XDEL, nothing else
---   fenced     epoch mismatch: nothing touched
+--   fenced     owner or epoch mismatch: nothing touched (both are compared:
+--              after Redis lost writes, another worker can hold the same epoch)
 --
 -- KEYS[1] submissions stream
 -- KEYS[2] events stream
@@ -20,8 +21,8 @@
 -- ARGV[1] consumer group
 -- ARGV[2] now, unix ms
 -- ARGV[3] result TTL in ms, 0 = keep forever
--- ARGV[4] N, the number of outcomes; then 11 fields per outcome i (0-based),
---         at ARGV[4 + 11*i + k]:
+-- ARGV[4] N, the number of outcomes; then 12 fields per outcome i (0-based),
+--         at ARGV[4 + 12*i + k]:
 --   k=1  job id
 --   k=2  submission entry id ("" = the record's entry)
 --   k=3  epoch the caller holds
@@ -33,6 +34,7 @@
 --   k=9  dead-letter reason, "" = no copy
 --   k=10 KEYS index of the job record
 --   k=11 KEYS index of the dedupe key, 0 = none
+--   k=12 owner the caller is (its consumer name)
 --
 -- Returns N codes, in outcome order: "ok", "ours", "not_found", "terminal",
 -- "fenced".
@@ -45,7 +47,7 @@ local EVENT = { COMPLETED = 'completed', FAILED = 'failed', TIMED_OUT = 'timed_o
 
 local out = {}
 for i = 0, n - 1 do
-  local b = 4 + 11 * i
+  local b = 4 + 12 * i
   local job_id, entry, epoch, state = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
   local job = KEYS[tonumber(ARGV[b + 10])]
   local di = tonumber(ARGV[b + 11]) or 0
@@ -56,16 +58,17 @@ for i = 0, n - 1 do
     ack_del(subs, group, entry)
     out[#out + 1] = 'not_found'
   else
-    local rec = redis.call('HMGET', job, 'state', 'epoch', 'entry', 'alias_of', 'result')
+    local rec = redis.call('HMGET', job, 'state', 'epoch', 'entry', 'alias_of', 'result', 'owner')
     if entry == '' then entry = nz(rec[3]) or '' end
     if is_terminal(nz(rec[1])) or nz(rec[4]) then
       ack_del(subs, group, entry)
-      if nz(rec[1]) == state and (nz(rec[2]) or '0') == epoch and nz(rec[5]) == ARGV[b + 5] then
+      if nz(rec[1]) == state and (nz(rec[2]) or '0') == epoch and nz(rec[6]) == ARGV[b + 12]
+        and nz(rec[5]) == ARGV[b + 5] then
         out[#out + 1] = 'ours'
       else
         out[#out + 1] = 'terminal'
       end
-    elseif (nz(rec[2]) or '0') ~= epoch then
+    elseif (nz(rec[2]) or '0') ~= epoch or nz(rec[6]) ~= ARGV[b + 12] then
       out[#out + 1] = 'fenced'
     else
       local f = { 'HSET', job, 'state', state, 'step', 'DONE', 'finished_ms', now, 'updated_ms', now,

@@ -1,0 +1,93 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// flakyCancel fails the first n cancels with a transient error.
+type flakyCancel struct {
+	*fakeRunpod
+	failLeft atomic.Int32
+}
+
+func (f *flakyCancel) Cancel(ctx context.Context, id string) (workflow.RunpodJob, error) {
+	if f.failLeft.Add(-1) >= 0 {
+		return workflow.RunpodJob{}, &workflow.ActivityError{Op: "cancel", StatusCode: 503, Transient: true, Err: errors.New("unavailable")}
+	}
+	return f.fakeRunpod.Cancel(ctx, id)
+}
+
+// A worker is fenced after /run (another worker took the job over) and
+// Runpod refuses the orphan's cancel: the orphan is recorded in Redis and
+// the next retry pass cancels it.
+func TestFailedOrphanCancelIsRetried(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	rp := &flakyCancel{fakeRunpod: b.rp}
+	rp.failLeft.Store(1)
+	cfg := b.config("victim")
+	cfg.Runpod = rp
+	var hooked, hookedFailed atomic.Int32
+	cfg.Hooks.OnOrphanCancel = func(ok bool) {
+		if ok {
+			hooked.Add(1)
+		} else {
+			hookedFailed.Add(1)
+		}
+	}
+	stole := make(chan struct{}, 1)
+	cfg.StepHook = func(jobID, point string) {
+		if point != PointAfterRun {
+			return
+		}
+		msgs, _, _, err := b.store.Claim(ctx, "thief", 0, 10, "0-0")
+		if err != nil || len(msgs) != 1 {
+			t.Errorf("thief claim: %v, %d entries", err, len(msgs))
+			return
+		}
+		res, err := b.store.Admit(ctx, []streams.AdmitRequest{streams.NewAdmitRequest(msgs[0], 1<<20)},
+			streams.AdmitOpts{Consumer: "thief", ResultTTL: time.Hour, Now: time.Now()})
+		if err != nil || res[0].Status != streams.Admitted {
+			t.Errorf("thief admit: %v %+v", err, res)
+			return
+		}
+		stole <- struct{}{}
+	}
+	w := newWorker(b.store, cfg.WithDefaults())
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	b.submit(t, "o1", `{"mock_delay":60000}`, 0)
+	select {
+	case <-stole:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the job was never submitted")
+	}
+	require.Eventually(t, func() bool { return w.Stats().OrphanCancelFailures == 1 }, 10*time.Second, 10*time.Millisecond)
+	orphans, err := b.store.Orphans(ctx, 10)
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"rp-1": "o1"}, orphans, "the failed cancel is recorded")
+	require.False(t, b.rp.canceled("rp-1"))
+
+	w.retryOrphans(ctx)
+	require.True(t, b.rp.canceled("rp-1"), "the retry cancels the orphan")
+	orphans, err = b.store.Orphans(ctx, 10)
+	require.NoError(t, err)
+	require.Empty(t, orphans)
+	st := w.Stats()
+	require.EqualValues(t, 1, st.OrphansCanceled)
+	require.EqualValues(t, 1, st.OrphanCancelFailures)
+	require.EqualValues(t, 1, hooked.Load())
+	require.EqualValues(t, 1, hookedFailed.Load())
+}
