@@ -30,6 +30,7 @@ var allowed = map[string][]string{
 	"internal/cmdutil":     {},
 	"internal/redistest":   {},
 	"internal/redisconn":   {},
+	"internal/failover":    {},
 	"internal/archtest":    {},
 	"internal/e2e":         {},
 	"internal/syncbuf":     {},

@@ -22,10 +22,13 @@ const (
 	// go-redis's default (60 s) kept a pool dialling a dead master for
 	// about a minute after its replica had taken over.
 	ClusterReloadInterval = time.Second
-	// MaxRetries, MinRetryBackoff and MaxRetryBackoff retry a failed
-	// command for about RetryWindow: longer than a Sentinel or Cluster
-	// promotion with the usual timeouts, so a caller sees a slow command
-	// rather than an error.
+	// MaxRetries (Sentinel) or MaxRedirects (Cluster), MinRetryBackoff and
+	// MaxRetryBackoff retry a failed command for about RetryWindow: longer
+	// than a promotion with the usual timeouts, so a caller sees a slow
+	// command rather than an error. In a cluster the retries are the
+	// cluster client's, which pick the slot's master again from the
+	// reloaded slot map; the node clients keep go-redis's few quick retries,
+	// or each would spend the whole window on the dead node.
 	MaxRetries      = 10
 	MinRetryBackoff = 100 * time.Millisecond
 	MaxRetryBackoff = 2 * time.Second
@@ -169,7 +172,7 @@ func (c *Conn) parseCluster(u *url.URL, base string, hosts []string, q url.Value
 	if p := strings.Trim(u.Path, "/"); p != "" && p != "0" {
 		return errors.New("a cluster has only database 0 (SELECT is not allowed in cluster mode)")
 	}
-	failoverDefaults(q)
+	failoverDefaults(q, "max_redirects")
 	opt, err := redis.ParseClusterURL(goRedisURL(u, base, hosts, "", q, u.User))
 	if err != nil {
 		return err
@@ -215,7 +218,7 @@ func (c *Conn) parseSentinel(u *url.URL, base string, hosts []string, q url.Valu
 	sUser, sPass := q.Get("sentinel_username"), q.Get("sentinel_password")
 	q.Del("sentinel_username")
 	q.Del("sentinel_password")
-	failoverDefaults(q)
+	failoverDefaults(q, "max_retries")
 	path := ""
 	if db != "" {
 		path = "/" + db
@@ -236,14 +239,15 @@ func (c *Conn) parseSentinel(u *url.URL, base string, hosts []string, q url.Valu
 	return nil
 }
 
-// failoverDefaults sets the retry options a URL leaves out.
-func failoverDefaults(q url.Values) {
+// failoverDefaults sets the retry options a URL leaves out; retries names
+// the option that counts them.
+func failoverDefaults(q url.Values, retries string) {
 	set := func(k, v string) {
 		if !q.Has(k) {
 			q.Set(k, v)
 		}
 	}
-	set("max_retries", strconv.Itoa(MaxRetries))
+	set(retries, strconv.Itoa(MaxRetries))
 	set("min_retry_backoff", MinRetryBackoff.String())
 	set("max_retry_backoff", MaxRetryBackoff.String())
 }

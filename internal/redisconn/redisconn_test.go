@@ -40,13 +40,14 @@ func TestParseForms(t *testing.T) {
 			require.Equal(t, "app", c.cluster.Username)
 			require.Equal(t, "pw12345", c.cluster.Password)
 			require.Equal(t, ClusterReloadInterval, c.cluster.ClusterStateReloadInterval)
-			require.Equal(t, MaxRetries, c.cluster.MaxRetries)
+			require.Equal(t, MaxRetries, c.cluster.MaxRedirects)
+			require.Zero(t, c.cluster.MaxRetries, "node clients keep go-redis's default")
 			require.Equal(t, MinRetryBackoff, c.cluster.MinRetryBackoff)
 			require.Equal(t, MaxRetryBackoff, c.cluster.MaxRetryBackoff)
 		}},
-		{"cluster one seed and addr option", "redis+cluster://h1:7000?addr=h2:7001&max_retries=2&dial_timeout=3s", ModeCluster, func(t *testing.T, c *Conn) {
+		{"cluster one seed and addr option", "redis+cluster://h1:7000?addr=h2:7001&max_redirects=2&dial_timeout=3s", ModeCluster, func(t *testing.T, c *Conn) {
 			require.Equal(t, []string{"h1:7000", "h2:7001"}, c.cluster.Addrs)
-			require.Equal(t, 2, c.cluster.MaxRetries, "a URL option wins over the failover default")
+			require.Equal(t, 2, c.cluster.MaxRedirects, "a URL option wins over the failover default")
 			require.Equal(t, 3*time.Second, c.cluster.DialTimeout)
 		}},
 		{"several addresses", "redis://h1:7000,h2:7001,h3:7002/0", ModeCluster, func(t *testing.T, c *Conn) {
