@@ -17,6 +17,17 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 redis-server --version
 
+# internal/failover runs a Sentinel setup (redis-sentinel, Debian's
+# redis-sentinel package) and a Cluster (redis-cli, shipped with redis-server).
+if ! command -v redis-sentinel >/dev/null 2>&1; then
+  echo "redis-sentinel not found; installing Debian's redis-sentinel package" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-sentinel >/dev/null
+  $SUDO systemctl stop redis-sentinel >/dev/null 2>&1 || $SUDO service redis-sentinel stop >/dev/null 2>&1 || true
+fi
+
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
   echo "gofmt would change:" >&2
