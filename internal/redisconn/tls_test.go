@@ -2,6 +2,7 @@ package redisconn
 
 import (
 	"context"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -50,4 +51,13 @@ func TestMutualTLS(t *testing.T) {
 	// A server name the certificate does not carry is refused.
 	require.ErrorContains(t, ping(Options{URL: url, TLSCAFile: files.CA, TLSCertFile: files.ClientCert,
 		TLSKeyFile: files.ClientKey, TLSServerName: "redis.example"}), "certificate")
+}
+
+// TestOperationsDocACL: docs/operations.md gives the exact ACL line the
+// tests run the worker, the client and the submitter with.
+func TestOperationsDocACL(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/operations.md")
+	require.NoError(t, err)
+	require.Contains(t, string(doc), redistest.NamespaceACLLine("runpod", "runpod", "PASSWORD"))
 }
