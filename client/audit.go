@@ -31,8 +31,8 @@ const (
 	// a state.
 	ViolationBadState ViolationKind = "bad_state"
 	// ViolationRetryLive: a retried event (a new run) for a job whose
-	// current run has no terminal event yet, or whose run number does not
-	// follow the previous one.
+	// current run has no terminal event yet, a run number that does not
+	// follow the previous one, or an event of another run than the current.
 	ViolationRetryLive ViolationKind = "retry_of_live_run"
 	// ViolationRunpodIDChanged: an event names a Runpod job other than the
 	// one the job's history names, without a queued event of a later /run
@@ -165,6 +165,9 @@ func (a *Auditor) Add(ev Event) {
 		}
 		a.report.Retries++
 		return
+	}
+	if want := max(h.run, 1); max(ev.Run, 1) != want {
+		violate(ViolationRetryLive, "%s event of run %d while the job is in run %d", ev.Type, max(ev.Run, 1), want)
 	}
 	if h.terminal {
 		if ev.State.Terminal() || ev.Type.Terminal() {

@@ -53,9 +53,9 @@ type Event struct {
 	State workflow.State `json:"state,omitempty"`
 	// Epoch is the fencing token of the writer.
 	Epoch int64 `json:"epoch,omitempty"`
-	// Run is set on a retried event: the run it opens (2, 3, ...). The
-	// events after it, up to the next retried event, belong to that run;
-	// a job never retried has only run 1 (Run 0 on its events).
+	// Run is the run of the job the event belongs to, from the second run
+	// on (Retry): 2, 3, ...; 0 on the events of a job's first run. A
+	// retried event opens its run.
 	Run int `json:"run,omitempty"`
 	// Time is when the event was written (millisecond precision, UTC).
 	Time time.Time `json:"time,omitzero"`

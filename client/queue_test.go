@@ -125,6 +125,14 @@ func TestListDeadRetryPurge(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, workflow.StateCompleted, job.State)
 	require.Equal(t, 2, job.Run)
+	runs := map[client.EventType][]int{}
+	for ev, err := range b.client.Events(ctx, client.EventsOptions{From: client.FromStart, JobID: "l-fail", StopAtEnd: true}) {
+		require.NoError(t, err)
+		runs[ev.Type] = append(runs[ev.Type], ev.Run)
+	}
+	require.Equal(t, []int{0}, runs[client.EventFailed], "run 1's events carry no run")
+	require.Equal(t, []int{2}, runs[client.EventRetried])
+	require.Equal(t, []int{2}, runs[client.EventCompleted], "run 2's events say so")
 	rep, err := b.client.Audit(ctx, client.AuditOptions{})
 	require.NoError(t, err)
 	require.True(t, rep.OK(), "violations: %v", rep.Violations)
@@ -150,17 +158,19 @@ func TestAuditRunViolations(t *testing.T) {
 		ev("1", client.EventSubmitted, workflow.StateSubmitted, 0),
 		ev("2", client.EventFailed, workflow.StateFailed, 0),
 		ev("3", client.EventRetried, workflow.StateSubmitted, 2),
-		ev("4", client.EventQueued, workflow.StateQueued, 0),
-		ev("5", client.EventCompleted, workflow.StateCompleted, 0),
+		ev("4", client.EventQueued, workflow.StateQueued, 2),
+		ev("5", client.EventCompleted, workflow.StateCompleted, 2),
 	}, client.FromStart)
 	require.True(t, ok.OK(), "%v", ok.Violations)
 	bad := client.AuditEvents([]client.Event{
 		ev("1", client.EventSubmitted, workflow.StateSubmitted, 0),
 		ev("2", client.EventRetried, workflow.StateSubmitted, 2),
-		ev("3", client.EventFailed, workflow.StateFailed, 0),
-		ev("4", client.EventCompleted, workflow.StateCompleted, 0),
+		ev("3", client.EventFailed, workflow.StateFailed, 2),
+		ev("4", client.EventCompleted, workflow.StateCompleted, 2),
+		ev("5", client.EventProgress, workflow.StateInProgress, 0),
 	}, client.FromStart)
-	require.Len(t, bad.Violations, 2)
-	require.Equal(t, client.ViolationRetryLive, bad.Violations[0].Kind)
-	require.Equal(t, client.ViolationDuplicateTerminal, bad.Violations[1].Kind)
+	require.Len(t, bad.Violations, 4, "%v", bad.Violations)
+	require.Equal(t, client.ViolationRetryLive, bad.Violations[0].Kind, "retried while run 1 is live")
+	require.Equal(t, client.ViolationDuplicateTerminal, bad.Violations[1].Kind, "two outcomes in run 2")
+	require.Equal(t, client.ViolationRetryLive, bad.Violations[2].Kind, "a run-1 event during run 2")
 }

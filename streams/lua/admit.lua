@@ -90,7 +90,7 @@ local function fail(job, job_id, entry_id, reason, dedupe, exists, deliveries)
   redis.call('HSET', job, 'state', 'FAILED', 'step', 'DONE', 'deliveries', tostring(deliveries),
     'updated_ms', now, 'finished_ms', now, 'result', envelope({ 'error', reason }))
   if ttl > 0 then redis.call('PEXPIRE', job, ttl) end
-  emit(events, 'failed', job_id, 'FAILED', epoch, now, envelope({ 'error', reason, 'reason', reason }))
+  emit(events, 'failed', job_id, 'FAILED', epoch, now, envelope({ 'error', reason, 'reason', reason }), job)
   dead_letter(subs, dead, entry_id, job_id, reason, now)
   release_dedupe(dedupe, job_id)
   ack_del(subs, group, entry_id)

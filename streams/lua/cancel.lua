@@ -48,7 +48,7 @@ if is_terminal(state) then
 end
 if nz(rec[3]) ~= '1' then
   redis.call('HSET', job, 'cancel', '1', 'updated_ms', now)
-  emit(events, 'cancel_requested', ARGV[1], state, epoch, now, ARGV[3])
+  emit(events, 'cancel_requested', ARGV[1], state, epoch, now, ARGV[3], job)
 end
 local n = redis.pcall('PUBLISH', ARGV[4], ARGV[5])
 if type(n) == 'table' and n.err then

@@ -69,6 +69,6 @@ if ARGV[5] ~= '' then
   state = ARGV[5]
 end
 if ARGV[10] ~= '' then
-  emit(events, ARGV[10], ARGV[1], state, epoch, ARGV[3], ARGV[11])
+  emit(events, ARGV[10], ARGV[1], state, epoch, ARGV[3], ARGV[11], job)
 end
 return 'ok'

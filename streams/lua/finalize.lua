@@ -82,7 +82,7 @@ for i = 0, n - 1 do
         f[#f + 1] = ARGV[b + 7]
       end
       redis.call(unpack(f))
-      emit(events, EVENT[state], job_id, state, epoch, now, ARGV[b + 8])
+      emit(events, EVENT[state], job_id, state, epoch, now, ARGV[b + 8], job)
       if ARGV[b + 9] ~= '' then
         dead_letter(subs, dead, entry, job_id, ARGV[b + 9], now)
       end

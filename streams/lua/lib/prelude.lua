@@ -54,7 +54,14 @@ local function envelope(pairs_list)
 end
 
 -- emit appends one event with the flat routing fields of the wire format.
-local function emit(events, etype, job_id, state, epoch, ts, payload)
+-- job, when given, is the job's record: an event of a retried job (run 2
+-- and later, retry.lua) then carries the flat field run.
+local function emit(events, etype, job_id, state, epoch, ts, payload, job)
+  local run = job and nz(redis.call('HGET', job, 'run'))
+  if run and run ~= '1' then
+    return redis.call('XADD', events, '*', 'type', etype, 'job_id', job_id, 'state', state or '',
+      'epoch', tostring(epoch or 0), 'ts', ts, 'payload', payload, 'run', run)
+  end
   return redis.call('XADD', events, '*', 'type', etype, 'job_id', job_id, 'state', state or '',
     'epoch', tostring(epoch or 0), 'ts', ts, 'payload', payload)
 end
