@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/yourscope/runpod-orchestrator/internal/bench"
+	"github.com/yourscope/runpod-orchestrator/internal/cmdutil"
 	"github.com/yourscope/runpod-orchestrator/worker"
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
@@ -33,6 +34,10 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if cmdutil.WantsVersion(args) {
+		fmt.Fprintln(stdout, cmdutil.Line("bench"))
+		return 0
+	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -52,6 +57,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.Prefill, "prefill", true, "submit every job before the workers start (measure a drain)")
 	fs.BoolVar(&o.Hold, "hold", false, "keep every job in flight and measure the keep-alive cost (standin only)")
 	fs.DurationVar(&o.HoldFor, "hold-for", 60*time.Second, "with --hold: how long to measure once all jobs are on Runpod")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: bench [flags]\n\nflags:")
+		cmdutil.PrintDefaults(stderr, fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
