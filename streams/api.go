@@ -59,6 +59,7 @@ type Config struct {
 type Store struct {
 	rdb   redis.UniversalClient
 	keys  Keys
+	dur   Durability // see SetDurability
 	group string
 }
 
@@ -301,6 +302,10 @@ type Checkpoint struct {
 	Attempts int
 	Output   []byte // progress output; nil = unchanged
 	Event    *EventInput
+	// Durable: also wait for the store's Durability (SetDurability) before
+	// answering; when the wait falls short the write is applied but
+	// ErrNotDurable is returned.
+	Durable bool
 }
 
 // Outcome is a job's terminal result.

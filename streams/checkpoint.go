@@ -48,18 +48,22 @@ func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) er
 			return err
 		}
 	}
-	v, err := s.runScript(ctx, "checkpoint "+cp.JobID, scriptCheckpoint,
+	run := s.runScript
+	if cp.Durable && s.dur.On() {
+		run = s.runDurable
+	}
+	v, err := run(ctx, "checkpoint "+cp.JobID, scriptCheckpoint,
 		[]string{s.keys.Job(cp.JobID), s.keys.Events()},
 		cp.JobID, strconv.FormatInt(cp.Epoch, 10), now.UnixMilli(), cp.Step, cp.State,
 		cp.RunpodID, cp.RunpodStatus, attemptsArg(cp.Attempts), result, etype, payload, cp.Owner)
-	if err != nil {
+	if err != nil && (v == nil || !errors.Is(err, ErrNotDurable)) {
 		return err
 	}
 	code, _ := v.(string)
-	if err := codeErr(code); err != nil {
-		return fmt.Errorf("streams: checkpoint %q at epoch %d: %w", cp.JobID, cp.Epoch, err)
+	if cerr := codeErr(code); cerr != nil {
+		return fmt.Errorf("streams: checkpoint %q at epoch %d: %w", cp.JobID, cp.Epoch, cerr)
 	}
-	return nil
+	return err // nil, or applied but ErrNotDurable
 }
 
 // attemptsArg is ARGV[8] of checkpoint.lua: "" leaves attempts unchanged.

@@ -75,7 +75,13 @@ func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts)
 		args = append(args, o.JobID, o.Entry, strconv.FormatInt(o.Epoch, 10), o.State, result,
 			o.RunpodID, o.RunpodStatus, payload, o.DeadLetter, kJob, kDedupe, o.Owner)
 	}
-	v, err := s.runScript(ctx, "finalize", scriptFinalize, keys, args...)
+	run := s.runScript
+	if s.dur.On() {
+		// An outcome is reported written only once it is durable; a short
+		// wait fails the batch (applied: the retry is answered "ours").
+		run = s.runDurable
+	}
+	v, err := run(ctx, "finalize", scriptFinalize, keys, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -110,6 +110,14 @@ type Config struct {
 	// EventRetention: events older than this are trimmed every few minutes.
 	// Defaults to 7 days; -1 disables trimming.
 	EventRetention time.Duration
+	// Durability makes the /run intent wait for replicas (WAIT) or the AOF
+	// (WAITAOF, Redis 7.2+) before /run is sent, and every outcome batch
+	// before it is reported written; a write that does not get there in
+	// time is retried (no /run is sent meanwhile). Zero: no wait (the
+	// guarantees then need appendfsync always on a single Redis; see
+	// docs/operations.md). Run refuses to start when the server cannot
+	// give it (no WAITAOF, too few replicas).
+	Durability streams.Durability
 	// Logger receives the worker's logs. Defaults to a null logger.
 	Logger hclog.Logger
 	// Hooks are optional observability callbacks.

@@ -307,6 +307,7 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 	wf := workflow.BeginSubmit(r.wf)
 	err := w.store.Checkpoint(ctx, streams.Checkpoint{
 		JobID: wf.ID, Owner: w.cfg.InstanceID, Epoch: r.epoch, Step: string(workflow.StepSubmitting), Attempts: wf.Attempts,
+		Durable: true, // with Config.Durability: the intent must survive a Redis failover before /run
 	}, w.now())
 	if errors.Is(err, streams.ErrCancelRequested) {
 		// The record's cancel flag is set (a cancel landed after admit, or

@@ -91,3 +91,18 @@ func TestFailedOrphanCancelIsRetried(t *testing.T) {
 	require.EqualValues(t, 1, hooked.Load())
 	require.EqualValues(t, 1, hookedFailed.Load())
 }
+
+// A durability the server cannot give (no replica connected) stops Run at
+// once with an error, rather than running with weaker guarantees.
+func TestDurabilityUnavailableRefusesToStart(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config("d")
+	cfg.Durability = streams.Durability{Replicas: 1, Timeout: 100 * time.Millisecond}
+	w, err := New(b.rdb, cfg)
+	require.NoError(t, err)
+	err = w.Run(context.Background())
+	require.ErrorContains(t, err, "replicas")
+	runs, _, _ := b.rp.counts()
+	require.Zero(t, runs)
+}

@@ -27,6 +27,7 @@ type store interface {
 	AddOrphan(ctx context.Context, runpodID, jobID string) error
 	RemoveOrphan(ctx context.Context, runpodID string) error
 	Orphans(ctx context.Context, max int) (map[string]string, error)
+	CheckDurability(ctx context.Context) error
 }
 
 var _ store = (*streams.Store)(nil)

@@ -146,6 +146,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: New: %w", err)
 	}
+	st.SetDurability(cfg.Durability)
 	return newWorker(st, cfg), nil
 }
 
@@ -229,6 +230,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		// ctx ended before Redis answered: nothing to shut down, but the
 		// worker never ran.
 		return fmt.Errorf("worker: stopped before it could start: %w", err)
+	}
+	if err := w.store.CheckDurability(ctx); err != nil {
+		// A durability the server cannot give must not be silently weaker.
+		w.log.Error("Redis cannot give the configured durability; not starting", "error", err)
+		return fmt.Errorf("worker: %w", err)
 	}
 	w.log.Info("worker started", "namespace", w.cfg.Namespace, "max_in_flight", w.cfg.MaxInFlight,
 		"concurrency", w.cfg.Concurrency)

@@ -77,6 +77,9 @@ type options struct {
 	resultTTL       time.Duration
 	eventRetention  time.Duration
 	persistInput    bool
+	durReplicas     int
+	durAOF          bool
+	durTimeout      time.Duration
 	dedupe          bool
 	submitUncertain string
 	maxInputBytes   int
@@ -113,6 +116,7 @@ func defaultOptions() *options {
 		jobTimeout:               worker.JobTimeoutDefault,
 		resultTTL:                worker.ResultTTLDefault,
 		eventRetention:           worker.EventRetentionDefault,
+		durTimeout:               streams.DurabilityTimeoutDefault,
 		submitUncertain:          string(workflow.SubmitUncertainDefault),
 		maxInputBytes:            worker.MaxInputBytesDefault,
 		shutdownTimeout:          worker.ShutdownTimeoutDefault,
@@ -205,6 +209,15 @@ func newFlagTable(o *options) *flagTable {
 	t.add(groupWorker, "event-retention", "DURATION",
 		"events older than this are trimmed; 0 keeps them forever",
 		worker.EventRetentionDefault.String(), &durationValue{p: &o.eventRetention, min: time.Minute, zeroOK: true})
+	t.add(groupWorker, "durability-replicas", "N",
+		"wait until N replicas have the /run intent before /run, and each outcome before it counts as written (WAIT; 0 = no wait)",
+		"0", ints(&o.durReplicas, 0, 100))
+	t.add(groupWorker, "durability-aof", "",
+		"also wait until the primary (and the --durability-replicas) fsynced those writes to the AOF (WAITAOF: Redis 7.2+)",
+		"false", &boolValue{p: &o.durAOF})
+	t.add(groupWorker, "durability-timeout", "DURATION",
+		"longest durability wait; a write not confirmed in time is retried and no /run is sent",
+		streams.DurabilityTimeoutDefault.String(), dur(&o.durTimeout, 10*time.Millisecond, time.Minute))
 	t.add(groupWorker, "persist-input", "",
 		"keep each job's input in its record", "false", &boolValue{p: &o.persistInput})
 	t.add(groupWorker, "dedupe", "",
@@ -361,6 +374,7 @@ func (o *options) workerConfig(rp workflow.Runpod, log hclog.Logger, hooks worke
 		MaxInputBytes:   o.maxInputBytes,
 		ShutdownTimeout: o.shutdownTimeout,
 		EventRetention:  o.eventRetention,
+		Durability:      streams.Durability{Replicas: o.durReplicas, LocalAOF: o.durAOF, Timeout: o.durTimeout},
 		Logger:          log,
 		Hooks:           hooks,
 	}

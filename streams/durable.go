@@ -1,0 +1,146 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Durability is what a write must reach before the worker relies on it:
+// before /run (the SUBMITTING intent) and before an outcome is reported
+// written. The zero value waits for nothing (the write is acknowledged
+// once the primary applied it in memory).
+type Durability struct {
+	// Replicas: WAIT until this many replicas acknowledged the write.
+	Replicas int
+	// LocalAOF: WAITAOF until the primary fsynced the write to its AOF
+	// (with Replicas, also that many replicas' AOFs). Needs Redis 7.2 or
+	// later; CheckDurability reports a server without WAITAOF.
+	LocalAOF bool
+	// Timeout bounds each wait. Defaults to DurabilityTimeoutDefault.
+	Timeout time.Duration
+}
+
+// DurabilityTimeoutDefault bounds a durability wait when none is set.
+const DurabilityTimeoutDefault = time.Second
+
+// ErrNotDurable: the write was applied but fewer replicas (or AOFs)
+// acknowledged it than Durability asks before the timeout. The write is not
+// undone: the caller treats it as an ambiguous write and retries.
+var ErrNotDurable = errors.New("streams: write not confirmed durable")
+
+// On reports whether d waits for anything.
+func (d Durability) On() bool { return d.Replicas > 0 || d.LocalAOF }
+
+func (d Durability) timeout() time.Duration {
+	if d.Timeout > 0 {
+		return d.Timeout
+	}
+	return DurabilityTimeoutDefault
+}
+
+// waitCmd is the WAIT or WAITAOF command for d.
+func (d Durability) waitCmd() []any {
+	ms := d.timeout().Milliseconds()
+	if d.LocalAOF {
+		return []any{"WAITAOF", 1, d.Replicas, ms}
+	}
+	return []any{"WAIT", d.Replicas, ms}
+}
+
+// check reads a WAIT / WAITAOF reply.
+func (d Durability) check(v any) error {
+	switch r := v.(type) {
+	case int64: // WAIT: replicas that acknowledged
+		if r < int64(d.Replicas) {
+			return fmt.Errorf("%w: %d of %d replicas acknowledged within %s", ErrNotDurable, r, d.Replicas, d.timeout())
+		}
+		return nil
+	case []any: // WAITAOF: [local fsyncs, replicas fsynced]
+		if len(r) == 2 {
+			local, _ := r[0].(int64)
+			reps, _ := r[1].(int64)
+			if local < 1 || reps < int64(d.Replicas) {
+				return fmt.Errorf("%w: AOF fsynced locally %d, on %d of %d replicas within %s",
+					ErrNotDurable, local, reps, d.Replicas, d.timeout())
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("streams: unexpected durability wait reply %T", v)
+}
+
+// SetDurability makes durable writes (Checkpoint with Durable, and every
+// Finalize) wait for d. Call it before the store is used.
+func (s *Store) SetDurability(d Durability) { s.dur = d }
+
+// CheckDurability reports whether the server can give s's durability:
+// WAITAOF exists (Redis 7.2+) when LocalAOF is asked, and enough replicas
+// are connected when Replicas is. It also loads the scripts, so durable
+// writes (pipelined EVALSHA + wait) need no NOSCRIPT fallback.
+func (s *Store) CheckDurability(ctx context.Context) error {
+	d := s.dur
+	if !d.On() {
+		return nil
+	}
+	if err := s.LoadScripts(ctx); err != nil {
+		return err
+	}
+	if d.LocalAOF {
+		info, err := s.rdb.Do(ctx, "COMMAND", "INFO", "WAITAOF").Result()
+		if err != nil {
+			return fmt.Errorf("streams: check durability: %w", err)
+		}
+		if arr, ok := info.([]any); !ok || len(arr) == 0 || arr[0] == nil {
+			ver := ""
+			if m, err := s.rdb.InfoMap(ctx, "server").Result(); err == nil {
+				ver = m["Server"]["redis_version"]
+			}
+			return fmt.Errorf("streams: durability LocalAOF needs WAITAOF (Redis 7.2 or later); this server (redis_version %q) has none: use appendfsync always, or Replicas", ver)
+		}
+	}
+	if d.Replicas > 0 {
+		m, err := s.rdb.InfoMap(ctx, "replication").Result()
+		if err != nil {
+			return fmt.Errorf("streams: check durability: %w", err)
+		}
+		var n int
+		_, _ = fmt.Sscan(m["Replication"]["connected_slaves"], &n)
+		if n < d.Replicas {
+			return fmt.Errorf("streams: durability asks for %d replicas, the server has %d connected", d.Replicas, n)
+		}
+	}
+	return nil
+}
+
+// runDurable runs sc and then the durability wait on the same connection
+// (WAIT and WAITAOF wait for the writes of their own connection), as one
+// pipelined round trip. It returns the script's reply, and ErrNotDurable
+// (wrapped) when the wait fell short.
+func (s *Store) runDurable(ctx context.Context, op string, sc *redis.Script, keys []string, args ...any) (any, error) {
+	for try := 0; ; try++ {
+		pipe := s.rdb.Pipeline()
+		ev := sc.EvalSha(ctx, pipe, keys, args...)
+		wait := pipe.Do(ctx, s.dur.waitCmd()...)
+		_, err := pipe.Exec(ctx)
+		if err != nil && redis.HasErrorPrefix(ev.Err(), "NOSCRIPT") && try == 0 {
+			if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+				return nil, fmt.Errorf("streams: %s: load script: %w", op, err)
+			}
+			continue
+		}
+		if ev.Err() != nil {
+			return nil, fmt.Errorf("streams: %s: %w", op, ev.Err())
+		}
+		if wait.Err() != nil {
+			return ev.Val(), fmt.Errorf("streams: %s: durability wait: %w", op, wait.Err())
+		}
+		if err := s.dur.check(wait.Val()); err != nil {
+			return ev.Val(), fmt.Errorf("streams: %s: %w", op, err)
+		}
+		return ev.Val(), nil
+	}
+}
