@@ -77,6 +77,11 @@ type Stats struct {
 	ActiveConsumers int `json:"activeConsumers"`
 	// Workers are the reports of the workers (fresh and stale, by instance).
 	Workers []WorkerStatus `json:"workers"`
+	// LiveWorkers counts the fresh reports (cmd/worker writes one every 5 s).
+	// On Redis before 7.2 a consumer's idle time resets only when it gets
+	// entries, so an idle pool shows no active consumer: LiveWorkers is the
+	// better sign that workers run.
+	LiveWorkers int `json:"liveWorkers"`
 	// InFlightByState sums the fresh reports' owned jobs by state.
 	InFlightByState map[workflow.State]int `json:"inFlightByState"`
 	// RunpodCalls and RunpodErrors sum the fresh reports' Runpod calls by
@@ -148,6 +153,7 @@ func (c *Client) Stats(ctx context.Context, opts StatsOptions) (Stats, error) {
 		if ws.Stale {
 			continue
 		}
+		s.LiveWorkers++
 		for st, n := range r.InFlightByState {
 			s.InFlightByState[workflow.State(st)] += n
 		}

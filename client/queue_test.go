@@ -56,6 +56,7 @@ func TestStats(t *testing.T) {
 	require.Equal(t, uint64(1), st.RunpodErrors["run"])
 	require.Len(t, st.Workers, 2)
 	require.True(t, st.Workers[1].Stale)
+	require.Equal(t, 1, st.LiveWorkers)
 }
 
 // TestListDeadRetryPurge: list by state, read the dead letters, retry a

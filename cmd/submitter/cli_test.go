@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/yourscope/runpod-orchestrator/client"
+	"github.com/yourscope/runpod-orchestrator/streams"
 )
 
 // hookWriter is a goroutine-safe buffer that calls onWrite (once) when
@@ -138,5 +139,17 @@ func TestInputFileLineTooLong(t *testing.T) {
 	r := b.run(t, "", "submit", "--input-file", p)
 	require.Equal(t, 2, r.code)
 	require.Contains(t, r.stderr, "line 2: longer than 10485760 bytes (10 MiB)")
-	_ = time.Second
+}
+
+// TestSubmitWaitNoWarningWithLiveWorker: an idle pool (its consumers idle
+// for long: Redis 7.0 resets idle only on delivered entries) whose workers
+// report is not warned about.
+func TestSubmitWaitNoWarningWithLiveWorker(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	require.NoError(t, b.store.EnsureGroup(t.Context()))
+	require.NoError(t, b.store.ReportWorker(t.Context(), streams.WorkerReport{Instance: "idle-w", AtMs: time.Now().UnixMilli()}))
+	r := b.run(t, "", "submit", "--id", "nw-1", "--input", `{}`, "--wait", "--timeout", "100ms")
+	require.Equal(t, 1, r.code)
+	require.NotContains(t, r.stderr, "no worker reads namespace")
 }

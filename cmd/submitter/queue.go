@@ -63,7 +63,7 @@ func (c *cli) stats(ctx context.Context, g *globals, args []string) error {
 	for _, cs := range st.Consumers {
 		fmt.Fprintf(w, "  %s pending %d idle %s\n", cs.Name, cs.Pending, cs.Idle.Round(time.Millisecond))
 	}
-	fmt.Fprintf(w, "workers %d\n", len(st.Workers))
+	fmt.Fprintf(w, "workers %d (live %d)\n", len(st.Workers), st.LiveWorkers)
 	for _, wk := range st.Workers {
 		state := "seen " + st.At.Sub(wk.Seen).Round(time.Second).String() + " ago"
 		if wk.Stale {
@@ -74,7 +74,7 @@ func (c *cli) stats(ctx context.Context, g *globals, args []string) error {
 		}
 		fmt.Fprintf(w, "  %s %s in flight %d, %s\n", wk.Instance, wk.Version, wk.InFlight, state)
 	}
-	if st.ActiveConsumers == 0 && st.Backlog > 0 {
+	if st.ActiveConsumers == 0 && st.LiveWorkers == 0 && st.Backlog > 0 {
 		fmt.Fprintf(w, "warning: %d submissions wait and no worker reads namespace %q (is a worker running on this namespace?)\n",
 			st.Backlog, st.Namespace)
 	}

@@ -280,12 +280,12 @@ func (c *cli) warnNoWorker(ctx context.Context, cl *client.Client, w io.Writer) 
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	st, err := cl.Stats(sctx, client.StatsOptions{MaxEvents: 1})
-	if err != nil || st.ActiveConsumers > 0 {
+	if err != nil || (st.GroupExists && (st.ActiveConsumers > 0 || st.LiveWorkers > 0)) {
 		return false
 	}
 	why := "no consumer group reads its submissions stream"
 	if st.GroupExists {
-		why = "no worker has read its submissions stream for a minute"
+		why = "no worker reported in the last 30 s, and none read its submissions stream for a minute"
 	}
 	fmt.Fprintf(w, "submitter: warning: no worker reads namespace %q (%s); the jobs wait until a worker "+
 		"starts on it. Is --namespace (or RUNPOD_NAMESPACE) the workers' one?\n", cl.Namespace(), why)
