@@ -48,6 +48,23 @@ func TestClusterMasterFailover(t *testing.T) {
 	master, replica, err := c.MasterOf(context.Background(), "{"+ns+"}:submissions")
 	require.NoError(t, err)
 	require.NotNil(t, replica, "the slot's master has a replica")
+	// A one-server URL naming a node that does not serve the slot says
+	// what to use instead of failing with MOVED alone.
+	var other string
+	for _, a := range c.Addrs() {
+		if a != master.Addr && a != replica.Addr {
+			other = a
+			break
+		}
+	}
+	single, err := redisconn.Parse(redisconn.Options{URL: "redis://" + other + "/0"})
+	require.NoError(t, err)
+	one := single.Client()
+	err = one.Set(context.Background(), "{"+ns+"}:probe", "1", 0).Err()
+	_ = one.Close()
+	require.ErrorIs(t, err, redisconn.ErrClusterNode)
+	require.ErrorContains(t, err, "MOVED")
+
 	d := run(t, url, ns, master.Addr, master.Kill)
 	t.Logf("cluster: master %s killed; replica %s took over; a job submitted at the kill completed %s later", master.Addr, replica.Addr, d)
 }

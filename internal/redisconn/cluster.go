@@ -3,6 +3,7 @@ package redisconn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
@@ -67,4 +68,29 @@ func nodeFailed(ctx context.Context, err error) bool {
 	}
 	return redis.HasErrorPrefix(err, "CLUSTERDOWN") || redis.HasErrorPrefix(err, "TRYAGAIN") ||
 		redis.HasErrorPrefix(err, "MASTERDOWN")
+}
+
+// movedHint explains a MOVED reply to a one-server client: the URL names
+// one node of a Redis Cluster, and every command for a slot elsewhere
+// would otherwise fail with MOVED forever.
+type movedHint struct{}
+
+func (movedHint) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (movedHint) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { return hintMoved(next(ctx, cmd)) }
+}
+
+func (movedHint) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { return hintMoved(next(ctx, cmds)) }
+}
+
+// ErrClusterNode: a one-server URL names a node of a Redis Cluster.
+var ErrClusterNode = errors.New("the server is a Redis Cluster node: use a redis+cluster:// URL")
+
+func hintMoved(err error) error {
+	if err != nil && (redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "CROSSSLOT")) {
+		return fmt.Errorf("%w (%w)", ErrClusterNode, err)
+	}
+	return err
 }

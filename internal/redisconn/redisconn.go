@@ -348,7 +348,9 @@ func (c *Conn) Client() redis.UniversalClient {
 	switch c.mode {
 	case ModeSingle:
 		o := *c.single
-		return redis.NewClient(&o)
+		rdb := redis.NewClient(&o)
+		rdb.AddHook(movedHint{})
+		return rdb
 	case ModeCluster:
 		o := *c.cluster
 		cc := redis.NewClusterClient(&o)
