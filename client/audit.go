@@ -103,6 +103,9 @@ type history struct {
 	run      int    // the current run (retried events); 0 = the first
 	runpodID string // latest Runpod id named
 	attempt  int    // /run attempt of the latest queued event
+	// revealed are Runpod jobs of earlier attempts revealed by their
+	// webhooks (runpod_job_revealed): one of them may win the outcome.
+	revealed map[string]bool
 }
 
 // NewAuditor returns an Auditor for a replay that starts at from. From the
@@ -194,9 +197,22 @@ func (a *Auditor) Add(ev Event) {
 	} else if !ok && ev.State.Terminal() {
 		violate(ViolationBadState, "%s event with terminal state %s", ev.Type, ev.State)
 	}
-	if ev.RunpodID != "" {
+	switch {
+	case ev.Type == EventRunpodJobRevealed && ev.RunpodID != "":
+		// A Runpod job of an earlier attempt, never recorded: it does not
+		// replace the current one, but its result may win.
+		if h.attempt > 0 && ev.Attempt >= h.attempt {
+			violate(ViolationRunpodIDChanged, "%s event names Runpod job %s of attempt %d, not earlier than the current attempt %d",
+				ev.Type, ev.RunpodID, ev.Attempt, h.attempt)
+		}
+		if h.revealed == nil {
+			h.revealed = map[string]bool{}
+		}
+		h.revealed[ev.RunpodID] = true
+	case ev.RunpodID != "":
 		newAttempt := ev.Type == EventQueued && ev.Attempt > h.attempt
-		if h.runpodID != "" && ev.RunpodID != h.runpodID && !newAttempt {
+		wonReveal := ev.Type.Terminal() && h.revealed[ev.RunpodID]
+		if h.runpodID != "" && ev.RunpodID != h.runpodID && !newAttempt && !wonReveal {
 			violate(ViolationRunpodIDChanged, "%s event names Runpod job %s (attempt %d) after %s (attempt %d)",
 				ev.Type, ev.RunpodID, ev.Attempt, h.runpodID, h.attempt)
 		}

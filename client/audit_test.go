@@ -236,6 +236,22 @@ func TestAuditRunpodIDChange(t *testing.T) {
 	}, client.FromStart)
 	require.Equal(t, []client.ViolationKind{client.ViolationRunpodIDChanged}, kinds(bad))
 
+	// A webhook revealed attempt 1's Runpod job (never recorded) and it won.
+	revealed := client.AuditEvents([]client.Event{
+		ev(1, client.EventSubmitted, workflow.StateSubmitted, "", 0),
+		ev(2, client.EventQueued, workflow.StateQueued, "rp-2", 2),
+		ev(3, client.EventRunpodJobRevealed, workflow.StateQueued, "rp-1", 1),
+		ev(4, client.EventCompleted, workflow.StateCompleted, "rp-1", 0),
+	}, client.FromStart)
+	require.Empty(t, revealed.Violations)
+	// A "revealed" job of the current attempt is not one.
+	bad = client.AuditEvents([]client.Event{
+		ev(1, client.EventSubmitted, workflow.StateSubmitted, "", 0),
+		ev(2, client.EventQueued, workflow.StateQueued, "rp-2", 2),
+		ev(3, client.EventRunpodJobRevealed, workflow.StateQueued, "rp-x", 2),
+	}, client.FromStart)
+	require.Equal(t, []client.ViolationKind{client.ViolationRunpodIDChanged}, kinds(bad))
+
 	// A terminal event naming another job than the recorded one.
 	bad = client.AuditEvents([]client.Event{
 		ev(1, client.EventSubmitted, workflow.StateSubmitted, "", 0),

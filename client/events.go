@@ -28,6 +28,9 @@ const (
 	EventDeduplicated    EventType = streams.EventDeduplicated    // raw submission recorded as an alias (AliasOf)
 	EventRejected        EventType = streams.EventRejected        // a submission entry was refused (Reason)
 	EventRetried         EventType = streams.EventRetried         // a finished job runs again (Retry): opens run Run
+	// EventRunpodJobRevealed: a webhook revealed a Runpod job of this job
+	// whose id was never learned (RunpodID, Attempt); not a state change.
+	EventRunpodJobRevealed EventType = streams.EventRunpodJobRevealed
 )
 
 // Terminal reports whether t is one of the four terminal event types.

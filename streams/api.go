@@ -114,6 +114,12 @@ type Record struct {
 	Run          int    // the run: 1, then +1 per retry (retry.lua); a record without the field is run 1
 	Output       []byte // JSON, terminal COMPLETED (or progress output while running)
 	Error        string // terminal FAILED/TIMED_OUT/CANCELED reason
+	// Revealed lists Runpod jobs of this job whose ids were never learned
+	// from /run, revealed by their webhooks (RevealRunpodJob).
+	Revealed []string
+	// RevealedGPUMs is the executionTime of those jobs, summed: GPU time
+	// paid for beyond the job's own Runpod job.
+	RevealedGPUMs int64
 }
 
 // Event types (field "type" of every events-stream entry).
@@ -131,6 +137,10 @@ const (
 	// EventRetried opens a new run of a finished job (retry.lua); its Run
 	// is the new run's number.
 	EventRetried = "retried"
+	// EventRunpodJobRevealed: a webhook revealed a Runpod job of this job
+	// whose id was never learned (an uncertain /run sent again); not a
+	// state change.
+	EventRunpodJobRevealed = "runpod_job_revealed"
 )
 
 // EventPayload is the versioned msgpack payload of an event (field "payload").

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Record field names (HASH {ns}:job:<id>, docs/wire-format.md).
@@ -29,6 +30,8 @@ const (
 	recResult       = "result"
 	recStub         = "stub"
 	recRun          = "run"
+	recRevealed     = "revealed"
+	recRevealedGPU  = "revealed_gpu_ms"
 )
 
 // Get loads a job record. ErrNotFound if absent, or if the key holds only a
@@ -55,6 +58,9 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 	if in, ok := m[recInput]; ok {
 		r.Input = []byte(in)
 	}
+	if rv := m[recRevealed]; rv != "" {
+		r.Revealed = strings.Fields(rv)
+	}
 	var attempts, deliveries, run int64
 	ints := []struct {
 		name string
@@ -63,6 +69,7 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 		{recEpoch, &r.Epoch}, {recDeadlineMs, &r.DeadlineMs}, {recCreatedMs, &r.CreatedMs},
 		{recUpdatedMs, &r.UpdatedMs}, {recFinishedMs, &r.FinishedMs},
 		{recAttempts, &attempts}, {recDeliveries, &deliveries}, {recRun, &run},
+		{recRevealedGPU, &r.RevealedGPUMs},
 	}
 	for _, f := range ints {
 		v, ok := m[f.name]

@@ -28,12 +28,13 @@ var (
 	scriptCancel     = mustScript("cancel.lua")
 	scriptRetry      = mustScript("retry.lua")
 	scriptPurge      = mustScript("purge.lua")
+	scriptReveal     = mustScript("reveal.lua")
 )
 
 // allScripts lists every script, for LoadScripts.
 var allScripts = []*redis.Script{
 	scriptSubmit, scriptAdmit, scriptCheckpoint, scriptFinalize,
-	scriptHeartbeat, scriptHandoff, scriptCancel, scriptRetry, scriptPurge,
+	scriptHeartbeat, scriptHandoff, scriptCancel, scriptRetry, scriptPurge, scriptReveal,
 }
 
 // mustScript builds a script from the prelude and lua/<name>. The files are

@@ -118,6 +118,9 @@ type Config struct {
 	// docs/operations.md). Run refuses to start when the server cannot
 	// give it (no WAITAOF, too few replicas).
 	Durability streams.Durability
+	// Webhook enables webhook completion (webhook.go): Runpod reports each
+	// job's end to WebhookHandler, and polls become a slow fallback.
+	Webhook Webhook
 	// Logger receives the worker's logs. Defaults to a null logger.
 	Logger hclog.Logger
 	// Hooks are optional observability callbacks.
@@ -180,6 +183,7 @@ func (c Config) WithDefaults() Config {
 	if c.EventRetention == 0 {
 		c.EventRetention = EventRetentionDefault
 	}
+	c.Webhook = c.Webhook.withDefaults()
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -230,6 +234,9 @@ func (c Config) Validate() error {
 	if err := streams.ValidateNamespace(c.Namespace); err != nil {
 		return fmt.Errorf("worker: Namespace: %w", err)
 	}
+	if err := c.Webhook.validate(c.Poll.Horizon); err != nil {
+		return err
+	}
 	if err := c.policy().Validate(); err != nil {
 		// "workflow: Poll.Max: ..." → "worker: Poll.Max: ..."
 		return errors.New("worker: " + strings.TrimPrefix(err.Error(), "workflow: "))
@@ -239,7 +246,11 @@ func (c Config) Validate() error {
 
 // policy is the workflow policy this configuration implies.
 func (c Config) policy() workflow.Policy {
-	return workflow.Policy{Poll: c.Poll, Retry: c.Retry, SubmitUncertain: c.SubmitUncertain}.WithDefaults()
+	p := workflow.Policy{Poll: c.Poll, Retry: c.Retry, SubmitUncertain: c.SubmitUncertain}
+	if c.Webhook.enabled() {
+		p.Poll.WebhookFallback = c.Webhook.PollInterval // webhooks report the end; polls only catch a lost one
+	}
+	return p.WithDefaults()
 }
 
 func defaultInstanceID() string {

@@ -328,7 +328,7 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 	log.Debug("submitting to runpod", "step", workflow.StepSubmitting, "attempt", wf.Attempts)
 	w.stepHook(wf.ID, PointBeforeRun)
 
-	req := workflow.RunRequest{Input: s.input}
+	req := workflow.RunRequest{Input: s.input, Webhook: w.webhookURLFor(s.j, wf.Attempts)}
 	if !wf.Deadline.IsZero() {
 		// Let Runpod drop the job a little after our own deadline, so a job
 		// whose id we never recorded does not hold a GPU queue slot forever.

@@ -28,6 +28,7 @@ type store interface {
 	RemoveOrphan(ctx context.Context, runpodID string) error
 	Orphans(ctx context.Context, max int) (map[string]string, error)
 	CheckDurability(ctx context.Context) error
+	RevealRunpodJob(ctx context.Context, r streams.Reveal, now time.Time) (streams.RevealResult, error)
 }
 
 var _ store = (*streams.Store)(nil)

@@ -92,8 +92,10 @@ type Worker struct {
 	store  store
 	policy workflow.Policy
 	est    *execEstimate // the endpoint's recent execution times, for the poll scheduler
-	log    hclog.Logger
-	stats  counters
+	// whStats counts webhook deliveries (webhook.go).
+	whStats webhookCounters
+	log     hclog.Logger
+	stats   counters
 
 	started atomic.Bool
 

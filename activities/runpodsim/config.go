@@ -184,6 +184,13 @@ type Config struct {
 	WebhookRetryDelay time.Duration
 	// WebhookTimeout is the wall-clock limit of one attempt. Defaults to 10s.
 	WebhookTimeout time.Duration
+	// WebhookDropProb is the probability that a job's webhook is never sent
+	// at all (Runpod lost it; Stats.WebhooksDropped). Defaults to 0.
+	WebhookDropProb float64
+	// WebhookDupProb is the probability that a webhook answered 200 is
+	// delivered once more right after (an at-least-once sender;
+	// Stats.WebhooksDuplicated). Defaults to 0.
+	WebhookDupProb float64
 
 	// IDSuffix follows the UUID in job ids. Defaults to "-u1".
 	IDSuffix string
@@ -273,6 +280,8 @@ func (c Config) validate() error {
 		return bad("durations", "must not be negative")
 	case c.CancelRaceProb < 0 || c.CancelRaceProb > 1:
 		return bad("CancelRaceProb", "must be in [0,1]")
+	case c.WebhookDropProb < 0 || c.WebhookDropProb > 1 || c.WebhookDupProb < 0 || c.WebhookDupProb > 1:
+		return bad("WebhookDropProb/WebhookDupProb", "must be in [0,1]")
 	case c.WebhookAttempts < 1:
 		return bad("WebhookAttempts", "must be at least 1")
 	}

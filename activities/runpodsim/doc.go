@@ -44,6 +44,8 @@
 //   - Webhooks: the job object is POSTed to the submitted webhook URL when the
 //     job ends COMPLETED or FAILED (CANCELLED and TIMED_OUT optional); anything
 //     but 200 is a failure, retried twice 10 s apart; every attempt is recorded.
+//     Faults: WebhookDropProb never sends a job's webhook, WebhookDupProb
+//     delivers a successful one twice.
 //
 // # Job behaviour
 //

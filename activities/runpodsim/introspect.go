@@ -49,12 +49,18 @@ type Stats struct {
 	WebhookAttempts   int64 `json:"webhook_attempts"`
 	WebhooksDelivered int64 `json:"webhooks_delivered"`
 	WebhooksFailed    int64 `json:"webhooks_failed"`
+	// WebhooksDropped counts webhooks never sent (WebhookDropProb);
+	// WebhooksDuplicated counts extra deliveries (WebhookDupProb).
+	WebhooksDropped    int64 `json:"webhooks_dropped"`
+	WebhooksDuplicated int64 `json:"webhooks_duplicated"`
 
 	// Queued and Running are gauges at the time of the call.
 	Queued  int `json:"queued"`
 	Running int `json:"running"`
 	// PeakRunning is the most executions ever running at once.
 	PeakRunning int `json:"peak_running"`
+	// PeakQueued is the most jobs ever waiting IN_QUEUE at once.
+	PeakQueued int `json:"peak_queued"`
 }
 
 func newStats() Stats {

@@ -192,6 +192,7 @@ func (s *Sim) enqueueLocked(j *job) {
 	j.status = workflow.RunpodInQueue
 	j.elem = s.queue.PushBack(j)
 	s.dispatchLocked()
+	s.stats.PeakQueued = max(s.stats.PeakQueued, s.queue.Len())
 }
 
 // dispatchLocked hands queued jobs to free slots in FIFO order. Free slots

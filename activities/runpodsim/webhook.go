@@ -11,14 +11,16 @@ import (
 
 // WebhookDelivery records one webhook attempt, for assertions.
 type WebhookDelivery struct {
-	JobID   string          `json:"jobId"`
-	URL     string          `json:"url"`
-	Attempt int             `json:"attempt"`
-	Status  int             `json:"status,omitempty"` // HTTP status, 0 on a transport error
-	Error   string          `json:"error,omitempty"`
-	OK      bool            `json:"ok"`
-	Body    json.RawMessage `json:"body"`
-	At      time.Time       `json:"at"` // simulated time of the attempt
+	JobID   string `json:"jobId"`
+	URL     string `json:"url"`
+	Attempt int    `json:"attempt"`
+	Status  int    `json:"status,omitempty"` // HTTP status, 0 on a transport error
+	Error   string `json:"error,omitempty"`
+	OK      bool   `json:"ok"`
+	// Duplicate marks the extra delivery of WebhookDupProb.
+	Duplicate bool            `json:"duplicate,omitempty"`
+	Body      json.RawMessage `json:"body"`
+	At        time.Time       `json:"at"` // simulated time of the attempt
 }
 
 // webhookLocked starts delivery of j's job object to its webhook when its
@@ -40,19 +42,25 @@ func (s *Sim) webhookLocked(j *job) {
 	default:
 		return
 	}
+	if s.cfg.WebhookDropProb > 0 && s.rng.Float64() < s.cfg.WebhookDropProb {
+		s.stats.WebhooksDropped++
+		return
+	}
+	dup := s.cfg.WebhookDupProb > 0 && s.rng.Float64() < s.cfg.WebhookDupProb
 	body, _ := json.Marshal(j.viewLocked())
 	url, id := j.webhook, j.id
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.deliver(id, url, body)
+		s.deliver(id, url, body, dup)
 	}()
 }
 
 // deliver POSTs body up to WebhookAttempts times, WebhookRetryDelay
-// (simulated) apart, until one attempt gets HTTP 200. Failures are recorded,
-// not logged as errors: the receiver is the system under test.
-func (s *Sim) deliver(jobID, url string, body []byte) {
+// (simulated) apart, until one attempt gets HTTP 200; with dup, a
+// successful delivery is sent once more. Failures are recorded, not logged
+// as errors: the receiver is the system under test.
+func (s *Sim) deliver(jobID, url string, body []byte, dup bool) {
 	for attempt := 1; attempt <= s.cfg.WebhookAttempts; attempt++ {
 		if attempt > 1 {
 			fire := make(chan struct{})
@@ -64,35 +72,47 @@ func (s *Sim) deliver(jobID, url string, body []byte) {
 				return
 			}
 		}
-		rec := WebhookDelivery{JobID: jobID, URL: url, Attempt: attempt, Body: body, At: s.clock.Now()}
-		req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, url, bytes.NewReader(body))
-		if err == nil {
-			req.Header.Set("Content-Type", "application/json")
-			var resp *http.Response
-			if resp, err = s.hook.Do(req); err == nil {
-				rec.Status = resp.StatusCode
-				resp.Body.Close()
+		rec := s.post(jobID, url, attempt, body, false)
+		if rec.OK {
+			if dup {
+				s.post(jobID, url, attempt, body, true)
 			}
-		}
-		if err != nil {
-			rec.Error = err.Error()
-		}
-		rec.OK = rec.Status == http.StatusOK
-		s.mu.Lock()
-		s.webhooks = append(s.webhooks, rec)
-		s.stats.WebhookAttempts++
-		if rec.OK {
-			s.stats.WebhooksDelivered++
-		}
-		s.mu.Unlock()
-		s.log.Debug("webhook attempt", "job_id", jobID, "attempt", attempt, "status", rec.Status, "ok", rec.OK)
-		if rec.OK {
 			return
 		}
 	}
 	s.mu.Lock()
 	s.stats.WebhooksFailed++
 	s.mu.Unlock()
+}
+
+// post makes and records one webhook attempt.
+func (s *Sim) post(jobID, url string, attempt int, body []byte, duplicate bool) WebhookDelivery {
+	rec := WebhookDelivery{JobID: jobID, URL: url, Attempt: attempt, Body: body, At: s.clock.Now(), Duplicate: duplicate}
+	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err == nil {
+		req.Header.Set("Content-Type", "application/json")
+		var resp *http.Response
+		if resp, err = s.hook.Do(req); err == nil {
+			rec.Status = resp.StatusCode
+			resp.Body.Close()
+		}
+	}
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	rec.OK = rec.Status == http.StatusOK
+	s.mu.Lock()
+	s.webhooks = append(s.webhooks, rec)
+	s.stats.WebhookAttempts++
+	if rec.OK {
+		s.stats.WebhooksDelivered++
+	}
+	if duplicate {
+		s.stats.WebhooksDuplicated++
+	}
+	s.mu.Unlock()
+	s.log.Debug("webhook attempt", "job_id", jobID, "attempt", attempt, "status", rec.Status, "ok", rec.OK)
+	return rec
 }
 
 // Webhooks returns every webhook attempt so far, in order.

@@ -123,3 +123,49 @@ func TestWebhookOutcomes(t *testing.T) {
 		require.Equal(t, map[string]bool{"CANCELLED": true, "TIMED_OUT": true}, got)
 	}
 }
+
+// WebhookDropProb 1 sends nothing; WebhookDupProb 1 delivers each webhook
+// twice.
+func TestWebhookDropAndDuplicate(t *testing.T) {
+	t.Parallel()
+	t.Run("drop", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, func(c *Config) { c.WebhookDropProb = 1; c.MockDelay = time.Millisecond; c.TimeScale = 100 })
+		rc := newReceiver(t)
+		for range 3 {
+			b.call(t, "POST", "run", map[string]any{"input": 1, "webhook": rc.srv.URL})
+		}
+		require.Eventually(t, func() bool { return b.sim.Stats().JobsCompleted == 3 }, 5*time.Second, time.Millisecond)
+		b.sim.Close() // waits for deliveries: none may have started
+		require.Empty(t, rc.received())
+		require.EqualValues(t, 3, b.sim.Stats().WebhooksDropped)
+	})
+	t.Run("duplicate", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, func(c *Config) { c.WebhookDupProb = 1; c.MockDelay = time.Millisecond; c.TimeScale = 100 })
+		rc := newReceiver(t)
+		id := b.call(t, "POST", "run", map[string]any{"input": 1, "webhook": rc.srv.URL}).obj(t)["id"].(string)
+		require.Eventually(t, func() bool { return len(rc.received()) == 2 }, 5*time.Second, time.Millisecond)
+		for _, m := range rc.received() {
+			require.Equal(t, id, m["id"])
+		}
+		ds := b.sim.Webhooks()
+		require.Len(t, ds, 2)
+		require.Equal(t, []bool{false, true}, []bool{ds[0].Duplicate, ds[1].Duplicate})
+		st := b.sim.Stats()
+		require.EqualValues(t, 1, st.WebhooksDuplicated)
+		require.EqualValues(t, 2, st.WebhooksDelivered)
+	})
+}
+
+// PeakQueued is the deepest the queue ever was.
+func TestPeakQueued(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) { c.GPUWorkers = 1; c.MockDelay = time.Hour })
+	for range 4 {
+		b.call(t, "POST", "run", map[string]any{"input": 1})
+	}
+	st := b.sim.Stats()
+	require.Equal(t, 3, st.PeakQueued, "one runs, three wait")
+	require.Equal(t, 3, st.Queued)
+}

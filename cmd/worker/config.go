@@ -89,6 +89,8 @@ type options struct {
 	logLevel  string
 	httpAddr  string
 
+	poolOptions // pool.go
+
 	dev           bool
 	devRedisAddr  string
 	devRunpodAddr string
@@ -279,12 +281,16 @@ func newFlagTable(o *options) *flagTable {
 		devRunpodAddrDefault, &stringValue{p: &o.devRunpodAddr})
 	t.add(groupDev, "dev-gpu-workers", "N", "simulated GPU workers in --dev (1..1024)",
 		strconv.Itoa(devGPUWorkersDefault), ints(&o.devGPUWorkers, 1, 1024))
+	o.addPoolFlags(t)
 	return t
 }
 
 // check applies the rules that involve more than one flag, and dev mode's
 // defaults. sources maps each flag given to where it came from.
 func (o *options) check(sources map[string]string) error {
+	if err := o.checkPool(sources); err != nil {
+		return err
+	}
 	if o.dev {
 		// Dev mode brings its own Redis and Runpod; a connection flag on the
 		// command line is a mistake, the same variable in the environment is
@@ -388,6 +394,7 @@ func (o *options) workerConfig(rp workflow.Runpod, log hclog.Logger, hooks worke
 	if o.pollJitter == 0 {
 		cfg.Poll.Jitter = -1
 	}
+	o.poolWorkerConfig(&cfg, "")
 	return cfg
 }
 

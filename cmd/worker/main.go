@@ -134,7 +134,18 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	}
 	defer rp.CloseIdleConnections()
 
-	newWorker := func() (*worker.Worker, error) { return worker.New(rdb, o.workerConfig(rp, log, m.hooks())) }
+	hookLn, hookURL, err := o.webhookListener()
+	if err != nil {
+		return err
+	}
+	if hookLn != nil {
+		defer hookLn.Close()
+	}
+	newWorker := func() (*worker.Worker, error) {
+		cfg := o.workerConfig(rp, log, m.hooks())
+		o.poolWorkerConfig(&cfg, hookURL)
+		return worker.New(rdb, cfg)
+	}
 	w, err := newWorker()
 	if err != nil {
 		return flagErrorFrom(err)
@@ -150,6 +161,7 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 		startCheck: func(ctx context.Context) error { return checkRunpod(ctx, rp, log) }}
 	m.observe(sup.stats, rp.BreakerState, store.QueueInfo, log)
 	m.observeFault(sup.faulted)
+	m.observePool(sup.webhookStats)
 
 	var g okrun.Group
 	g.Add(okrun.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
@@ -198,6 +210,7 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 			_ = srv.Shutdown(sctx)
 		})
 	}
+	serveWebhooks(&g, hookLn, sup.webhookHandler(), log)
 	if dev != nil {
 		cctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return dev.runClock(cctx) }, func(error) { cancel() })
