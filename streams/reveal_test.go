@@ -14,7 +14,7 @@ func TestRevealRunpodJob(t *testing.T) {
 		require.NoError(t, err)
 		_, res := b.readAdmit(t, "w1", 1, AdmitOpts{})
 		epoch := res[0].Record.Epoch
-		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "r", Epoch: epoch, Step: "POLL", State: "QUEUED", RunpodID: "rp-2"}, b.now))
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "r", Owner: "w1", Epoch: epoch, Step: "POLL", State: "QUEUED", RunpodID: "rp-2"}, b.now))
 
 		rv := func(id string, ms int64) RevealResult {
 			got, err := b.st.RevealRunpodJob(b.ctx, Reveal{JobID: "r", RunpodID: id, ExecMs: ms,
@@ -37,7 +37,7 @@ func TestRevealRunpodJob(t *testing.T) {
 		require.Equal(t, epoch, last.Epoch)
 
 		// On a finished job: recorded, but no event after the terminal one.
-		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "r", Entry: res[0].Record.Entry, Epoch: epoch, State: "COMPLETED", RunpodID: "rp-2"}}, FinalizeOpts{Now: b.now, ResultTTL: time.Hour})
+		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "r", Entry: res[0].Record.Entry, Owner: "w1", Epoch: epoch, State: "COMPLETED", RunpodID: "rp-2"}}, FinalizeOpts{Now: b.now, ResultTTL: time.Hour})
 		require.NoError(t, err)
 		require.NoError(t, errs[0])
 		require.Equal(t, RevealedTerminal, rv("rp-3", 700))
