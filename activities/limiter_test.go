@@ -3,7 +3,6 @@ package activities
 import (
 	"context"
 	"net/http"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -53,8 +52,9 @@ func TestLocalLimiterWait(t *testing.T) {
 // TestLimiterHoldsStatusBurst sends 5,000 status calls from 64 goroutines
 // through a limiter scaled to 2,000 per 500 ms (Runpod's status budget
 // compressed 20×). The token bucket (burst 190, 3,420/s) cannot grant them
-// faster than (5000-190)/3420 s ≈ 1.41 s, and the server must never see
-// more than the budget in a window.
+// faster than (5000-190)/3420 s ≈ 1.41 s: a lower bound, which a slow
+// machine only makes safer. The per-window bound is checked on the bucket's
+// own clock by TestBucketNeverExceedsAWindow.
 func TestLimiterHoldsStatusBurst(t *testing.T) {
 	t.Parallel()
 	const (
@@ -104,18 +104,41 @@ func TestLimiterHoldsStatusBurst(t *testing.T) {
 	require.GreaterOrEqual(t, elapsed, minElapsed-10*time.Millisecond)
 
 	mu.Lock()
-	defer mu.Unlock()
 	require.Len(t, arrived, calls)
-	slices.SortFunc(arrived, func(a, b time.Time) int { return a.Compare(b) })
-	// Allow 100 ms for delivery jitter between the limiter and the server.
-	window := lim.Per - 100*time.Millisecond
-	busiest, j := 0, 0
-	for i := range arrived {
-		for arrived[i].Sub(arrived[j]) >= window {
-			j++
+	mu.Unlock()
+}
+
+// TestBucketNeverExceedsAWindow replays a saturating caller on the bucket's
+// own clock (ReserveN with explicit times, no sleeping): every request takes
+// the earliest token it can get, and no window of length Per, however it is
+// aligned, holds more than Requests grants. This is the property the
+// server sees; measuring it at a real server would depend on scheduling.
+func TestBucketNeverExceedsAWindow(t *testing.T) {
+	t.Parallel()
+	for op, lim := range map[string]RateLimit{
+		"status":   DefaultRateLimits[OpStatus],
+		"cancel":   DefaultRateLimits[OpCancel],
+		"one":      {Requests: 1, Per: 10 * time.Second},
+		"scaled":   {Requests: 2000, Per: 500 * time.Millisecond},
+		"unevenly": {Requests: 7, Per: 3 * time.Second},
+	} {
+		b := newBucket(lim)
+		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		grants := make([]time.Time, 0, 3*lim.Requests)
+		for range cap(grants) {
+			r := b.ReserveN(now, 1)
+			require.True(t, r.OK(), op)
+			at := now.Add(r.DelayFrom(now))
+			grants = append(grants, at)
+			now = at
 		}
-		busiest = max(busiest, i-j+1)
+		busiest, j := 0, 0
+		for i := range grants {
+			for grants[i].Sub(grants[j]) >= lim.Per {
+				j++
+			}
+			busiest = max(busiest, i-j+1)
+		}
+		require.LessOrEqual(t, busiest, lim.Requests, "op %s: busiest window", op)
 	}
-	t.Logf("busiest %s window at the server: %d requests", window, busiest)
-	require.LessOrEqual(t, busiest, lim.Requests)
 }

@@ -38,12 +38,15 @@ func TestRetention(t *testing.T) {
 // Retention configurable and scalable in wall time.
 func TestRetentionTimeScale(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *Config) { c.Retention = time.Second; c.TimeScale = 50; c.MockDelay = time.Millisecond })
+	// Two simulated minutes of retention are 2.4 s of wall time at scale 50:
+	// long enough for a loaded machine to see COMPLETED first, and far
+	// shorter than the unscaled two minutes the wait below would need.
+	b := setup(t, func(c *Config) { c.Retention = 2 * time.Minute; c.TimeScale = 50; c.MockDelay = time.Millisecond })
 	id := b.run(t, 1)
 	b.eventually(t, id, "COMPLETED")
 	require.Eventually(t, func() bool {
 		return b.call(t, "GET", "status/"+id, nil).code == 404
-	}, 5*time.Second, 5*time.Millisecond)
+	}, 60*time.Second, 10*time.Millisecond)
 }
 
 // §16.8: TTL deletes in any state, even mid-run, freeing the worker; ?ttl on
