@@ -23,6 +23,7 @@ import (
 
 	"github.com/yourscope/runpod-orchestrator/internal/bench"
 	"github.com/yourscope/runpod-orchestrator/internal/cmdutil"
+	"github.com/yourscope/runpod-orchestrator/internal/redisconn"
 	"github.com/yourscope/runpod-orchestrator/worker"
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
@@ -48,7 +49,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		timeout     = fs.Duration("timeout", 10*time.Minute, "give up after this long")
 		quiet       = fs.Bool("quiet", false, "no progress on stderr")
 	)
-	fs.StringVar(&o.RedisURL, "redis-url", envOr("REDIS_URL", "redis://localhost:6379/0"), "the Redis server to measure (its namespace is cleared first) [REDIS_URL]")
+	// The default may come from REDIS_URL with a password: printed redacted.
+	o.RedisURL = envOr("REDIS_URL", "redis://localhost:6379/0")
+	fs.Var(redisconn.URLValue(&o.RedisURL), "redis-url", "the Redis server to measure (its namespace is cleared first) [REDIS_URL]")
 	fs.StringVar(&o.Namespace, "namespace", "bench", "key namespace used and cleared by the run")
 	fs.IntVar(&o.Jobs, "jobs", 10000, "jobs to run")
 	fs.IntVar(&o.Workers, "workers", 1, "in-process workers")

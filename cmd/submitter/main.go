@@ -138,7 +138,7 @@ type globals struct {
 func (g *globals) register(fs *flag.FlagSet) {
 	// The URL's default comes from REDIS_URL and may hold a password: its
 	// Value prints redacted, so --help never shows the password.
-	fs.Var(redactedURL{&g.redisURL}, "redis-url",
+	fs.Var(redisconn.URLValue(&g.redisURL), "redis-url",
 		"Redis `URL`: redis://[user:password@]host:port/db, rediss:// for TLS, unix:///path.sock, "+
 			"redis+cluster://host:port,host:port, redis+sentinel://host:port,.../MASTER (env "+envRedisURL+")")
 	fs.StringVar(&g.namespace, "namespace", g.namespace,
@@ -152,18 +152,6 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.tls.TLSServerName, "redis-tls-server-name", g.tls.TLSServerName,
 		"`name` Redis's certificates must carry (env "+envRedisTLSServerName+")")
 }
-
-// redactedURL is a URL flag whose printed value hides its password.
-type redactedURL struct{ p *string }
-
-func (v redactedURL) String() string {
-	if v.p == nil || *v.p == "" {
-		return ""
-	}
-	return redisconn.Redact(*v.p)
-}
-
-func (v redactedURL) Set(s string) error { *v.p = s; return nil }
 
 const envHelp = `
 environment:

@@ -25,7 +25,7 @@ var allowed = map[string][]string{
 	"cmd/runpod-sim":       {"activities/runpodsim", "internal/cmdutil"},
 	"cmd/soak":             {"internal/soak", "internal/cmdutil"},
 	"internal/soak":        {"workflow", "streams", "client", "activities/runpodsim"},
-	"cmd/bench":            {"workflow", "worker", "internal/bench", "internal/cmdutil"},
+	"cmd/bench":            {"workflow", "worker", "internal/bench", "internal/cmdutil", "internal/redisconn"},
 	"internal/bench":       {"workflow", "streams", "activities", "activities/runpodsim", "worker", "client"},
 	"internal/cmdutil":     {},
 	"internal/redistest":   {},

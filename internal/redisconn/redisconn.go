@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/url"
@@ -438,3 +439,19 @@ func Redact(raw string) string {
 	}
 	return out
 }
+
+// URLValue is a flag.Value for a Redis URL whose printed form (the
+// default in -h, flag.Visit) hides its password: a default taken from
+// REDIS_URL must not show in help text.
+func URLValue(p *string) flag.Value { return urlValue{p} }
+
+type urlValue struct{ p *string }
+
+func (v urlValue) String() string {
+	if v.p == nil || *v.p == "" {
+		return ""
+	}
+	return Redact(*v.p)
+}
+
+func (v urlValue) Set(s string) error { *v.p = s; return nil }
