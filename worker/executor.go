@@ -155,6 +155,11 @@ func (w *Worker) dropLocked(j *job, lost bool) (hookLost bool) {
 		return false
 	}
 	j.dropped = true
+	if j.pending != nil && j.pending.RunpodID != "" {
+		// A Runpod id we could never record (Redis away, then the lease
+		// lapsed): unless the record names it after all, nobody polls it.
+		w.queueOrphanLocked(j.pending.RunpodID, j.wf.ID)
+	}
 	w.unscheduleLocked(j)
 	if cur := w.jobs[j.wf.ID]; cur == j {
 		delete(w.jobs, j.wf.ID)

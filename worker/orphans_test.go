@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/workflow"
@@ -105,4 +106,47 @@ func TestDurabilityUnavailableRefusesToStart(t *testing.T) {
 	require.ErrorContains(t, err, "replicas")
 	runs, _, _ := b.rp.counts()
 	require.Zero(t, runs)
+}
+
+// failIDWrites fails every checkpoint that records a Runpod id, as a Redis
+// that is away exactly then would.
+type failIDWrites struct{ *streams.Store }
+
+func (f failIDWrites) Checkpoint(ctx context.Context, cp streams.Checkpoint, now time.Time) error {
+	if cp.RunpodID != "" {
+		return errors.New("redis: connection refused (test)")
+	}
+	return f.Store.Checkpoint(ctx, cp, now)
+}
+
+// A /run answer that cannot be recorded stays in memory as a pending
+// checkpoint; when the lease is lost meanwhile the job is dropped, and its
+// unrecorded Runpod job must be canceled, not left running.
+func TestUnrecordedIDDroppedWithLeaseIsCanceled(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	cfg := b.config("victim")
+	w := newWorker(failIDWrites{b.store}, cfg.WithDefaults())
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	b.submit(t, "u1", `{"mock_delay":60000}`, 0)
+	require.Eventually(t, func() bool { runs, _, _ := b.rp.counts(); return runs == 1 }, 10*time.Second, 10*time.Millisecond)
+	// Another worker takes the job over; the victim's heartbeat finds out.
+	var msgs []redis.XMessage
+	require.Eventually(t, func() bool {
+		var err error
+		msgs, _, _, err = b.store.Claim(ctx, "thief", 0, 10, "0-0")
+		return err == nil && len(msgs) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	res, err := b.store.Admit(ctx, []streams.AdmitRequest{streams.NewAdmitRequest(msgs[0], 1<<20)},
+		streams.AdmitOpts{Consumer: "thief", ResultTTL: time.Hour, Now: time.Now()})
+	require.NoError(t, err)
+	require.Equal(t, streams.Admitted, res[0].Status)
+	require.Eventually(t, func() bool { return b.rp.canceled("rp-1") }, 10*time.Second, 10*time.Millisecond,
+		"the unrecorded Runpod job must be canceled when its job is dropped")
+	require.EqualValues(t, 1, w.Stats().OrphansCanceled)
 }
