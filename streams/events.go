@@ -80,14 +80,55 @@ func DecodeEvent(m redis.XMessage) Event {
 	return e
 }
 
-// TrimEvents drops events older than before (XTRIM MINID ~): trimmed by age,
-// never by count, so no unread event is dropped silently. "~" lets Redis
-// trim whole macro nodes only, so a few older entries may remain.
-func (s *Store) TrimEvents(ctx context.Context, before time.Time) (int64, error) {
+// TrimEvents drops events older than before (XTRIM MINID): trimmed by age,
+// never by count, so no unread event is dropped silently. With limit > 0 it
+// is one bounded step (MINID ~ LIMIT limit: whole macro nodes only, at most
+// about limit entries), to be repeated until it removes nothing; limit 0 is
+// the exact trim (MINID =) that removes the few older entries "~" leaves in
+// the first node, unbounded, so only for that last step.
+func (s *Store) TrimEvents(ctx context.Context, before time.Time, limit int64) (int64, error) {
+	return s.trimByAge(ctx, s.keys.Events(), before, limit)
+}
+
+// TrimDead drops dead-letter entries older than before, as TrimEvents.
+func (s *Store) TrimDead(ctx context.Context, before time.Time, limit int64) (int64, error) {
+	return s.trimByAge(ctx, s.keys.Dead(), before, limit)
+}
+
+func (s *Store) trimByAge(ctx context.Context, key string, before time.Time, limit int64) (int64, error) {
 	minID := strconv.FormatInt(before.UnixMilli(), 10) + "-0"
-	n, err := s.rdb.XTrimMinIDApprox(ctx, s.keys.Events(), minID, 0).Result()
+	var cmd *redis.IntCmd
+	if limit > 0 {
+		cmd = s.rdb.XTrimMinIDApprox(ctx, key, minID, limit)
+	} else {
+		cmd = s.rdb.XTrimMinID(ctx, key, minID)
+	}
+	n, err := cmd.Result()
 	if err != nil {
-		return 0, fmt.Errorf("streams: trim events before %s: %w", minID, err)
+		return 0, fmt.Errorf("streams: trim %s before %s: %w", key, minID, err)
 	}
 	return n, nil
+}
+
+// Time returns Redis's clock (TIME). Stream entry ids, and the record times
+// the scripts write, are on that clock, so ages are measured against it.
+func (s *Store) Time(ctx context.Context) (time.Time, error) {
+	t, err := s.rdb.Time(ctx).Result()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("streams: time: %w", err)
+	}
+	return t, nil
+}
+
+// PruneConsumers removes from the group the consumers that hold no pending
+// entry and have been idle at least minIdle (workers that are gone), never
+// keep (the caller's own name). One atomic script: a consumer with pending
+// entries is never removed. It returns the names removed.
+func (s *Store) PruneConsumers(ctx context.Context, minIdle time.Duration, keep string) ([]string, error) {
+	v, err := s.runScript(ctx, "prune consumers", scriptPrune, []string{s.keys.Submissions()},
+		s.group, minIdle.Milliseconds(), keep)
+	if err != nil {
+		return nil, err
+	}
+	return replyStrings("prune consumers", v)
 }

@@ -102,7 +102,7 @@ func TestTrimEvents(t *testing.T) {
 		_, err := pipe.Exec(b.ctx)
 		require.NoError(t, err)
 
-		n, err := b.st.TrimEvents(b.ctx, time.UnixMilli(250))
+		n, err := b.st.TrimEvents(b.ctx, time.UnixMilli(250), 10_000)
 		require.NoError(t, err)
 		require.GreaterOrEqual(t, n, int64(100))
 		require.LessOrEqual(t, n, int64(249))

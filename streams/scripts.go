@@ -29,12 +29,13 @@ var (
 	scriptRetry      = mustScript("retry.lua")
 	scriptPurge      = mustScript("purge.lua")
 	scriptReveal     = mustScript("reveal.lua")
+	scriptPrune      = mustScript("prune_consumers.lua")
 )
 
 // allScripts lists every script, for LoadScripts.
 var allScripts = []*redis.Script{
 	scriptSubmit, scriptAdmit, scriptCheckpoint, scriptFinalize,
-	scriptHeartbeat, scriptHandoff, scriptCancel, scriptRetry, scriptPurge, scriptReveal,
+	scriptHeartbeat, scriptHandoff, scriptCancel, scriptRetry, scriptPurge, scriptReveal, scriptPrune,
 }
 
 // mustScript builds a script from the prelude and lua/<name>. The files are

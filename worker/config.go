@@ -28,6 +28,8 @@ const (
 	ShutdownTimeoutDefault   = 10 * time.Second
 	EventRetentionDefault    = 7 * 24 * time.Hour
 	EventTrimIntervalDefault = 5 * time.Minute
+	DeadRetentionDefault     = 30 * 24 * time.Hour
+	ConsumerRetentionDefault = 24 * time.Hour
 )
 
 // Hooks are optional observability callbacks (metrics, tests). They are
@@ -121,6 +123,14 @@ type Config struct {
 	// Webhook enables webhook completion (webhook.go): Runpod reports each
 	// job's end to WebhookHandler, and polls become a slow fallback.
 	Webhook Webhook
+	// DeadRetention: dead-letter entries ({ns}:dead) older than this are
+	// trimmed by the same janitor. Defaults to 30 days; -1 keeps them forever.
+	DeadRetention time.Duration
+	// ConsumerRetention: a consumer of the group that holds no pending
+	// entry and has been idle this long (a worker that is gone) is removed
+	// from the group by the janitor. A consumer with pending entries is never
+	// removed. Defaults to 24h; -1 never removes any.
+	ConsumerRetention time.Duration
 	// Logger receives the worker's logs. Defaults to a null logger.
 	Logger hclog.Logger
 	// Hooks are optional observability callbacks.
@@ -184,6 +194,12 @@ func (c Config) WithDefaults() Config {
 		c.EventRetention = EventRetentionDefault
 	}
 	c.Webhook = c.Webhook.withDefaults()
+	if c.DeadRetention == 0 {
+		c.DeadRetention = DeadRetentionDefault
+	}
+	if c.ConsumerRetention == 0 {
+		c.ConsumerRetention = ConsumerRetentionDefault
+	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -226,6 +242,10 @@ func (c Config) Validate() error {
 		return bad("ShutdownTimeout", "must be positive")
 	case c.EventRetention <= 0 && c.EventRetention != -1:
 		return bad("EventRetention", "must be positive, or -1 to keep events forever")
+	case c.DeadRetention <= 0 && c.DeadRetention != -1:
+		return bad("DeadRetention", "must be positive, or -1 to keep dead letters forever")
+	case c.ConsumerRetention <= 0 && c.ConsumerRetention != -1:
+		return bad("ConsumerRetention", "must be positive, or -1 to never remove idle consumers")
 	case c.Logger == nil:
 		return bad("Logger", "is required (WithDefaults sets a null logger)")
 	case c.Now == nil:

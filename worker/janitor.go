@@ -5,34 +5,112 @@ import (
 	"time"
 )
 
-// janitorLoop trims events older than EventRetention at start and every
-// EventTrimIntervalDefault until ctx is done (EventRetention -1: never).
-// Every worker of a pool runs it; trimming by MINID is idempotent, so the
-// duplicates cost one cheap command each.
+// Janitor tuning.
+const (
+	// trimStep bounds one XTRIM MINID ~ LIMIT call (Redis's own default
+	// LIMIT): each call is short, so Redis stays responsive between them.
+	trimStep = 10_000
+	// janitorPassBudget bounds one pass's trimming by time. A pass that
+	// runs out with a backlog left says so and the next one starts after
+	// janitorBacklogPause instead of EventTrimIntervalDefault: trimming keeps
+	// up with any event rate rather than leaving the backlog to grow.
+	janitorPassBudget   = 10 * time.Second
+	janitorBacklogPause = time.Second
+)
+
+// janitorLoop runs a janitor pass at start and every
+// EventTrimIntervalDefault (sooner while a backlog remains) until ctx is
+// done. Every worker of a pool runs it; trimming by MINID and pruning idle
+// consumers are idempotent, so the duplicates cost a few cheap commands.
 func (w *Worker) janitorLoop(ctx context.Context) {
-	if w.cfg.EventRetention < 0 {
-		return
-	}
 	log := w.log.Named("janitor")
-	t := time.NewTicker(EventTrimIntervalDefault)
+	t := time.NewTimer(0)
 	defer t.Stop()
-	for first := true; ; first = false {
-		if !first {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		n, err := w.store.TrimEvents(ctx, w.now().Add(-w.cfg.EventRetention))
+		r, err := w.janitorPass(ctx, janitorPassBudget)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("janitor pass failed", "error", err)
+		case r.backlog:
+			log.Info("trim backlog left after a pass; continuing shortly",
+				"events_removed", r.events, "dead_removed", r.dead)
+		case r.events > 0 || r.dead > 0 || len(r.consumers) > 0:
+			log.Debug("janitor pass", "events_removed", r.events, "dead_removed", r.dead,
+				"consumers_removed", r.consumers)
+		}
+		next := EventTrimIntervalDefault
+		if r.backlog {
+			next = janitorBacklogPause
+		}
+		t.Reset(next)
+	}
+}
+
+// janitorResult is what one pass did.
+type janitorResult struct {
+	events, dead int64
+	consumers    []string
+	backlog      bool // the budget ran out before a trim was done
+}
+
+// janitorPass trims events older than EventRetention and dead letters
+// older than DeadRetention, until done or budget is spent, then removes the
+// group's consumers of workers that are gone. Ages are measured on Redis's
+// clock, which stream ids are on.
+func (w *Worker) janitorPass(ctx context.Context, budget time.Duration) (janitorResult, error) {
+	var r janitorResult
+	now, err := w.store.Time(ctx)
+	if err != nil {
+		return r, err
+	}
+	deadline := time.Now().Add(budget)
+	if w.cfg.EventRetention > 0 {
+		n, done, err := w.trimUntilDone(ctx, w.store.TrimEvents, now.Add(-w.cfg.EventRetention), deadline)
+		r.events, r.backlog = n, !done
 		if err != nil {
-			if ctx.Err() == nil {
-				log.Warn("cannot trim events", "error", err)
-			}
-			continue
-		}
-		if n > 0 {
-			log.Debug("trimmed events", "removed", n)
+			return r, err
 		}
 	}
+	if w.cfg.DeadRetention > 0 {
+		n, done, err := w.trimUntilDone(ctx, w.store.TrimDead, now.Add(-w.cfg.DeadRetention), deadline)
+		r.dead, r.backlog = n, r.backlog || !done
+		if err != nil {
+			return r, err
+		}
+	}
+	if w.cfg.ConsumerRetention > 0 {
+		removed, err := w.store.PruneConsumers(ctx, w.cfg.ConsumerRetention, w.cfg.InstanceID)
+		r.consumers = removed
+		if err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// trimUntilDone repeats bounded approximate trims until one removes
+// nothing, then removes the remainder exactly (at most one macro node:
+// cheap); done is false when the deadline came first.
+func (w *Worker) trimUntilDone(ctx context.Context, trim func(context.Context, time.Time, int64) (int64, error),
+	before, deadline time.Time) (total int64, done bool, err error) {
+	for {
+		n, err := trim(ctx, before, trimStep)
+		total += n
+		if err != nil {
+			return total, false, err
+		}
+		if n == 0 {
+			break
+		}
+		if !time.Now().Before(deadline) {
+			return total, false, nil
+		}
+	}
+	n, err := trim(ctx, before, 0)
+	return total + n, err == nil, err
 }

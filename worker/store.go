@@ -22,7 +22,10 @@ type store interface {
 	Finalize(ctx context.Context, outs []streams.Outcome, opts streams.FinalizeOpts) ([]error, error)
 	Heartbeat(ctx context.Context, consumer string, leases []streams.Lease) ([]streams.Lease, error)
 	Handoff(ctx context.Context, consumer string, leases []streams.Lease) (int, error)
-	TrimEvents(ctx context.Context, before time.Time) (int64, error)
+	TrimEvents(ctx context.Context, before time.Time, limit int64) (int64, error)
+	TrimDead(ctx context.Context, before time.Time, limit int64) (int64, error)
+	PruneConsumers(ctx context.Context, minIdle time.Duration, keep string) ([]string, error)
+	Time(ctx context.Context) (time.Time, error)
 	SubscribeControl(ctx context.Context) (<-chan streams.ControlMessage, error)
 	AddOrphan(ctx context.Context, runpodID, jobID string) error
 	RemoveOrphan(ctx context.Context, runpodID string) error

@@ -465,17 +465,20 @@ func TestPoisonSubmission(t *testing.T) {
 func TestJanitorTrimsOldEvents(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.submit(t, "old", `{"mock_delay":5}`, 0)
-	first := b.start(t, b.config("w1"))
-	b.waitState(t, "old", workflow.StateCompleted, 5*time.Second)
-	first.stop(t)
-	require.NotEmpty(t, b.events(t)["old"])
+	b.addOld(t, b.store.Keys().Events(), 3, time.Now().Add(-8*24*time.Hour).UnixMilli())
+	b.submit(t, "recent", `{"mock_delay":5}`, 0)
 
-	// A worker whose clock says eight days later trims them at start.
+	// Ages are measured on Redis's clock (stream ids are): a worker whose
+	// own clock says eight days later trims the old events, not the recent.
 	cfg := b.config("w2")
 	cfg.Now = func() time.Time { return time.Now().Add(8 * 24 * time.Hour) }
 	b.start(t, cfg)
-	require.Eventually(t, func() bool { return len(b.events(t)) == 0 }, 5*time.Second, 20*time.Millisecond)
+	b.waitState(t, "recent", workflow.StateCompleted, 5*time.Second)
+	require.Eventually(t, func() bool {
+		evs := b.events(t)
+		_, old := evs["old-0"]
+		return !old && len(evs["recent"]) > 0
+	}, 5*time.Second, 20*time.Millisecond)
 }
 
 // TestHooksMayCallStats: a lease-loss hook that reads the worker's Stats

@@ -117,6 +117,13 @@ type Config struct {
 	// IdleTimeout is how long an idle worker stays warm when ColdStart is set.
 	// Defaults to 5s (Runpod's default idle timeout).
 	IdleTimeout time.Duration
+	// LedgerRetention bounds the ledger of jobs ever created (Jobs, Job,
+	// GET /_sim/jobs) for long runs such as cmd/worker --dev: a job is
+	// dropped from it this long after Runpod's side removed it (retention,
+	// TTL, purge). The counters (Stats) keep counting every job, and
+	// JobsForgotten counts those dropped. Defaults to 0: keep every job
+	// forever, as tests that compare the whole ledger need.
+	LedgerRetention time.Duration
 	// CrashRetries is how many times a job whose worker crashed is re-run
 	// before it ends FAILED. Defaults to 1; -1 means never re-run.
 	CrashRetries int
@@ -276,6 +283,8 @@ func (c Config) validate() error {
 		return bad("PurgeOutcome", `must be "DELETE" or "CANCELLED"`)
 	case c.CrashRetries < -1:
 		return bad("CrashRetries", "must be -1 or more")
+	case c.LedgerRetention < 0:
+		return errors.New("runpodsim: LedgerRetention must not be negative")
 	case c.Retention < 0 || c.SyncRetention < 0 || c.TTL < 0 || c.ExecutionTimeout < 0 || c.MockDelay < 0 || c.ColdStart < 0:
 		return bad("durations", "must not be negative")
 	case c.CancelRaceProb < 0 || c.CancelRaceProb > 1:

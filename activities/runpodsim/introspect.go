@@ -36,6 +36,9 @@ type Stats struct {
 	JobsPurged int64 `json:"jobs_purged"`
 	// JobsRemoved counts jobs deleted by retention, TTL or purge (404 after).
 	JobsRemoved int64 `json:"jobs_removed"`
+	// JobsForgotten counts removed jobs dropped from the ledger after
+	// Config.LedgerRetention (Jobs and Job no longer know them).
+	JobsForgotten int64 `json:"jobs_forgotten"`
 	// Retried counts re-queues: crash re-runs plus /retry calls.
 	Retried       int64 `json:"retried"`
 	RetryRequests int64 `json:"retry_requests"`
@@ -124,18 +127,22 @@ func (j *job) infoLocked() JobInfo {
 	}
 }
 
-// Jobs returns every job ever created, in creation order.
+// Jobs returns every job ever created, in creation order, except those
+// dropped after Config.LedgerRetention.
 func (s *Sim) Jobs() []JobInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]JobInfo, len(s.all))
-	for i, j := range s.all {
-		out[i] = j.infoLocked()
+	out := make([]JobInfo, 0, len(s.all))
+	for _, j := range s.all {
+		if !j.forgotten {
+			out = append(out, j.infoLocked())
+		}
 	}
 	return out
 }
 
-// Job returns one job by id, including deleted ones.
+// Job returns one job by id, including deleted ones still in the ledger
+// (Config.LedgerRetention).
 func (s *Sim) Job(id string) (JobInfo, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -146,7 +153,7 @@ func (s *Sim) Job(id string) (JobInfo, bool) {
 		return JobInfo{}, false
 	}
 	for _, j := range s.all { // deleted job: rare, linear is fine
-		if j.id == id {
+		if j.id == id && !j.forgotten {
 			return j.infoLocked(), true
 		}
 	}

@@ -41,7 +41,9 @@ type job struct {
 	retries    int // re-runs: crash re-queues and /retry
 	executions int // executions started
 	crashes    int
-	cancelLost bool // a /cancel lost the race to completion (CancelRaceProb)
+	cancelLost bool  // a /cancel lost the race to completion (CancelRaceProb)
+	forget     Timer // drops the job from the ledger (Config.LedgerRetention)
+	forgotten  bool
 
 	chunks       []json.RawMessage // stream chunks produced so far
 	chunkNext    int               // first chunk not yet handed out by /stream
@@ -472,6 +474,34 @@ func (s *Sim) removeLocked(j *job, why string) {
 	delete(s.jobs, j.id)
 	s.stats.JobsRemoved++
 	j.notifyLocked()
+	if d := s.cfg.LedgerRetention; d > 0 {
+		j.forget = s.clock.AfterFunc(d, func() { s.forgetJob(j) })
+	}
+}
+
+// forgetJob drops a removed job from the ledger. The ledger is compacted
+// once half of it is forgotten, so dropping costs O(1) amortized.
+func (s *Sim) forgetJob(j *job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || j.forgotten {
+		return
+	}
+	j.forgotten = true
+	delete(s.ids, j.id)
+	s.stats.JobsForgotten++
+	s.forgottenN++
+	if s.forgottenN*2 < len(s.all) {
+		return
+	}
+	kept := s.all[:0]
+	for _, x := range s.all {
+		if !x.forgotten {
+			kept = append(kept, x)
+		}
+	}
+	clear(s.all[len(kept):]) // let the dropped jobs be collected
+	s.all, s.forgottenN = kept, 0
 }
 
 // newJobIDLocked returns a fresh id shaped like Runpod's: a UUIDv4 plus a

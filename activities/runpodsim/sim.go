@@ -30,22 +30,23 @@ type Sim struct {
 	cancel context.CancelFunc
 	hook   *http.Client
 
-	mu       sync.Mutex
-	closed   bool
-	rng      *rand.Rand
-	jobs     map[string]*job // live jobs (not yet removed)
-	all      []*job          // every job ever created, in creation order
-	ids      map[string]struct{}
-	queue    *list.List // *job waiting for a slot, FIFO
-	slots    []*slot
-	free     []*slot // idle slots, used as a stack
-	running  int
-	initing  int
-	faults   map[string]*Faults
-	windows  map[string]*window
-	inflight map[string]int
-	stats    Stats
-	webhooks []WebhookDelivery
+	mu         sync.Mutex
+	closed     bool
+	rng        *rand.Rand
+	jobs       map[string]*job // live jobs (not yet removed)
+	all        []*job          // every job ever created, in creation order (minus forgotten ones)
+	forgottenN int             // jobs in all marked forgotten, not yet compacted away
+	ids        map[string]struct{}
+	queue      *list.List // *job waiting for a slot, FIFO
+	slots      []*slot
+	free       []*slot // idle slots, used as a stack
+	running    int
+	initing    int
+	faults     map[string]*Faults
+	windows    map[string]*window
+	inflight   map[string]int
+	stats      Stats
+	webhooks   []WebhookDelivery
 }
 
 type window struct {
@@ -116,6 +117,9 @@ func (s *Sim) Close() {
 		}
 		if j.reten != nil {
 			j.reten.Stop()
+		}
+		if j.forget != nil {
+			j.forget.Stop()
 		}
 	}
 	s.mu.Unlock()

@@ -140,3 +140,37 @@ func TestManualClock(t *testing.T) {
 	require.Equal(t, start.Add(2*time.Second), mc.Now())
 	require.Zero(t, mc.PendingTimers())
 }
+
+// The ledger of a long run is bounded: a job removed by retention is
+// dropped from Jobs after LedgerRetention; the counters keep counting it.
+// A live job is never dropped.
+func TestLedgerRetention(t *testing.T) {
+	t.Parallel()
+	var mc *ManualClock
+	b := setup(t, func(c *Config) {
+		mc = manual(c)
+		c.Retention = time.Minute
+		c.LedgerRetention = time.Hour
+	})
+	ids := make([]string, 10)
+	for i := range ids {
+		ids[i] = b.run(t, map[string]any{"mock_delay": 0})
+	}
+	mc.Advance(0)
+	for _, id := range ids {
+		require.Equal(t, "COMPLETED", b.status(t, id)["status"])
+	}
+	live := b.run(t, map[string]any{"mock_delay": 10 * 60 * 60 * 1000})
+	mc.Advance(time.Minute)
+	require.Len(t, b.sim.Jobs(), 11, "removed jobs stay in the ledger for LedgerRetention")
+	mc.Advance(time.Hour)
+	jobs := b.sim.Jobs()
+	require.Len(t, jobs, 1)
+	require.Equal(t, live, jobs[0].ID)
+	_, ok := b.sim.Job(ids[0])
+	require.False(t, ok)
+	st := b.sim.Stats()
+	require.EqualValues(t, 11, st.JobsCreated)
+	require.EqualValues(t, 10, st.JobsCompleted)
+	require.EqualValues(t, 10, st.JobsForgotten)
+}

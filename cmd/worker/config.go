@@ -76,6 +76,8 @@ type options struct {
 	jobTimeout      time.Duration
 	resultTTL       time.Duration
 	eventRetention  time.Duration
+	deadRetention   time.Duration
+	consumerRetain  time.Duration
 	persistInput    bool
 	durReplicas     int
 	durAOF          bool
@@ -119,6 +121,8 @@ func defaultOptions() *options {
 		resultTTL:                worker.ResultTTLDefault,
 		eventRetention:           worker.EventRetentionDefault,
 		durTimeout:               streams.DurabilityTimeoutDefault,
+		deadRetention:            worker.DeadRetentionDefault,
+		consumerRetain:           worker.ConsumerRetentionDefault,
 		submitUncertain:          string(workflow.SubmitUncertainDefault),
 		maxInputBytes:            worker.MaxInputBytesDefault,
 		shutdownTimeout:          worker.ShutdownTimeoutDefault,
@@ -220,6 +224,12 @@ func newFlagTable(o *options) *flagTable {
 	t.add(groupWorker, "durability-timeout", "DURATION",
 		"longest durability wait; a write not confirmed in time is retried and no /run is sent",
 		streams.DurabilityTimeoutDefault.String(), dur(&o.durTimeout, 10*time.Millisecond, time.Minute))
+	t.add(groupWorker, "dead-retention", "DURATION",
+		"dead-letter entries older than this are trimmed; 0 keeps them forever",
+		worker.DeadRetentionDefault.String(), &durationValue{p: &o.deadRetention, min: time.Minute, zeroOK: true})
+	t.add(groupWorker, "consumer-retention", "DURATION",
+		"consumers of gone workers (no pending entry, idle this long) are removed from the group; 0 never",
+		worker.ConsumerRetentionDefault.String(), &durationValue{p: &o.consumerRetain, min: time.Minute, zeroOK: true})
 	t.add(groupWorker, "persist-input", "",
 		"keep each job's input in its record", "false", &boolValue{p: &o.persistInput})
 	t.add(groupWorker, "dedupe", "",
@@ -372,17 +382,19 @@ func (o *options) workerConfig(rp workflow.Runpod, log hclog.Logger, hooks worke
 			QueueMax: o.pollQueueMax,
 			Horizon:  o.pollHorizon,
 		},
-		JobTimeout:      o.jobTimeout,
-		ResultTTL:       o.resultTTL,
-		PersistInput:    o.persistInput,
-		Dedupe:          o.dedupe,
-		SubmitUncertain: workflow.SubmitUncertainPolicy(o.submitUncertain),
-		MaxInputBytes:   o.maxInputBytes,
-		ShutdownTimeout: o.shutdownTimeout,
-		EventRetention:  o.eventRetention,
-		Durability:      streams.Durability{Replicas: o.durReplicas, LocalAOF: o.durAOF, Timeout: o.durTimeout},
-		Logger:          log,
-		Hooks:           hooks,
+		JobTimeout:        o.jobTimeout,
+		ResultTTL:         o.resultTTL,
+		PersistInput:      o.persistInput,
+		Dedupe:            o.dedupe,
+		SubmitUncertain:   workflow.SubmitUncertainPolicy(o.submitUncertain),
+		MaxInputBytes:     o.maxInputBytes,
+		ShutdownTimeout:   o.shutdownTimeout,
+		EventRetention:    o.eventRetention,
+		DeadRetention:     o.deadRetention,
+		ConsumerRetention: o.consumerRetain,
+		Durability:        streams.Durability{Replicas: o.durReplicas, LocalAOF: o.durAOF, Timeout: o.durTimeout},
+		Logger:            log,
+		Hooks:             hooks,
 	}
 	// The flags use 0 for "none"; the library uses -1 (0 means default).
 	if o.jobTimeout == 0 {
@@ -390,6 +402,12 @@ func (o *options) workerConfig(rp workflow.Runpod, log hclog.Logger, hooks worke
 	}
 	if o.eventRetention == 0 {
 		cfg.EventRetention = -1
+	}
+	if o.deadRetention == 0 {
+		cfg.DeadRetention = -1
+	}
+	if o.consumerRetain == 0 {
+		cfg.ConsumerRetention = -1
 	}
 	if o.pollJitter == 0 {
 		cfg.Poll.Jitter = -1
@@ -437,6 +455,8 @@ var fieldFlags = map[string]string{
 	"worker: MaxInputBytes":          "max-input-bytes",
 	"worker: ShutdownTimeout":        "shutdown-timeout",
 	"worker: EventRetention":         "event-retention",
+	"worker: DeadRetention":          "dead-retention",
+	"worker: ConsumerRetention":      "consumer-retention",
 	"worker: SubmitUncertain":        "submit-uncertain",
 	"activities: APIKey":             "runpod-api-key",
 	"activities: EndpointID":         "runpod-endpoint-id",

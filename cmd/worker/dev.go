@@ -36,7 +36,10 @@ func startDev(o *options, log hclog.Logger) (*devServices, error) {
 		EndpointID: devEndpointID,
 		APIKey:     devAPIKey,
 		GPUWorkers: o.devGPUWorkers,
-		Logger:     log.Named("runpodsim"),
+		// A long --dev run must not grow the simulator's job ledger
+		// forever: jobs Runpod's side removed are forgotten an hour later.
+		LedgerRetention: devLedgerRetention,
+		Logger:          log.Named("runpodsim"),
 	})
 	if err != nil {
 		mr.Close()
@@ -45,6 +48,10 @@ func startDev(o *options, log hclog.Logger) (*devServices, error) {
 	}
 	return &devServices{redis: mr, sim: sim, redisURL: "redis://" + mr.Addr()}, nil
 }
+
+// devLedgerRetention: how long the dev simulator keeps a removed job in its
+// ledger (GET /_sim/jobs); its counters keep every job.
+const devLedgerRetention = time.Hour
 
 // banner tells the user where everything is and what to try.
 func (d *devServices) banner(w io.Writer, namespace, httpAddr string) {
