@@ -110,12 +110,17 @@ func TestFaultNetwork(t *testing.T) {
 	require.False(t, urlErr.Timeout(), "a drop is not a timeout: %v", err)
 
 	require.NoError(t, b.sim.SetFaults(OpStatus, Faults{Script: []int{ScriptHang}}))
+	seen := b.sim.Stats().Requests[OpStatus]
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	_, err = b.hc.Do(authed(t, "GET", b.base+"/status/"+id).WithContext(ctx))
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.GreaterOrEqual(t, time.Since(start), 100*time.Millisecond)
+	// On a loaded machine the client can give up before the request reaches
+	// the simulator; the script entry must be consumed by this request, not
+	// by the next one.
+	require.Eventually(t, func() bool { return b.sim.Stats().Requests[OpStatus] > seen }, 30*time.Second, 5*time.Millisecond)
 
 	require.NoError(t, b.sim.SetFaults(OpStatus, Faults{Script: []int{ScriptInvalidJSON}}))
 	r := b.call(t, "GET", "status/"+id, nil)
