@@ -131,6 +131,9 @@ type Config struct {
 	// from the group by the janitor. A consumer with pending entries is never
 	// removed. Defaults to 24h; -1 never removes any.
 	ConsumerRetention time.Duration
+	// Admission keeps Runpod's queue shallow (admission.go): new
+	// submissions are read only while it has room. Off by default.
+	Admission Admission
 	// Logger receives the worker's logs. Defaults to a null logger.
 	Logger hclog.Logger
 	// Hooks are optional observability callbacks.
@@ -200,6 +203,7 @@ func (c Config) WithDefaults() Config {
 	if c.ConsumerRetention == 0 {
 		c.ConsumerRetention = ConsumerRetentionDefault
 	}
+	c.Admission = c.Admission.withDefaults()
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -255,6 +259,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker: Namespace: %w", err)
 	}
 	if err := c.Webhook.validate(c.Poll.Horizon); err != nil {
+		return err
+	}
+	if err := c.Admission.validate(); err != nil {
 		return err
 	}
 	if err := c.policy().Validate(); err != nil {

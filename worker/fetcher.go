@@ -11,6 +11,11 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 	var b backoff
 	for ctx.Err() == nil {
 		n := w.reserve(readBatchMax)
+		if n > 0 && w.cfg.Admission.Depth > 0 {
+			if n = w.admissionGrant(ctx, n); n == 0 {
+				continue // no room on Runpod: it waited for the next reading (admission.go)
+			}
+		}
 		if n == 0 {
 			select {
 			case <-ctx.Done():

@@ -94,8 +94,10 @@ type Worker struct {
 	est    *execEstimate // the endpoint's recent execution times, for the poll scheduler
 	// whStats counts webhook deliveries (webhook.go).
 	whStats webhookCounters
-	log     hclog.Logger
-	stats   counters
+	// admission is the queue-depth gate of the fetcher (admission.go).
+	admission admissionGate
+	log       hclog.Logger
+	stats     counters
 
 	started atomic.Bool
 
