@@ -71,6 +71,14 @@ type AuditReport struct {
 	// Aliases counts raw submissions recorded as aliases of another job;
 	// they never get a terminal event of their own.
 	Aliases int `json:"aliases"`
+	// PossibleDuplicateGPUJobs counts /run attempts with an unknown outcome
+	// (submit_uncertain events, one per job and attempt): each may have
+	// created a Runpod job whose id nobody learned, which runs (and bills)
+	// untracked; when the job was sent again, a duplicate. Not a violation:
+	// the documented /run windows (docs/architecture.md). UncertainJobs
+	// lists, sorted, the jobs concerned.
+	PossibleDuplicateGPUJobs int      `json:"possibleDuplicateGpuJobs"`
+	UncertainJobs            []string `json:"uncertainJobs"`
 	// Undecodable counts entries that could not be decoded; Unattributed
 	// counts events that name no job (a refused entry without a job id).
 	Undecodable  int `json:"undecodable"`
@@ -105,7 +113,8 @@ type history struct {
 	attempt  int    // /run attempt of the latest queued event
 	// revealed are Runpod jobs of earlier attempts revealed by their
 	// webhooks (runpod_job_revealed): one of them may win the outcome.
-	revealed map[string]bool
+	revealed  map[string]bool
+	uncertain [][2]int // (run, /run attempt) pairs recorded uncertain
 }
 
 // NewAuditor returns an Auditor for a replay that starts at from. From the
@@ -147,6 +156,13 @@ func (a *Auditor) Add(ev Event) {
 	h.seen = true
 	if ev.Type == EventDeduplicated {
 		h.alias = true
+	}
+	if ev.Type == EventSubmitUncertain {
+		// Attempts restart with each run (a retry): count per run and attempt.
+		if k := [2]int{max(1, h.run), ev.Attempt}; !slices.Contains(h.uncertain, k) {
+			h.uncertain = append(h.uncertain, k)
+			a.report.PossibleDuplicateGPUJobs++
+		}
 	}
 
 	if first && a.fromStart && !startsHistory(ev) {
@@ -258,11 +274,15 @@ func (a *Auditor) Report() AuditReport {
 	r.Jobs = len(a.jobs)
 	r.ByState = make(map[workflow.State]int, len(a.report.ByState))
 	r.InFlight = []string{}
+	r.UncertainJobs = []string{}
 	r.Violations = slices.Clone(a.report.Violations)
 	if r.Violations == nil {
 		r.Violations = []Violation{}
 	}
 	for id, h := range a.jobs {
+		if len(h.uncertain) > 0 {
+			r.UncertainJobs = append(r.UncertainJobs, id)
+		}
 		switch {
 		case h.terminal:
 			r.Terminal++
@@ -277,6 +297,7 @@ func (a *Auditor) Report() AuditReport {
 		}
 	}
 	slices.Sort(r.InFlight)
+	slices.Sort(r.UncertainJobs)
 	return r
 }
 

@@ -260,3 +260,19 @@ func TestAuditRunpodIDChange(t *testing.T) {
 	}, client.FromStart)
 	require.Equal(t, []client.ViolationKind{client.ViolationRunpodIDChanged}, kinds(bad))
 }
+
+// TestAuditCountsPossibleDuplicates: every /run attempt with an unknown
+// outcome (submit_uncertain) is a possible duplicate GPU job, counted once
+// per job and attempt even if two workers recorded it; it is not a
+// violation.
+func TestAuditCountsPossibleDuplicates(t *testing.T) {
+	t.Parallel()
+	evs := history("a:submitted:SUBMITTED", "a:submit_uncertain:SUBMITTED", "b:submitted:SUBMITTED",
+		"a:submit_uncertain:SUBMITTED", "a:submit_uncertain:SUBMITTED", "a:queued:QUEUED", "a:completed:COMPLETED",
+		"b:queued:QUEUED")
+	evs[1].Attempt, evs[3].Attempt, evs[4].Attempt = 1, 1, 2
+	r := client.AuditEvents(evs, client.FromStart)
+	require.True(t, r.OK(), "%v", r.Violations)
+	require.Equal(t, 2, r.PossibleDuplicateGPUJobs)
+	require.Equal(t, []string{"a"}, r.UncertainJobs)
+}

@@ -31,6 +31,9 @@ const (
 	// EventRunpodJobRevealed: a webhook revealed a Runpod job of this job
 	// whose id was never learned (RunpodID, Attempt); not a state change.
 	EventRunpodJobRevealed EventType = streams.EventRunpodJobRevealed
+	// EventSubmitUncertain: /run attempt Attempt has an unknown outcome; a
+	// Runpod job nobody tracks may run (a possible duplicate GPU job).
+	EventSubmitUncertain EventType = streams.EventSubmitUncertain
 )
 
 // Terminal reports whether t is one of the four terminal event types.

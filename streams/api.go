@@ -102,18 +102,22 @@ type Record struct {
 	RunpodID     string
 	RunpodStatus string
 	Attempts     int // /run attempts started (intents recorded)
-	Deliveries   int // admits that counted toward MaxDeliveries (not after a graceful handoff, nor once RunpodID is set)
-	InputHash    string
-	Input        []byte // present when input is persisted
-	Cancel       bool   // a cancel was requested
-	AliasOf      string // set when a raw submission was deduplicated onto another job
-	DeadlineMs   int64  // unix ms; 0 = none
-	CreatedMs    int64
-	UpdatedMs    int64
-	FinishedMs   int64
-	Run          int    // the run: 1, then +1 per retry (retry.lua); a record without the field is run 1
-	Output       []byte // JSON, terminal COMPLETED (or progress output while running)
-	Error        string // terminal FAILED/TIMED_OUT/CANCELED reason
+	// Uncertain counts /run attempts whose outcome is unknown: each may
+	// have created a Runpod job whose id nobody learned (a possible
+	// duplicate GPU job); UncertainAttempt is the latest such attempt.
+	Uncertain, UncertainAttempt int
+	Deliveries                  int // admits that counted toward MaxDeliveries (not after a graceful handoff, nor once RunpodID is set)
+	InputHash                   string
+	Input                       []byte // present when input is persisted
+	Cancel                      bool   // a cancel was requested
+	AliasOf                     string // set when a raw submission was deduplicated onto another job
+	DeadlineMs                  int64  // unix ms; 0 = none
+	CreatedMs                   int64
+	UpdatedMs                   int64
+	FinishedMs                  int64
+	Run                         int    // the run: 1, then +1 per retry (retry.lua); a record without the field is run 1
+	Output                      []byte // JSON, terminal COMPLETED (or progress output while running)
+	Error                       string // terminal FAILED/TIMED_OUT/CANCELED reason
 	// Revealed lists Runpod jobs of this job whose ids were never learned
 	// from /run, revealed by their webhooks (RevealRunpodJob).
 	Revealed []string
@@ -134,6 +138,10 @@ const (
 	EventCancelRequested = "cancel_requested"
 	EventDeduplicated    = "deduplicated"
 	EventRejected        = "rejected"
+	// EventSubmitUncertain: a /run attempt (Payload.Attempt) has an unknown
+	// outcome (an uncertain answer, or a takeover inside the /run window):
+	// a Runpod job nobody tracks may run. One per attempt.
+	EventSubmitUncertain = "submit_uncertain"
 	// EventRetried opens a new run of a finished job (retry.lua); its Run
 	// is the new run's number.
 	EventRetried = "retried"
@@ -310,8 +318,12 @@ type Checkpoint struct {
 	// SUBMITTING): an explicit number, not an increment, so a write
 	// retried after its reply was lost (applied once or twice) counts once.
 	Attempts int
-	Output   []byte // progress output; nil = unchanged
-	Event    *EventInput
+	// UncertainAttempt, when > 0, records that /run attempt as having an
+	// unknown outcome: counted (Record.Uncertain) and its Event appended
+	// once per attempt number, however often it is written.
+	UncertainAttempt int
+	Output           []byte // progress output; nil = unchanged
+	Event            *EventInput
 	// Durable: also wait for the store's Durability (SetDurability) before
 	// answering; when the wait falls short the write is applied but
 	// ErrNotDurable is returned.

@@ -55,7 +55,8 @@ func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) er
 	v, err := run(ctx, "checkpoint "+cp.JobID, scriptCheckpoint,
 		[]string{s.keys.Job(cp.JobID), s.keys.Events()},
 		cp.JobID, strconv.FormatInt(cp.Epoch, 10), now.UnixMilli(), cp.Step, cp.State,
-		cp.RunpodID, cp.RunpodStatus, attemptsArg(cp.Attempts), result, etype, payload, cp.Owner)
+		cp.RunpodID, cp.RunpodStatus, attemptsArg(cp.Attempts), result, etype, payload, cp.Owner,
+		attemptsArg(cp.UncertainAttempt))
 	if err != nil && (v == nil || !errors.Is(err, ErrNotDurable)) {
 		return err
 	}

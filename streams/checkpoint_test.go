@@ -120,3 +120,31 @@ func TestCheckpointSubmittingRefusedAfterCancel(t *testing.T) {
 		require.Equal(t, []string{EventSubmitted, EventCancelRequested, EventProgress}, b.eventTypes(t, "c"))
 	})
 }
+
+// TestCheckpointUncertainAttempt: an uncertain /run attempt is counted and
+// its event appended once per attempt number, however often it is written
+// (a retry after a lost reply, or a second owner recording the same
+// attempt); the next attempt counts again.
+func TestCheckpointUncertainAttempt(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		rec := b.admitted(t, "u")
+		uncertain := func(attempt int) {
+			require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "u", Epoch: rec.Epoch, UncertainAttempt: attempt,
+				Event: &EventInput{Type: EventSubmitUncertain, Payload: EventPayload{Attempt: attempt}}}, b.now))
+		}
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "u", Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 1}, b.now))
+		uncertain(1)
+		uncertain(1)
+		got := b.get(t, "u")
+		require.Equal(t, 1, got.Uncertain)
+		require.Equal(t, 1, got.UncertainAttempt)
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "u", Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 2}, b.now))
+		uncertain(2)
+		got = b.get(t, "u")
+		require.Equal(t, 2, got.Uncertain)
+		require.Equal(t, 2, got.UncertainAttempt)
+		require.Equal(t, 2, got.Attempts)
+		require.Equal(t, []string{EventSubmitted, EventSubmitUncertain, EventSubmitUncertain}, b.eventTypes(t, "u"))
+	})
+}

@@ -18,6 +18,8 @@ const (
 	recRunpodID     = "runpod_id"
 	recRunpodStatus = "runpod_status"
 	recAttempts     = "attempts"
+	recUncertain    = "uncertain"
+	recUncertainAt  = "uncertain_attempt"
 	recDeliveries   = "deliveries"
 	recInputHash    = "input_hash"
 	recInput        = "input"
@@ -61,7 +63,7 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 	if rv := m[recRevealed]; rv != "" {
 		r.Revealed = strings.Fields(rv)
 	}
-	var attempts, deliveries, run int64
+	var attempts, deliveries, run, uncertain, uncertainAt int64
 	ints := []struct {
 		name string
 		dst  *int64
@@ -70,6 +72,7 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 		{recUpdatedMs, &r.UpdatedMs}, {recFinishedMs, &r.FinishedMs},
 		{recAttempts, &attempts}, {recDeliveries, &deliveries}, {recRun, &run},
 		{recRevealedGPU, &r.RevealedGPUMs},
+		{recUncertain, &uncertain}, {recUncertainAt, &uncertainAt},
 	}
 	for _, f := range ints {
 		v, ok := m[f.name]
@@ -83,6 +86,7 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 		*f.dst = n
 	}
 	r.Attempts, r.Deliveries, r.Run = int(attempts), int(deliveries), max(1, int(run))
+	r.Uncertain, r.UncertainAttempt = int(uncertain), int(uncertainAt)
 	if res, ok := m[recResult]; ok && res != "" {
 		out, e, err := DecodeResult([]byte(res))
 		if err != nil {

@@ -107,7 +107,7 @@ func (w *Worker) jobFromRecord(rec streams.Record) workflow.Job {
 	wf := workflow.Job{
 		ID: rec.JobID, State: workflow.State(rec.State), Step: workflow.Step(rec.Step),
 		RunpodID: rec.RunpodID, RunpodStatus: workflow.RunpodStatus(rec.RunpodStatus),
-		Attempts: rec.Attempts, CancelRequested: rec.Cancel, OutputSum: workflow.SumOutput(rec.Output),
+		Attempts: rec.Attempts, UncertainAttempt: rec.UncertainAttempt, CancelRequested: rec.Cancel, OutputSum: workflow.SumOutput(rec.Output),
 	}
 	if wf.State == "" {
 		wf.State = workflow.StateSubmitted

@@ -49,6 +49,10 @@ type Hooks struct {
 	OnLeaseLost func(jobID string)
 	// OnPoison: a submission could not be run and was dead-lettered.
 	OnPoison func(reason string)
+	// OnSubmitUncertain: /run attempt `attempt` of a job has an unknown
+	// outcome (recorded with event submit_uncertain): a possible duplicate
+	// GPU job.
+	OnSubmitUncertain func(jobID string, attempt int)
 	// OnGroupRecreated: the consumer group was missing (NOGROUP: Redis lost
 	// data, e.g. a failover to an empty replica) and this worker created it
 	// again.

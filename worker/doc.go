@@ -77,7 +77,11 @@
 // recorded is kept in memory and written before the job's next action.
 // Runpod calls abandoned by a lost lease or a shutdown are never fed to the
 // workflow: their outcome is unknown, and the record (SUBMITTING or POLL)
-// says where the next owner resumes.
+// says where the next owner resumes. A /run whose outcome is unknown (an
+// uncertain answer, or a takeover at SUBMITTING without a Runpod id) is
+// recorded once per attempt (event submit_uncertain, Stats.SubmitUncertain,
+// Hooks.OnSubmitUncertain) before SubmitUncertainPolicy applies: it may have
+// created a Runpod job nobody tracks.
 //
 // # Shutdown
 //

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -266,6 +267,8 @@ func (w *Worker) step(ctx context.Context, s snapshot, rnd *rand.Rand) stepResul
 		return r
 	case workflow.ActSubmit:
 		return w.submit(ctx, log, r, s, a, rnd)
+	case workflow.ActRecordUncertain:
+		return w.recordUncertain(ctx, log, r, s, a, rnd)
 	case workflow.ActPoll, workflow.ActCancel:
 		return w.callRunpod(ctx, log, r, s, a, rnd)
 	}
@@ -400,6 +403,38 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 	}
 	r.epoch = cp.Epoch
 	log.Debug("job queued on runpod", "step", wf2.Step, "state", wf2.State)
+	return w.next(r, now)
+}
+
+// recordUncertain records on the job that /run attempt a.Attempt has an
+// unknown outcome: the Runpod job it may have created runs untracked (a
+// possible duplicate GPU job once the job is resubmitted). The event
+// submit_uncertain and the record's count are written once per attempt
+// number (checkpoint.lua), whoever writes it and however often.
+func (w *Worker) recordUncertain(ctx context.Context, log hclog.Logger, r stepResult, s snapshot, a workflow.Action, rnd *rand.Rand) stepResult {
+	now := w.now()
+	cp := streams.Checkpoint{
+		JobID: r.wf.ID, Epoch: r.epoch, UncertainAttempt: a.Attempt,
+		Event: &streams.EventInput{Type: streams.EventSubmitUncertain, Payload: streams.EventPayload{
+			Attempt: a.Attempt, Error: fmt.Sprintf("/run attempt %d has an unknown outcome: it may have "+
+				"created a Runpod job whose id was never recorded (policy %s)", a.Attempt, w.policy.SubmitUncertain)}},
+	}
+	cp, err := w.checkpointOwned(ctx, s.j, cp, now)
+	if err != nil {
+		if abandoned(ctx, err) {
+			return w.abandon(ctx, r)
+		}
+		return w.storeFailed(log, r, err, "record an uncertain /run", rnd)
+	}
+	r.epoch = cp.Epoch
+	r.storeRetries = 0
+	r.wf = workflow.RecordedUncertain(r.wf, a.Attempt)
+	w.stats.submitUncertain.Add(1)
+	log.Warn("/run outcome unknown: a Runpod job nobody tracks may run", "attempt", a.Attempt,
+		"policy", w.policy.SubmitUncertain)
+	if w.cfg.Hooks.OnSubmitUncertain != nil {
+		w.cfg.Hooks.OnSubmitUncertain(r.wf.ID, a.Attempt)
+	}
 	return w.next(r, now)
 }
 

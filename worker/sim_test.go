@@ -142,3 +142,38 @@ func TestFinishedJustBeforeCancelKeepsItsOutput(t *testing.T) {
 		})
 	}
 }
+
+// TestUncertainRunIsVisible: the simulator creates the Runpod job, then
+// answers /run with 502 (a gateway lost the answer). Nobody crashed, yet the
+// default policy (resubmit) sends the job again while the first Runpod job
+// runs on. That possible duplicate is visible: one submit_uncertain event
+// for attempt 1, the record's attempts (2) and uncertain count (1), and the
+// worker's counter and hook.
+func TestUncertainRunIsVisible(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	srv, rp := simRunpod(t, runpodsim.Config{})
+	require.NoError(t, srv.Sim.SetFaults(runpodsim.OpRun, runpodsim.Faults{Script: []int{http.StatusBadGateway}, After: true}))
+	cfg := b.config("w")
+	cfg.Runpod = rp
+	var hooked atomic.Int64
+	cfg.Hooks.OnSubmitUncertain = func(_ string, attempt int) { hooked.Add(int64(attempt)) }
+	r := b.start(t, cfg)
+
+	b.submit(t, "unc", `{"mock_delay":10,"mock_return":{"ok":1}}`, 0)
+	rec := b.waitState(t, "unc", workflow.StateCompleted, 20*time.Second)
+	require.Len(t, srv.Sim.Jobs(), 2, "the uncertain /run created a Runpod job, and the resubmit another")
+	require.Equal(t, 2, rec.Attempts)
+	require.Equal(t, 1, rec.Uncertain)
+	require.Equal(t, 1, rec.UncertainAttempt)
+	var unc []streams.Event
+	for _, e := range b.events(t)["unc"] {
+		if e.Type == streams.EventSubmitUncertain {
+			unc = append(unc, e)
+		}
+	}
+	require.Len(t, unc, 1)
+	require.Equal(t, 1, unc[0].Payload.Attempt)
+	require.EqualValues(t, 1, r.w.Stats().SubmitUncertain)
+	require.EqualValues(t, 1, hooked.Load())
+}

@@ -66,6 +66,10 @@ type Stats struct {
 	// OrphansPending is the number of recorded orphans seen by the last
 	// retry pass (all workers' orphans, not only this one's).
 	OrphansPending int64
+	// SubmitUncertain counts /run attempts this worker recorded as having
+	// an unknown outcome (its own uncertain answers, and takeovers inside
+	// the /run window): each is a possible duplicate GPU job.
+	SubmitUncertain uint64
 	// Finalized counts outcomes written, by terminal state.
 	Finalized map[workflow.State]uint64
 	// GroupsRecreated counts the times this worker found the consumer group
@@ -78,11 +82,11 @@ var terminalStates = [statesFinalizedCount]workflow.State{
 }
 
 type counters struct {
-	admitted, reclaimed, leasesLost, poisoned, handedOff, orphans atomic.Uint64
-	groupsRecreated                                               atomic.Uint64
-	orphanFailures                                                atomic.Uint64
-	orphansPending                                                atomic.Int64
-	finalized                                                     [statesFinalizedCount]atomic.Uint64
+	admitted, reclaimed, leasesLost, poisoned, handedOff, orphans, submitUncertain atomic.Uint64
+	groupsRecreated                                                                atomic.Uint64
+	orphanFailures                                                                 atomic.Uint64
+	orphansPending                                                                 atomic.Int64
+	finalized                                                                      [statesFinalizedCount]atomic.Uint64
 }
 
 // Worker runs jobs from one namespace's submissions stream. Create it with
@@ -201,6 +205,7 @@ func (w *Worker) Stats() Stats {
 		OrphansCanceled:      w.stats.orphans.Load(),
 		OrphanCancelFailures: w.stats.orphanFailures.Load(),
 		OrphansPending:       w.stats.orphansPending.Load(),
+		SubmitUncertain:      w.stats.submitUncertain.Load(),
 		Finalized:            make(map[workflow.State]uint64, statesFinalizedCount),
 		GroupsRecreated:      w.stats.groupsRecreated.Load(),
 	}

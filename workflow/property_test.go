@@ -103,6 +103,11 @@ func TestStepProperties(t *testing.T) {
 				require.Equal(t, j, j2, "seed %d", seed)
 				require.Equal(t, Effect{}, eff, "seed %d", seed)
 				continue
+			case ActRecordUncertain:
+				require.Empty(t, j.RunpodID, "seed %d: uncertain /run for a job on Runpod", seed)
+				require.Greater(t, a.Attempt, j.UncertainAttempt, "seed %d: an uncertain /run recorded twice", seed)
+				j = RecordedUncertain(j, a.Attempt)
+				continue
 			case ActSubmit:
 				require.Empty(t, j.RunpodID, "seed %d: /run again for a job on Runpod", seed)
 				j = BeginSubmit(j)

@@ -29,6 +29,10 @@ type Job struct {
 	RunpodStatus RunpodStatus
 	// Attempts counts /run intents recorded (BeginSubmit), across owners.
 	Attempts int
+	// UncertainAttempt is the latest /run attempt whose unknown outcome
+	// (it may have created a Runpod job whose id nobody learned) is
+	// recorded on the job (event submit_uncertain); 0 if none.
+	UncertainAttempt int
 	// CancelRequested mirrors the record's cancel flag.
 	CancelRequested bool
 	// Deadline is when the job ends TIMED_OUT; zero means none.
@@ -89,9 +93,15 @@ const (
 	ActCancel
 	// ActFinalize: write Action.Outcome (streams.Finalize). Nothing to Apply.
 	ActFinalize
+	// ActRecordUncertain: /run attempt Action.Attempt may have created a
+	// Runpod job whose id was never learned (an uncertain answer, or a
+	// takeover inside the /run window). Record it on the job (event
+	// submit_uncertain, counted once per attempt), then RecordedUncertain.
+	// Nothing to Apply.
+	ActRecordUncertain
 )
 
-var actionNames = [...]string{"none", "submit", "poll", "cancel", "finalize"}
+var actionNames = [...]string{"none", "submit", "poll", "cancel", "finalize", "record_uncertain"}
 
 func (k ActionKind) String() string {
 	if k >= 0 && int(k) < len(actionNames) {
@@ -110,6 +120,8 @@ type Action struct {
 	Reason State
 	// Outcome is, for ActFinalize, what to write.
 	Outcome Outcome
+	// Attempt is, for ActRecordUncertain, the /run attempt to record.
+	Attempt int
 }
 
 // Result is the outcome of an activity (ActSubmit, ActPoll, ActCancel).
@@ -165,6 +177,13 @@ func SumOutput(b []byte) uint64 {
 	return h.Sum64()
 }
 
+// RecordedUncertain returns j once the worker has recorded that /run
+// attempt `attempt` has an unknown outcome (ActRecordUncertain).
+func RecordedUncertain(j Job, attempt int) Job {
+	j.UncertainAttempt = max(j.UncertainAttempt, attempt)
+	return j
+}
+
 // BeginSubmit returns j as it must be checkpointed before /run: step
 // SUBMITTING, one more attempt. From here until the Runpod id is recorded, a
 // crash leaves the outcome of /run uncertain.
@@ -177,7 +196,10 @@ func BeginSubmit(j Job) Job {
 // Next decides what to do for j at time now. The rules, in order:
 //
 //  1. an outcome is decided → Finalize it; a terminal state or StepDone →
-//     None;
+//     None; a /run attempt with an unknown outcome not yet recorded (step
+//     SUBMITTING without a Runpod id: an uncertain answer, or a takeover
+//     inside the /run window) → RecordUncertain, before anything else, so
+//     every Runpod job that may run untracked is visible;
 //  2. a /cancel is under way (Stopping) → Poll at once after a /cancel was
 //     sent (what Runpod really finished as decides the outcome, never
 //     /cancel's answer), else Cancel again at NextAt;
@@ -201,6 +223,9 @@ func Next(j Job, now time.Time, p Policy) Action {
 	}
 	if j.State.Terminal() || j.Step == StepDone {
 		return Action{Kind: ActNone, At: now}
+	}
+	if j.RunpodID == "" && (j.Step == StepSubmitting || j.Step == StepPoll) && j.UncertainAttempt < j.Attempts {
+		return Action{Kind: ActRecordUncertain, At: now, Attempt: j.Attempts}
 	}
 	if j.Stopping != "" && j.RunpodID != "" {
 		if j.CancelSent {
@@ -263,7 +288,9 @@ func (j Job) deadlinePassed(now time.Time) bool {
 // j and returns the new job and what to persist. rnd supplies the jitter
 // (nil: none). Errors are classified as follows:
 //
-//   - /run: ErrSubmitUncertain → SubmitUncertain policy (retry, or FAILED);
+//   - /run: ErrSubmitUncertain → the job stays at SUBMITTING (a Runpod job
+//     may exist): Next records the uncertain attempt, then applies the
+//     SubmitUncertain policy (resubmit after a backoff, or FAILED);
 //     transient → retry with backoff; any other error → FAILED with its text
 //     (activity errors never carry secrets);
 //   - /status: ErrRunpodJobNotFound → FAILED "runpod job unknown or
@@ -339,9 +366,9 @@ func applySubmit(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effec
 		j.Step = StepSubmit
 		switch {
 		case errors.Is(r.Err, ErrSubmitUncertain):
-			if p.SubmitUncertain == SubmitUncertainFail {
-				return j.decide(Outcome{State: StateFailed, Error: ReasonSubmitUncertain + ": " + r.Err.Error()}), Effect{}
-			}
+			// As after a takeover inside the /run window: the record says
+			// SUBMITTING and that is the truth.
+			j.Step = StepSubmitting
 			return j.retry(r.Err, now, p, rnd), Effect{}
 		case IsTransient(r.Err):
 			return j.retry(r.Err, now, p, rnd), Effect{}

@@ -43,8 +43,17 @@ func TestNext(t *testing.T) {
 		{"FreshSubmit", nil, newJob(), pol, Action{Kind: ActSubmit, At: t0}},
 		{"RawSubmissionNoStep", func(j Job) Job { j.Step = ""; return j }, newJob(), pol, Action{Kind: ActSubmit, At: t0}},
 		{"SubmitRetryWaits", func(j Job) Job { j.NextAt = later; return j }, newJob(), pol, Action{Kind: ActSubmit, At: later}},
-		{"TakeoverSubmittingResubmit", func(j Job) Job { j.Step = StepSubmitting; j.Attempts = 1; return j }, newJob(), pol, Action{Kind: ActSubmit, At: t0}},
-		{"TakeoverSubmittingFail", func(j Job) Job { j.Step = StepSubmitting; j.Attempts = 1; return j }, newJob(), failPol,
+		{"TakeoverSubmittingRecordsTheUncertainRun", func(j Job) Job { j.Step = StepSubmitting; j.Attempts = 2; j.UncertainAttempt = 1; return j }, newJob(), failPol,
+			Action{Kind: ActRecordUncertain, At: t0, Attempt: 2}},
+		{"UncertainRunRecordedBeforeCancel", func(j Job) Job {
+			j.Step = StepSubmitting
+			j.Attempts = 1
+			j.CancelRequested = true
+			j.Deadline = t0
+			return j
+		}, newJob(), pol, Action{Kind: ActRecordUncertain, At: t0, Attempt: 1}},
+		{"TakeoverSubmittingResubmit", func(j Job) Job { j.Step = StepSubmitting; j.Attempts = 1; j.UncertainAttempt = 1; return j }, newJob(), pol, Action{Kind: ActSubmit, At: t0}},
+		{"TakeoverSubmittingFail", func(j Job) Job { j.Step = StepSubmitting; j.Attempts = 1; j.UncertainAttempt = 1; return j }, newJob(), failPol,
 			Action{Kind: ActFinalize, At: t0, Outcome: Outcome{State: StateFailed, Error: "submit outcome uncertain: a previous /run (attempt 1) may have created a Runpod job whose id was not recorded"}}},
 		{"PollNow", nil, onRunpod(), pol, Action{Kind: ActPoll, At: t0}},
 		{"PollAfterBackoff", func(j Job) Job { j.NextAt = later; return j }, onRunpod(), pol, Action{Kind: ActPoll, At: later}},
@@ -152,19 +161,33 @@ func TestApplySubmit(t *testing.T) {
 		require.Equal(t, &Outcome{State: StateFailed, Error: errPermanent.Error()}, j.Outcome)
 		require.Equal(t, ActFinalize, Next(j, t0, pol).Kind)
 	})
+	// An uncertain /run is recorded first (the Runpod job it may have
+	// created runs untracked), then the policy applies: resubmit after a
+	// backoff, or FAILED.
 	t.Run("UncertainResubmits", func(t *testing.T) {
 		t.Parallel()
-		j, _ := Apply(submitting, act, Result{Err: errUncertain}, t0, pol, nil)
+		j, eff := Apply(submitting, act, Result{Err: errUncertain}, t0, pol, nil)
+		require.Equal(t, Effect{}, eff)
 		require.Nil(t, j.Outcome)
-		require.Equal(t, StepSubmit, j.Step)
-		require.Equal(t, ActSubmit, Next(j, t0, pol).Kind)
+		require.Equal(t, StepSubmitting, j.Step)
+		a := Next(j, t0, pol)
+		require.Equal(t, Action{Kind: ActRecordUncertain, At: t0, Attempt: 1}, a)
+		j = RecordedUncertain(j, a.Attempt)
+		require.Equal(t, Action{Kind: ActSubmit, At: t0.Add(500 * time.Millisecond)}, Next(j, t0, pol))
+		j = BeginSubmit(j)
+		j, _ = Apply(j, act, Result{Err: errUncertain}, t0, pol, nil)
+		require.Equal(t, Action{Kind: ActRecordUncertain, At: t0, Attempt: 2}, Next(j, t0, pol), "each uncertain /run")
 	})
 	t.Run("UncertainFails", func(t *testing.T) {
 		t.Parallel()
 		j, _ := Apply(submitting, act, Result{Err: errUncertain}, t0, failPol, nil)
-		require.NotNil(t, j.Outcome)
-		require.Equal(t, StateFailed, j.Outcome.State)
-		require.Contains(t, j.Outcome.Error, ReasonSubmitUncertain)
+		require.Nil(t, j.Outcome)
+		a := Next(j, t0, failPol)
+		require.Equal(t, ActRecordUncertain, a.Kind)
+		a = Next(RecordedUncertain(j, a.Attempt), t0, failPol)
+		require.Equal(t, ActFinalize, a.Kind)
+		require.Equal(t, StateFailed, a.Outcome.State)
+		require.Contains(t, a.Outcome.Error, ReasonSubmitUncertain)
 	})
 	t.Run("StaleResultIgnored", func(t *testing.T) {
 		t.Parallel()

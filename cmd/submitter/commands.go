@@ -205,6 +205,14 @@ func printSummary(c *cli, r client.AuditReport) {
 		}
 		fmt.Fprintf(w, "in flight: %s%s\n", strings.Join(shown, " "), more)
 	}
+	if r.PossibleDuplicateGPUJobs > 0 {
+		// Not violations: the documented /run windows (an uncertain answer,
+		// a takeover inside the window), each a Runpod job that may run
+		// untracked.
+		shown := r.UncertainJobs[:min(len(r.UncertainJobs), inFlightShown)]
+		fmt.Fprintf(w, "possible duplicate GPU jobs: %d (uncertain /run attempts; jobs: %s)\n",
+			r.PossibleDuplicateGPUJobs, strings.Join(shown, " "))
+	}
 	fmt.Fprintf(w, "violations: %d\n", len(r.Violations))
 	for _, v := range r.Violations {
 		fmt.Fprintf(w, "  %s\n", v)

@@ -41,6 +41,7 @@ const (
 	metricConsumers        = metricPrefix + "queue_consumers"
 	metricConsumersActive  = metricPrefix + "queue_consumers_active"
 	metricOrphanCancels    = metricPrefix + "orphan_cancels_total"
+	metricSubmitUncertain  = metricPrefix + "submit_uncertain_total"
 )
 
 // metricNames lists every metric above, for the documentation test.
@@ -49,7 +50,7 @@ var metricNames = []string{
 	metricRunpodDuration, metricBreakerState, metricBreakerChanges, metricPendingEntries,
 	metricPendingScrapeErr, metricReclaims, metricLeaseLosses, metricPoison, metricWorkerFault,
 	metricGroupRecreated, metricInFlightByState, metricBacklog, metricOldestWaiting, metricDeadLetters,
-	metricConsumers, metricConsumersActive, metricOrphanCancels,
+	metricConsumers, metricConsumersActive, metricOrphanCancels, metricSubmitUncertain,
 }
 
 // consumerActiveWithin: a consumer that read or claimed this recently
@@ -90,6 +91,7 @@ type metrics struct {
 	reclaims       prometheus.Counter
 	leaseLosses    prometheus.Counter
 	poison         prometheus.Counter
+	uncertain      prometheus.Counter
 	groupRecreated prometheus.Counter
 	orphanCancels  *prometheus.CounterVec
 }
@@ -130,6 +132,11 @@ func newMetrics() *metrics {
 			Name: metricPoison,
 			Help: "Submissions this worker failed and dead-lettered as poison.",
 		}),
+		uncertain: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metricSubmitUncertain,
+			Help: "Possible duplicate GPU jobs: /run attempts this worker recorded with an unknown outcome " +
+				"(an uncertain answer, or a takeover inside the /run window); each may have created a Runpod job nobody tracks.",
+		}),
 		groupRecreated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: metricGroupRecreated,
 			Help: "Times this worker found the consumer group missing (NOGROUP: Redis lost data) and recreated it.",
@@ -143,7 +150,7 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.transitions, m.outcomes, m.calls, m.callDuration, m.breakerChanges,
-		m.reclaims, m.leaseLosses, m.poison, m.groupRecreated, m.orphanCancels,
+		m.reclaims, m.leaseLosses, m.poison, m.groupRecreated, m.orphanCancels, m.uncertain,
 	)
 	// Pre-create the series a dashboard expects, so they read 0, not absent.
 	for _, st := range []workflow.State{workflow.StateCompleted, workflow.StateFailed, workflow.StateTimedOut, workflow.StateCanceled} {
@@ -174,6 +181,8 @@ func (m *metrics) hooks() worker.Hooks {
 		// are unbounded.
 		OnLeaseLost: func(string) { m.leaseLosses.Inc() },
 		OnPoison:    func(string) { m.poison.Inc() },
+		// A Runpod job that may run untracked (and bill): alert on a rate.
+		OnSubmitUncertain: func(string, int) { m.uncertain.Inc() },
 		// Redis lost the consumer group: alert on any increase.
 		OnGroupRecreated: func() { m.groupRecreated.Inc() },
 		OnOrphanCancel: func(canceled bool) {

@@ -29,6 +29,9 @@
 -- ARGV[10] event type, "" = no event
 -- ARGV[11] event payload envelope (msgpack)
 -- ARGV[12] owner the caller is (its consumer name)
+-- ARGV[13] /run attempt whose outcome is unknown, to record ("" = none):
+--          sets uncertain_attempt and counts one more `uncertain`, once per
+--          attempt number
 --
 -- Returns "ok", "not_found", "terminal", "fenced" or "canceled".
 
@@ -37,7 +40,7 @@ if redis.call('EXISTS', job) == 0 then
   return 'not_found'
 end
 local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of', 'cancel',
-  'step', 'runpod_id', 'runpod_status', 'attempts', 'result', 'owner')
+  'step', 'runpod_id', 'runpod_status', 'attempts', 'result', 'owner', 'uncertain_attempt')
 local state, epoch = nz(rec[1]), nz(rec[2]) or '0'
 if is_terminal(state) or nz(rec[3]) then
   return 'terminal'
@@ -50,10 +53,11 @@ if ARGV[4] == 'SUBMITTING' and nz(rec[4]) == '1' then
 end
 
 local f = { 'HSET', job, 'updated_ms', ARGV[3] }
-local names = { [4] = 'step', [5] = 'state', [6] = 'runpod_id', [7] = 'runpod_status', [8] = 'attempts', [9] = 'result' }
-local current = { [4] = rec[5], [5] = rec[1], [6] = rec[6], [7] = rec[7], [8] = rec[8], [9] = rec[9] }
+local names = { [4] = 'step', [5] = 'state', [6] = 'runpod_id', [7] = 'runpod_status', [8] = 'attempts', [9] = 'result',
+  [13] = 'uncertain_attempt' }
+local current = { [4] = rec[5], [5] = rec[1], [6] = rec[6], [7] = rec[7], [8] = rec[8], [9] = rec[9], [13] = rec[11] }
 local fields, changed = false, false
-for i = 4, 9 do
+for _, i in ipairs({ 4, 5, 6, 7, 8, 9, 13 }) do
   if ARGV[i] ~= '' then
     fields = true
     if nz(current[i]) ~= ARGV[i] then changed = true end
@@ -65,6 +69,9 @@ if fields and not changed then
   return 'ok'
 end
 redis.call(unpack(f))
+if ARGV[13] ~= '' and nz(rec[11]) ~= ARGV[13] then
+  redis.call('HINCRBY', job, 'uncertain', 1)
+end
 if ARGV[5] ~= '' then
   state = ARGV[5]
 end

@@ -54,7 +54,8 @@ if deadline and created and deadline > 0 then
   f[#f + 1] = tostring(now + (deadline - created))
 end
 redis.call(unpack(f))
-redis.call('HDEL', job, 'runpod_id', 'runpod_status', 'result', 'finished_ms', 'owner', 'cancel', 'handoff')
+redis.call('HDEL', job, 'runpod_id', 'runpod_status', 'result', 'finished_ms', 'owner', 'cancel', 'handoff',
+  'uncertain', 'uncertain_attempt')
 redis.call('PERSIST', job)
 local epoch = nz(rec[7]) or '0'
 redis.call('XADD', events, '*', 'type', 'retried', 'job_id', ARGV[1], 'state', 'SUBMITTED',
