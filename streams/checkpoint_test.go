@@ -130,16 +130,16 @@ func TestCheckpointUncertainAttempt(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *testBundle) {
 		rec := b.admitted(t, "u")
 		uncertain := func(attempt int) {
-			require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "u", Epoch: rec.Epoch, UncertainAttempt: attempt,
+			require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "u", Owner: rec.Owner, Epoch: rec.Epoch, UncertainAttempt: attempt,
 				Event: &EventInput{Type: EventSubmitUncertain, Payload: EventPayload{Attempt: attempt}}}, b.now))
 		}
-		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "u", Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 1}, b.now))
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "u", Owner: rec.Owner, Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 1}, b.now))
 		uncertain(1)
 		uncertain(1)
 		got := b.get(t, "u")
 		require.Equal(t, 1, got.Uncertain)
 		require.Equal(t, 1, got.UncertainAttempt)
-		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "u", Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 2}, b.now))
+		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "u", Owner: rec.Owner, Epoch: rec.Epoch, Step: "SUBMITTING", Attempts: 2}, b.now))
 		uncertain(2)
 		got = b.get(t, "u")
 		require.Equal(t, 2, got.Uncertain)

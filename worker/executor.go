@@ -414,7 +414,7 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 func (w *Worker) recordUncertain(ctx context.Context, log hclog.Logger, r stepResult, s snapshot, a workflow.Action, rnd *rand.Rand) stepResult {
 	now := w.now()
 	cp := streams.Checkpoint{
-		JobID: r.wf.ID, Epoch: r.epoch, UncertainAttempt: a.Attempt,
+		JobID: r.wf.ID, Owner: w.cfg.InstanceID, Epoch: r.epoch, UncertainAttempt: a.Attempt,
 		Event: &streams.EventInput{Type: streams.EventSubmitUncertain, Payload: streams.EventPayload{
 			Attempt: a.Attempt, Error: fmt.Sprintf("/run attempt %d has an unknown outcome: it may have "+
 				"created a Runpod job whose id was never recorded (policy %s)", a.Attempt, w.policy.SubmitUncertain)}},
