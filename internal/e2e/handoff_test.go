@@ -47,6 +47,18 @@ func TestSIGTERMHandoff(t *testing.T) {
 	// The peer's first claim pass (at its start) must have found nothing:
 	// the leases are fresh.
 	require.Zero(t, staying.w.Stats().InFlight)
+	// The handoff message is a hint: wait until both workers listen on the
+	// control channel, or a slow start could miss it and the peer would
+	// wait for its 30 s claim interval.
+	keys, err := streams.NewKeys(e.ns)
+	require.NoError(t, err)
+	eventually(t, 20*time.Second, func() (bool, string) {
+		subs, err := e.rdb.PubSubNumSub(t.Context(), keys.Control()).Result()
+		if err != nil {
+			return false, err.Error()
+		}
+		return subs[keys.Control()] >= 2, "control subscribers: not both workers yet"
+	})
 
 	sigterm := time.Now()
 	leaving.signal(t, syscall.SIGTERM)
