@@ -65,7 +65,14 @@ func TestWebhookCompletion(t *testing.T) {
 	b := setup(t)
 	srv, rp := simRunpod(t, runpodsim.Config{GPUWorkers: 64, DisableRateLimits: true})
 	times := &outcomeTimes{at: map[string]time.Time{}}
-	w := b.webhookWorker(t, "wh", rp, func(c *Config) { c.Hooks.OnOutcome = times.hook })
+	w := b.webhookWorker(t, "wh", rp, func(c *Config) {
+		c.Hooks.OnOutcome = times.hook
+		// A lease that lapses (a stalled scheduler on a loaded box misses
+		// MinIdle's five beats) is re-admitted, and a resumed job polls at
+		// once: that poll, not the webhook, may then finish it. Leases that
+		// cannot lapse leave the webhook as the only way a job ends.
+		c.MinIdle = time.Minute
+	})
 
 	const n = 200
 	ids := jobIDs("wh", n)

@@ -91,18 +91,17 @@ func TestCancelAfterRun(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	cfg := b.config("w")
-	// Slow polls: the cancel must act at once, not at the next poll.
-	cfg.Poll = workflow.PollPolicy{Initial: 5 * time.Second, Max: 5 * time.Second}
+	// Polls minutes apart (past the wait below): reaching CANCELED proves
+	// the cancel acted at once, not at the next poll, on any machine.
+	cfg.Poll = workflow.PollPolicy{Initial: 5 * time.Minute, Max: 5 * time.Minute, Jitter: -1}
 	b.start(t, cfg)
 	b.submit(t, "c2", `{"mock_delay":60000}`, 0)
 	rec := b.waitRecord(t, "c2", 5*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
 	require.Equal(t, string(workflow.StateQueued), rec.State)
 
-	start := time.Now()
 	_, err := b.store.Cancel(context.Background(), "c2", streams.CancelOpts{})
 	require.NoError(t, err)
-	rec = b.waitState(t, "c2", workflow.StateCanceled, 3*time.Second)
-	require.Less(t, time.Since(start), 2*time.Second, "cancel acted on promptly")
+	rec = b.waitState(t, "c2", workflow.StateCanceled, time.Minute)
 	require.Equal(t, workflow.ReasonCanceled, rec.Error)
 	require.True(t, b.rp.canceled(rec.RunpodID), "runpod /cancel called")
 	require.Equal(t, workflow.RunpodCancelled, b.rp.status(rec.RunpodID))
