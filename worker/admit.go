@@ -185,11 +185,8 @@ func (w *Worker) adopt(req streams.AdmitRequest, rec streams.Record) {
 		w.log.Info("re-admitted a job another worker owned meanwhile; resuming from the record",
 			"job_id", wf.ID, "held_epoch", j.epoch, "epoch", rec.Epoch, "prev_owner", rec.PrevOwner,
 			"runpod_id", rec.RunpodID)
-		for _, id := range j.runpodIDs() {
-			if id != rec.RunpodID {
-				w.queueOrphanLocked(id, wf.ID)
-			}
-		}
+		// dropLocked hands every Runpod id j held to the orphan loop,
+		// which cancels those the record does not name.
 		// A /run still in flight for j is seen through by its step: the
 		// write of its id is fenced (j is dropped) and it cancels it then.
 		lost = w.dropLocked(j, true)

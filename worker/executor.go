@@ -156,9 +156,16 @@ func (w *Worker) dropLocked(j *job, lost bool) (hookLost bool) {
 		return false
 	}
 	j.dropped = true
-	if j.pending != nil && j.pending.RunpodID != "" {
-		// A Runpod id we could never record (Redis away, then the lease
-		// lapsed): unless the record names it after all, nobody polls it.
+	if lost {
+		// The job is another worker's now. A Runpod id we could never
+		// record (Redis away, then the lease lapsed), or one we recorded
+		// but Redis lost (an older snapshot, a promoted replica), is polled
+		// by nobody unless the record names it: the orphan loop re-reads
+		// the record and cancels only an id it does not name.
+		for _, id := range j.runpodIDs() {
+			w.queueOrphanLocked(id, j.wf.ID)
+		}
+	} else if j.pending != nil && j.pending.RunpodID != "" {
 		w.queueOrphanLocked(j.pending.RunpodID, j.wf.ID)
 	}
 	w.unscheduleLocked(j)

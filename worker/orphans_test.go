@@ -150,3 +150,40 @@ func TestUnrecordedIDDroppedWithLeaseIsCanceled(t *testing.T) {
 		"the unrecorded Runpod job must be canceled when its job is dropped")
 	require.EqualValues(t, 1, w.Stats().OrphansCanceled)
 }
+
+// Two faults: Redis loses the write of a recorded Runpod id (an older
+// snapshot restored, an async replica promoted) and the job is taken over.
+// The worker that created the Runpod job holds the id only in memory now;
+// when its lease is lost it must cancel it (the record does not name it),
+// not drop it with the job.
+func TestRecordedIDLostByRedisThenDroppedIsCanceled(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	cfg := b.config("victim")
+	w := newWorker(b.store, cfg.WithDefaults())
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	b.submit(t, "u1", `{"mock_delay":60000}`, 0)
+	key := b.store.Keys().Job("u1")
+	require.Eventually(t, func() bool { return b.rdb.HGet(ctx, key, "runpod_id").Val() == "rp-1" },
+		10*time.Second, 10*time.Millisecond)
+	// The rollback: the record is as it was before the id was written.
+	require.NoError(t, b.rdb.HDel(ctx, key, "runpod_id", "runpod_status").Err())
+	require.NoError(t, b.rdb.HSet(ctx, key, "step", "SUBMITTING", "state", "SUBMITTING").Err())
+	var msgs []redis.XMessage
+	require.Eventually(t, func() bool {
+		var err error
+		msgs, _, _, err = b.store.Claim(ctx, "thief", 0, 10, "0-0")
+		return err == nil && len(msgs) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	res, err := b.store.Admit(ctx, []streams.AdmitRequest{streams.NewAdmitRequest(msgs[0], 1<<20)},
+		streams.AdmitOpts{Consumer: "thief", ResultTTL: time.Hour, Now: time.Now()})
+	require.NoError(t, err)
+	require.Equal(t, streams.Admitted, res[0].Status)
+	require.Eventually(t, func() bool { return b.rp.canceled("rp-1") }, 10*time.Second, 10*time.Millisecond,
+		"a Runpod id the record no longer names must be canceled when its job is dropped")
+}
