@@ -49,6 +49,8 @@ func (w *Worker) admit(ctx context.Context, msgs []redis.XMessage) (int, error) 
 	for i, m := range msgs {
 		reqs[i] = streams.NewAdmitRequest(m, w.cfg.MaxInputBytes)
 	}
+	w.markAdmitting(reqs, 1)
+	defer w.markAdmitting(reqs, -1)
 	jobTimeout := w.cfg.JobTimeout
 	if jobTimeout < 0 {
 		jobTimeout = 0
@@ -99,6 +101,18 @@ func (w *Worker) admit(ctx context.Context, msgs []redis.XMessage) (int, error) 
 	}
 	w.stats.admitted.Add(uint64(n))
 	return n, nil
+}
+
+// markAdmitting adds d to the admit calls in progress of reqs' jobs.
+func (w *Worker) markAdmitting(reqs []streams.AdmitRequest, d int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range reqs {
+		id := r.Sub.JobID
+		if w.admitting[id] += d; w.admitting[id] <= 0 {
+			delete(w.admitting, id)
+		}
+	}
 }
 
 // jobFromRecord rebuilds a job's workflow state from its record, so the

@@ -156,3 +156,70 @@ func TestOutcomeCountedAfterALostReply(t *testing.T) {
 	cnt, _ := terminalEvents(b.events(t)["lr1"])
 	require.Equal(t, 1, cnt)
 }
+
+// heartbeatDuringReAdmit runs one heartbeat of the job's old lease (as the
+// heartbeat loop does: store.Heartbeat, then loseLease for each lost one)
+// right after the re-admit's script bumped the epoch and before the worker
+// adopts the new epoch in memory.
+type heartbeatDuringReAdmit struct {
+	*streams.Store
+	w    *Worker
+	old  atomic.Pointer[streams.Lease]
+	lost atomic.Int64
+}
+
+func (s *heartbeatDuringReAdmit) Admit(ctx context.Context, reqs []streams.AdmitRequest, opts streams.AdmitOpts) ([]streams.AdmitResult, error) {
+	res, err := s.Store.Admit(ctx, reqs, opts)
+	if l := s.old.Swap(nil); l != nil && err == nil {
+		lost, herr := s.Store.Heartbeat(ctx, s.w.cfg.InstanceID, []streams.Lease{*l})
+		if herr != nil {
+			return nil, herr
+		}
+		s.lost.Add(int64(len(lost)))
+		for _, l := range lost {
+			s.w.loseLease(l)
+		}
+	}
+	return res, err
+}
+
+// A heartbeat of the old epoch that reaches Redis after our own re-admit
+// (and reports the lease lost) must not drop the job: it is still ours.
+// Whole-package runs once saw TestRunFencedBySelfReclaimIsRewritten count
+// a lost lease this way when the heartbeat loop's tick fell in the window.
+func TestHeartbeatRacingSelfReAdmitKeepsJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config("w").WithDefaults()
+	st := &heartbeatDuringReAdmit{Store: b.store}
+	w := newWorker(st, cfg)
+	st.w = w
+	var fired atomic.Bool
+	hookErr := make(chan error, 1)
+	b.rp.runHook = func(n int) error {
+		if n == 1 && fired.CompareAndSwap(false, true) {
+			rec, err := b.store.Get(context.Background(), "hb")
+			if err == nil {
+				st.old.Store(&streams.Lease{JobID: "hb", Entry: rec.Entry, Epoch: rec.Epoch})
+				err = selfReclaim(context.Background(), b, w, rec.Entry)
+			}
+			hookErr <- err
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	b.submit(t, "hb", `{"mock_delay":50,"mock_return":{"ok":1}}`, 0)
+	rec := b.waitRecord(t, "hb", time.Minute, func(r streams.Record) bool { return workflow.State(r.State).Terminal() })
+	require.NoError(t, <-hookErr)
+	require.EqualValues(t, 1, st.lost.Load(), "the old epoch's heartbeat was refused")
+	runs, _, cancels := b.rp.counts()
+	require.Equal(t, string(workflow.StateCompleted), rec.State, "error=%q", rec.Error)
+	require.Zero(t, w.Stats().LeasesLost)
+	require.Equal(t, 1, runs, "one owner all along: one Runpod job")
+	require.Zero(t, cancels)
+	require.EqualValues(t, 2, rec.Epoch)
+}

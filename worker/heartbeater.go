@@ -47,13 +47,16 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// loseLease drops the job of a lease another worker took.
+// loseLease drops the job of a lease another worker took. While an admit
+// of the job is in progress the refusal may be our own re-admit's epoch,
+// written in Redis but not yet adopted here: the job is kept, and if the
+// lease is really gone the next beat reports it again.
 func (w *Worker) loseLease(l streams.Lease) {
 	w.mu.Lock()
 	j := w.jobs[l.JobID]
-	if j == nil || j.epoch != l.Epoch {
+	if j == nil || j.epoch != l.Epoch || w.admitting[l.JobID] > 0 {
 		w.mu.Unlock()
-		return // already gone, or re-admitted by us with a newer epoch
+		return // already gone, re-admitted by us with a newer epoch, or maybe being so
 	}
 	w.log.Info("lease lost; dropping job", "job_id", l.JobID, "epoch", l.Epoch)
 	lost := w.dropLocked(j, true)

@@ -116,6 +116,10 @@ type Worker struct {
 	heap     jobHeap
 	reserved int      // capacity reserved by a fetch or claim in progress
 	orphanQ  []orphan // suspected orphans for the orphan loop
+	// admitting counts admit calls in progress per job id: a heartbeat's
+	// "lost" for such a job may only be our own re-admit's new epoch
+	// (written in Redis, not yet in memory), so loseLease leaves it alone.
+	admitting map[string]int
 
 	wakeDispatch chan struct{} // nudges the dispatcher: a job became due earlier
 	capacity     chan struct{} // nudges the fetcher: capacity was freed
@@ -172,6 +176,7 @@ func newWorker(st store, cfg Config) *Worker {
 		policy:       policy,
 		log:          cfg.Logger.Named("worker").With("consumer", cfg.InstanceID),
 		jobs:         make(map[string]*job),
+		admitting:    make(map[string]int),
 		wakeDispatch: make(chan struct{}, 1),
 		capacity:     make(chan struct{}, 1),
 		claimNow:     make(chan struct{}, 1),
