@@ -105,23 +105,38 @@ func (c *Client) call(ctx context.Context, r *request) error {
 // error after a pointless sleep.
 func (c *Client) retryLoop(ctx context.Context, r *request) (*workflow.ActivityError, string) {
 	var last *attemptError
+	// reserved: the caller took the first attempt's budget and schedules
+	// the call itself, so no attempt may wait for budget here.
+	reserved := workflow.Reserved(ctx)
 	for attempt := 1; ; attempt++ {
-		if err := c.limiter.Wait(ctx, r.op); err != nil {
-			if ctx.Err() != nil {
-				return c.canceled(ctx, r, last, attempt-1), OutcomeCanceled
+		switch {
+		case reserved && attempt == 1:
+		case reserved:
+			if d := c.limiter.Reserve(ctx, r.op); d > 0 {
+				// No budget for the retry now: hand the last error back with
+				// the wait, so the caller reschedules rather than holds a slot.
+				last.err.RetryAfter = max(last.err.RetryAfter, d)
+				return last.err, OutcomeTransient
 			}
-			return &workflow.ActivityError{
-				Op: r.op, Transient: true,
-				Err: fmt.Errorf("%w: %s%s", ErrRateLimited, c.redact.String(err.Error()), lastText(last)),
-			}, OutcomeTransient
+		default:
+			if err := c.limiter.Wait(ctx, r.op); err != nil {
+				if ctx.Err() != nil {
+					return c.canceled(ctx, r, last, attempt-1), OutcomeCanceled
+				}
+				if errors.Is(err, workflow.ErrCircuitOpen) {
+					return &workflow.ActivityError{
+						Op: r.op, Transient: true,
+						Err: fmt.Errorf("%w: endpoint %s (pool)%s", workflow.ErrCircuitOpen, c.cfg.EndpointID, lastText(last)),
+					}, OutcomeCircuitOpen
+				}
+				return &workflow.ActivityError{
+					Op: r.op, Transient: true,
+					Err: fmt.Errorf("%w: %s%s", ErrRateLimited, c.redact.String(err.Error()), lastText(last)),
+				}, OutcomeTransient
+			}
 		}
 
-		_, err := c.breaker.Execute(func() (struct{}, error) {
-			if ae := c.attempt(ctx, r); ae != nil {
-				return struct{}{}, ae
-			}
-			return struct{}{}, nil
-		})
+		err := c.guarded(ctx, r)
 		if err == nil {
 			return nil, OutcomeOK
 		}
@@ -172,6 +187,38 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// guarded makes one attempt through the endpoint's breaker: the local
+// gobreaker, or the SharedLimiter, which is told the outcome.
+func (c *Client) guarded(ctx context.Context, r *request) error {
+	if c.shared == nil {
+		_, err := c.breaker.Execute(func() (struct{}, error) {
+			if ae := c.attempt(ctx, r); ae != nil {
+				return struct{}{}, ae
+			}
+			return struct{}{}, nil
+		})
+		return err
+	}
+	ae := c.attempt(ctx, r)
+	a := Attempt{Op: r.op, Outcome: AttemptOK}
+	if ae != nil {
+		a.RetryAfter = ae.err.RetryAfter
+		switch ae.class {
+		case classThrottled:
+			a.Outcome = AttemptThrottled
+		case classTransient, classUncertain:
+			a.Outcome = AttemptFailed
+		case classCanceled:
+			a.Outcome = AttemptCanceled
+		}
+	}
+	c.shared.Observe(a)
+	if ae == nil {
+		return nil
+	}
+	return ae
 }
 
 // backoff is the full-jitter wait after the given (1-based) failed attempt:

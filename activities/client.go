@@ -59,6 +59,9 @@ type Client struct {
 	auth    string // "Bearer <key>"
 	http    *http.Client
 	limiter Limiter
+	// shared is the limiter when it is also the pool's breaker; breaker
+	// is then nil.
+	shared  SharedLimiter
 	breaker *gobreaker.CircuitBreaker[struct{}]
 	log     hclog.Logger
 	redact  redactor
@@ -74,7 +77,10 @@ type Client struct {
 	sleep func(ctx context.Context, d time.Duration) bool
 }
 
-var _ workflow.Runpod = (*Client)(nil)
+var (
+	_ workflow.Runpod = (*Client)(nil)
+	_ workflow.Pacer  = (*Client)(nil)
+)
 
 // New validates cfg (after applying defaults) and returns a Client. Errors
 // name the offending field, e.g. "activities: APIKey: must not be empty".
@@ -105,7 +111,11 @@ func New(cfg Config) (*Client, error) {
 	case nil, *http.Transport:
 		c.traceTrusted = true
 	}
-	c.breaker = newBreaker(cfg, c.log)
+	if sl, ok := cfg.Limiter.(SharedLimiter); ok {
+		c.shared = sl
+	} else {
+		c.breaker = newBreaker(cfg, c.log)
+	}
 	return c, nil
 }
 
@@ -117,9 +127,20 @@ func (c *Client) String() string {
 
 // BreakerState returns the endpoint circuit's state: "closed", "open" or
 // "half-open". An open circuit whose timeout has passed reports (and
-// becomes) "half-open".
+// becomes) "half-open". With a SharedLimiter it is the pool's circuit as
+// this process last saw it.
 func (c *Client) BreakerState() string {
+	if c.shared != nil {
+		return c.shared.BreakerState()
+	}
 	return c.breaker.State().String()
+}
+
+// Reserve implements workflow.Pacer with the Limiter's Reserve: it takes
+// one call's budget for op (0) or says how long to wait. A call made with
+// workflow.WithReserved(ctx) after a 0 does not take the budget again.
+func (c *Client) Reserve(ctx context.Context, op string) time.Duration {
+	return c.limiter.Reserve(ctx, op)
 }
 
 // CloseIdleConnections closes idle keep-alive connections of the HTTP

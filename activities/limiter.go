@@ -7,14 +7,16 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/yourscope/runpod-orchestrator/workflow"
 )
 
 // Operation names, used for rate limits, errors (workflow.ActivityError.Op),
 // logs and the OnCall hook.
 const (
-	OpRun        = "run"
-	OpStatus     = "status"
-	OpCancel     = "cancel"
+	OpRun        = workflow.OpRun
+	OpStatus     = workflow.OpStatus
+	OpCancel     = workflow.OpCancel
 	OpStream     = "stream"
 	OpHealth     = "health"
 	OpPurgeQueue = "purge-queue"
@@ -23,11 +25,50 @@ const (
 
 // Limiter paces requests to Runpod. Wait blocks until one request for op may
 // be sent, or returns an error when ctx is done or the wait would outlast
-// ctx's deadline. The client calls it once per HTTP attempt, so retries are
-// paced too. Implementations must be safe for concurrent use; a pool-wide
-// implementation (shared through Redis) can replace the local one.
+// ctx's deadline. Reserve is its non-blocking form: it takes one request's
+// budget and returns 0, or returns how long until one may be available and
+// takes nothing. The client calls one of them once per HTTP attempt, so
+// retries are paced too: Reserve for a call whose ctx is marked
+// workflow.WithReserved (the caller schedules, so nobody waits), Wait
+// otherwise. Implementations must be safe for concurrent use; a pool-wide
+// implementation (package pool, shared through Redis) can replace the local
+// one.
 type Limiter interface {
 	Wait(ctx context.Context, op string) error
+	Reserve(ctx context.Context, op string) time.Duration
+}
+
+// Attempt outcomes reported to a SharedLimiter.
+const (
+	// AttemptOK: Runpod answered (2xx, or a permanent error such as 404).
+	AttemptOK = "ok"
+	// AttemptThrottled: Runpod answered 429.
+	AttemptThrottled = "throttled"
+	// AttemptFailed: a transient failure or an uncertain /run; a breaker
+	// counts it.
+	AttemptFailed = "failed"
+	// AttemptCanceled: the caller's context ended; says nothing about Runpod.
+	AttemptCanceled = "canceled"
+)
+
+// Attempt is what one HTTP attempt tells a SharedLimiter.
+type Attempt struct {
+	Op         string
+	Outcome    string        // one of the Attempt* constants
+	RetryAfter time.Duration // Runpod's Retry-After, or 0
+}
+
+// SharedLimiter is a Limiter that is also the endpoint's circuit breaker,
+// for a whole pool of processes (package pool implements it over Redis). A
+// Client whose Limiter implements it has no breaker of its own: its Wait
+// and Reserve refuse while the circuit is open (Wait with an error wrapping
+// workflow.ErrCircuitOpen; Reserve with the time until the probe), every
+// attempt's outcome goes to Observe, which lowers the budget on a 429 and
+// counts failures, and BreakerState reports the pool's circuit.
+type SharedLimiter interface {
+	Limiter
+	Observe(a Attempt)
+	BreakerState() string
 }
 
 // RateLimit allows Requests requests in any window of length Per.
@@ -94,6 +135,23 @@ func newBucket(lim RateLimit) *rate.Limiter {
 	}
 	every := lim.Per / time.Duration(refill)
 	return rate.NewLimiter(rate.Every(every), burst)
+}
+
+// Reserve implements Limiter.
+func (l *localLimiter) Reserve(_ context.Context, op string) time.Duration {
+	b, ok := l.buckets[op]
+	if !ok {
+		return 0
+	}
+	r := b.Reserve()
+	if !r.OK() {
+		return time.Minute // cannot happen: every bucket has a burst of at least 1
+	}
+	if d := r.Delay(); d > 0 {
+		r.Cancel() // give the token back: the caller comes back later
+		return d
+	}
+	return 0
 }
 
 // Wait implements Limiter.

@@ -149,6 +149,11 @@ const (
 	// whose id was never learned (an uncertain /run sent again); not a
 	// state change.
 	EventRunpodJobRevealed = "runpod_job_revealed"
+	// EventBreaker: a Runpod endpoint's pool-wide circuit breaker changed
+	// state (job_id "", state "open", "half-open" or "closed"; the
+	// payload's reason names the endpoint). Written by budget_take.lua and
+	// budget_report.lua.
+	EventBreaker = "breaker"
 )
 
 // EventPayload is the versioned msgpack payload of an event (field "payload").

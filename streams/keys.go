@@ -84,3 +84,12 @@ func (k Keys) Control() string { return k.prefix() + "control" }
 
 // Pattern matches every key of the namespace (for tests and cleanup tools).
 func (k Keys) Pattern() string { return k.prefix() + "*" }
+
+// Budget is the pool-wide request budget of one Runpod operation on one
+// endpoint: a token bucket plus its throttle factor. // HASH
+func (k Keys) Budget(endpointID, op string) string {
+	return k.prefix() + "budget:" + endpointID + ":" + op
+}
+
+// Breaker is the pool-wide circuit breaker of one Runpod endpoint. // HASH
+func (k Keys) Breaker(endpointID string) string { return k.prefix() + "breaker:" + endpointID }

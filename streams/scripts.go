@@ -30,12 +30,14 @@ var (
 	scriptPurge      = mustScript("purge.lua")
 	scriptReveal     = mustScript("reveal.lua")
 	scriptPrune      = mustScript("prune_consumers.lua")
+	scriptBudgetTake = mustScript("budget_take.lua")
+	scriptBudgetRep  = mustScript("budget_report.lua")
 )
 
 // allScripts lists every script, for LoadScripts.
 var allScripts = []*redis.Script{
 	scriptSubmit, scriptAdmit, scriptCheckpoint, scriptFinalize,
-	scriptHeartbeat, scriptHandoff, scriptCancel, scriptRetry, scriptPurge, scriptReveal, scriptPrune,
+	scriptHeartbeat, scriptHandoff, scriptCancel, scriptRetry, scriptPurge, scriptReveal, scriptPrune, scriptBudgetTake, scriptBudgetRep,
 }
 
 // mustScript builds a script from the prelude and lua/<name>. The files are

@@ -61,6 +61,10 @@ type Hooks struct {
 	// job) was canceled (true) or its cancel failed and will be retried
 	// (false).
 	OnOrphanCancel func(canceled bool)
+	// OnDeferred: a Runpod call (op "run", "status" or "cancel") had no
+	// budget left and the job was rescheduled wait later (Config.Runpod
+	// implements workflow.Pacer).
+	OnDeferred func(jobID, op string, wait time.Duration)
 }
 
 // Config configures a Worker. Zero values mean the documented defaults; call

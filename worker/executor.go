@@ -272,12 +272,20 @@ func (w *Worker) step(ctx context.Context, s snapshot, rnd *rand.Rand) stepResul
 		r.wf = workflow.Decide(wf, a)
 		r.finalize = true
 		return r
-	case workflow.ActSubmit:
-		return w.submit(ctx, log, r, s, a, rnd)
 	case workflow.ActRecordUncertain:
 		return w.recordUncertain(ctx, log, r, s, a, rnd)
-	case workflow.ActPoll, workflow.ActCancel:
-		return w.callRunpod(ctx, log, r, s, a, rnd)
+	case workflow.ActSubmit, workflow.ActPoll, workflow.ActCancel:
+		// Budget first (pacing.go): without it the job is rescheduled and
+		// the slot freed; for /run, before the intent is recorded.
+		pctx, at, ok := w.pace(ctx, wf.ID, a, rnd)
+		if !ok {
+			r.due = at
+			return r
+		}
+		if a.Kind == workflow.ActSubmit {
+			return w.submit(pctx, log, r, s, a, rnd)
+		}
+		return w.callRunpod(pctx, log, r, s, a, rnd)
 	}
 	log.Error("unknown action; dropping job", "action", a.Kind.String())
 	r.drop = true
@@ -360,7 +368,11 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 	// recorded (the fenced checkpoint below). So it runs under execCtx, which
 	// only the end of the shutdown grace period cancels, not under the job's
 	// ctx, which a lost lease cancels.
-	rj, err := w.cfg.Runpod.Run(w.execCtx, req)
+	runCtx := w.execCtx
+	if workflow.Reserved(ctx) {
+		runCtx = workflow.WithReserved(runCtx) // the budget pace took
+	}
+	rj, err := w.cfg.Runpod.Run(runCtx, req)
 	if workflow.IsWorkerFault(err) {
 		// A definite refusal (401/403, unknown endpoint): no Runpod job
 		// exists. Step back to SUBMIT so whoever takes the job over sends it

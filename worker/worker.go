@@ -75,6 +75,10 @@ type Stats struct {
 	// GroupsRecreated counts the times this worker found the consumer group
 	// missing (NOGROUP) and created it again.
 	GroupsRecreated uint64
+	// Deferred counts Runpod calls rescheduled because their operation's
+	// budget (or the open circuit) had nothing left, by operation ("run",
+	// "status", "cancel"). Not failures: nothing was sent.
+	Deferred map[string]uint64
 }
 
 var terminalStates = [statesFinalizedCount]workflow.State{
@@ -87,6 +91,7 @@ type counters struct {
 	orphanFailures                                                                 atomic.Uint64
 	orphansPending                                                                 atomic.Int64
 	finalized                                                                      [statesFinalizedCount]atomic.Uint64
+	deferred                                                                       [3]atomic.Uint64 // by paceIndex
 }
 
 // Worker runs jobs from one namespace's submissions stream. Create it with
@@ -216,6 +221,10 @@ func (w *Worker) Stats() Stats {
 	}
 	for i, st := range terminalStates {
 		s.Finalized[st] = w.stats.finalized[i].Load()
+	}
+	s.Deferred = map[string]uint64{}
+	for _, op := range []string{workflow.OpRun, workflow.OpStatus, workflow.OpCancel} {
+		s.Deferred[op] = w.stats.deferred[paceIndex(op)].Load()
 	}
 	return s
 }

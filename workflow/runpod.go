@@ -3,6 +3,7 @@ package workflow
 import (
 	"context"
 	"encoding/json"
+	"time"
 )
 
 // Runpod is the set of activities the workflow needs from Runpod. The
@@ -62,4 +63,40 @@ type RunpodJob struct {
 	// object from the Python worker); a non-string value is kept as its JSON text.
 	Error   string `json:"error,omitempty"`
 	Retries int    `json:"retries,omitempty"`
+}
+
+// Operation names of the Runpod calls the workflow makes; implementations
+// use them for rate budgets and errors (ActivityError.Op).
+const (
+	OpRun    = "run"
+	OpStatus = "status"
+	OpCancel = "cancel"
+)
+
+// Pacer is optionally implemented by a Runpod whose calls draw on a rate
+// budget (activities.Client does). The worker asks it before each call, so
+// a call with no budget left is rescheduled instead of waiting inside one of
+// the worker's executor slots, and is not counted as a failure.
+type Pacer interface {
+	// Reserve takes the budget of one call of op without waiting. It
+	// returns 0 when the call may go now; the caller then makes it with a
+	// ctx from WithReserved. Otherwise it returns how long to wait before
+	// asking again, and nothing was taken.
+	Reserve(ctx context.Context, op string) time.Duration
+}
+
+type reservedKey struct{}
+
+// WithReserved marks ctx for a call whose budget was taken with
+// Pacer.Reserve: the implementation does not take it again for the first
+// attempt, and never waits for budget for a later one (it returns the last
+// error instead, so the caller reschedules).
+func WithReserved(ctx context.Context) context.Context {
+	return context.WithValue(ctx, reservedKey{}, true)
+}
+
+// Reserved reports whether ctx was marked by WithReserved.
+func Reserved(ctx context.Context) bool {
+	v, _ := ctx.Value(reservedKey{}).(bool)
+	return v
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/yourscope/runpod-orchestrator/activities"
 	"github.com/yourscope/runpod-orchestrator/internal/redisconn"
+	"github.com/yourscope/runpod-orchestrator/pool"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/worker"
 	"github.com/yourscope/runpod-orchestrator/workflow"
@@ -59,6 +61,12 @@ type options struct {
 	runpodMaxAttempts        int
 	runpodBreakerFailures    int
 	runpodBreakerOpenTimeout time.Duration
+	runpodBudget             string
+	runpodLimitRun           int
+	runpodLimitStatus        int
+	runpodLimitCancel        int
+	runpodBudgetHeadroom     float64
+	runpodBudgetBatch        int
 
 	maxInFlight       int
 	concurrency       int
@@ -108,6 +116,12 @@ func defaultOptions() *options {
 		runpodMaxAttempts:        activities.MaxAttemptsDefault,
 		runpodBreakerFailures:    int(activities.BreakerFailuresDefault),
 		runpodBreakerOpenTimeout: activities.BreakerOpenTimeoutDefault,
+		runpodBudget:             budgetPool,
+		runpodLimitRun:           activities.DefaultRateLimits[activities.OpRun].Requests,
+		runpodLimitStatus:        activities.DefaultRateLimits[activities.OpStatus].Requests,
+		runpodLimitCancel:        activities.DefaultRateLimits[activities.OpCancel].Requests,
+		runpodBudgetHeadroom:     pool.HeadroomDefault,
+		runpodBudgetBatch:        pool.BatchDefault,
 		maxInFlight:              worker.MaxInFlightDefault,
 		concurrency:              worker.ConcurrencyDefault,
 		minIdle:                  worker.MinIdleDefault,
@@ -273,6 +287,24 @@ func newFlagTable(o *options) *flagTable {
 	t.add(groupRunpod, "runpod-breaker-open-timeout", "DURATION",
 		"how long the open circuit rejects calls before one probe", activities.BreakerOpenTimeoutDefault.String(),
 		dur(&o.runpodBreakerOpenTimeout, 100*time.Millisecond, time.Hour))
+	t.add(groupRunpod, "runpod-budget", "MODE",
+		"pool: one request budget and circuit breaker per endpoint shared by every worker through Redis; local: per process",
+		budgetPool, &choiceValue{p: &o.runpodBudget, choices: []string{budgetPool, budgetLocal}})
+	t.add(groupRunpod, "runpod-limit-run", "N",
+		"Runpod's /run limit per 10 s for the endpoint (the budget grants --runpod-budget-headroom of it)",
+		strconv.Itoa(o.runpodLimitRun), ints(&o.runpodLimitRun, 1, 1_000_000))
+	t.add(groupRunpod, "runpod-limit-status", "N",
+		"Runpod's /status limit per 10 s for the endpoint (/stream shares it)",
+		strconv.Itoa(o.runpodLimitStatus), ints(&o.runpodLimitStatus, 1, 1_000_000))
+	t.add(groupRunpod, "runpod-limit-cancel", "N",
+		"Runpod's /cancel limit per 10 s for the endpoint",
+		strconv.Itoa(o.runpodLimitCancel), ints(&o.runpodLimitCancel, 1, 1_000_000))
+	t.add(groupRunpod, "runpod-budget-headroom", "FRACTION",
+		"share of each limit the pool budget grants (0.1..1; every worker of a pool must agree)",
+		strconv.FormatFloat(pool.HeadroomDefault, 'g', -1, 64), &floatValue{p: &o.runpodBudgetHeadroom, min: 0.1, max: 1})
+	t.add(groupRunpod, "runpod-budget-batch", "N",
+		"most tokens a worker takes from the pool budget per Redis round trip (1..100)",
+		strconv.Itoa(pool.BatchDefault), ints(&o.runpodBudgetBatch, 1, 100))
 
 	t.add(groupOps, "log-format", "FORMAT", "log format: text or json", "text",
 		&choiceValue{p: &o.logFormat, choices: []string{"text", "json"}})
@@ -416,6 +448,38 @@ func (o *options) workerConfig(rp workflow.Runpod, log hclog.Logger, hooks worke
 	return cfg
 }
 
+// Values of --runpod-budget.
+const (
+	budgetPool  = "pool"
+	budgetLocal = "local"
+)
+
+// rateLimits are the limits the options name: Runpod's published ones with
+// --runpod-limit-* for /run, /status (and /stream, which shares it) and
+// /cancel.
+func (o *options) rateLimits() map[string]activities.RateLimit {
+	l := maps.Clone(activities.DefaultRateLimits)
+	per := 10 * time.Second
+	l[activities.OpRun] = activities.RateLimit{Requests: o.runpodLimitRun, Per: per}
+	l[activities.OpStatus] = activities.RateLimit{Requests: o.runpodLimitStatus, Per: per}
+	l[activities.OpStream] = activities.RateLimit{Requests: o.runpodLimitStatus, Per: per}
+	l[activities.OpCancel] = activities.RateLimit{Requests: o.runpodLimitCancel, Per: per}
+	return l
+}
+
+// poolConfig maps the options onto pool.Config.
+func (o *options) poolConfig(store *streams.Store, endpointID, instanceID string, log hclog.Logger, m *metrics) pool.Config {
+	return pool.Config{
+		Store: store, EndpointID: endpointID, InstanceID: instanceID,
+		Limits: o.rateLimits(), Headroom: o.runpodBudgetHeadroom, Batch: o.runpodBudgetBatch,
+		BreakerFailures:      o.runpodBreakerFailures,
+		BreakerOpenTimeout:   o.runpodBreakerOpenTimeout,
+		ProbeHold:            o.runpodRequestTimeout,
+		OnBreakerStateChange: m.onBreakerStateChange,
+		Logger:               log.Named("pool"),
+	}
+}
+
 // activitiesConfig maps the options onto activities.Config. secrets (the
 // Redis passwords) are redacted, like the key, from all Runpod sends back.
 func (o *options) activitiesConfig(apiKey, endpointID, baseURL string, secrets []string, log hclog.Logger, m *metrics) activities.Config {
@@ -430,6 +494,7 @@ func (o *options) activitiesConfig(apiKey, endpointID, baseURL string, secrets [
 		BreakerOpenTimeout:   o.runpodBreakerOpenTimeout,
 		OnCall:               m.onCall,
 		OnBreakerStateChange: m.onBreakerStateChange,
+		Limiter:              activities.NewLocalLimiter(o.rateLimits()),
 		Logger:               log,
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/yourscope/runpod-orchestrator/activities"
 	"github.com/yourscope/runpod-orchestrator/internal/cmdutil"
 	"github.com/yourscope/runpod-orchestrator/internal/redisconn"
+	"github.com/yourscope/runpod-orchestrator/pool"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/worker"
 )
@@ -128,7 +129,25 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	rdb := conn.Client()
 	defer rdb.Close()
 
-	rp, err := activities.New(o.activitiesConfig(apiKey, endpointID, baseURL, conn.Secrets(), log, m))
+	store, err := streams.New(rdb, streams.Config{Namespace: o.namespace})
+	if err != nil {
+		return flagErrorFrom(fmt.Errorf("worker: Namespace: %w", err))
+	}
+	// The pool budget names the holder of a breaker probe: the worker's id,
+	// or one like it (each worker the supervisor starts picks its own).
+	holder := o.instanceID
+	if holder == "" {
+		holder = worker.Config{}.WithDefaults().InstanceID
+	}
+	acfg := o.activitiesConfig(apiKey, endpointID, baseURL, conn.Secrets(), log, m)
+	var budget *pool.Limiter
+	if o.runpodBudget == budgetPool {
+		if budget, err = pool.New(o.poolConfig(store, endpointID, holder, log, m)); err != nil {
+			return err
+		}
+		acfg.Limiter = budget
+	}
+	rp, err := activities.New(acfg)
 	if err != nil {
 		return flagErrorFrom(err)
 	}
@@ -150,10 +169,6 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if err != nil {
 		return flagErrorFrom(err)
 	}
-	store, err := streams.New(rdb, streams.Config{Namespace: o.namespace})
-	if err != nil {
-		return flagErrorFrom(fmt.Errorf("worker: Namespace: %w", err))
-	}
 	// Credentials and endpoint are checked before the worker takes a job
 	// (supervisor.run): a refused key or an unknown endpoint stops the
 	// process under its flag.
@@ -162,6 +177,9 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	m.observe(sup.stats, rp.BreakerState, store.QueueInfo, log)
 	m.observeFault(sup.faulted)
 	m.observePool(sup.webhookStats)
+	if budget != nil {
+		m.observeBudget(budget.Factor)
+	}
 
 	var g okrun.Group
 	g.Add(okrun.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))

@@ -42,6 +42,8 @@ const (
 	metricConsumersActive  = metricPrefix + "queue_consumers_active"
 	metricOrphanCancels    = metricPrefix + "orphan_cancels_total"
 	metricSubmitUncertain  = metricPrefix + "submit_uncertain_total"
+	metricCallsDeferred    = metricPrefix + "runpod_calls_deferred_total"
+	metricBudgetFactor     = metricPrefix + "runpod_budget_factor"
 )
 
 // metricNames lists every metric above, for the documentation test.
@@ -51,6 +53,7 @@ var metricNames = []string{
 	metricPendingScrapeErr, metricReclaims, metricLeaseLosses, metricPoison, metricWorkerFault,
 	metricGroupRecreated, metricInFlightByState, metricBacklog, metricOldestWaiting, metricDeadLetters,
 	metricConsumers, metricConsumersActive, metricOrphanCancels, metricSubmitUncertain,
+	metricCallsDeferred, metricBudgetFactor,
 }
 
 // consumerActiveWithin: a consumer that read or claimed this recently
@@ -94,6 +97,7 @@ type metrics struct {
 	uncertain      prometheus.Counter
 	groupRecreated prometheus.Counter
 	orphanCancels  *prometheus.CounterVec
+	deferred       *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -145,13 +149,20 @@ func newMetrics() *metrics {
 			Name: metricOrphanCancels,
 			Help: "Cancels of orphan Runpod jobs (created, not recorded on their job), by result: canceled, or failed (recorded and retried).",
 		}, []string{"result"}),
+		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricCallsDeferred,
+			Help: "Runpod calls rescheduled (not sent, not failed) because their operation's budget or the open circuit had nothing left, by operation.",
+		}, []string{"op"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.transitions, m.outcomes, m.calls, m.callDuration, m.breakerChanges,
-		m.reclaims, m.leaseLosses, m.poison, m.groupRecreated, m.orphanCancels, m.uncertain,
+		m.reclaims, m.leaseLosses, m.poison, m.groupRecreated, m.orphanCancels, m.uncertain, m.deferred,
 	)
+	for _, op := range []string{workflow.OpRun, workflow.OpStatus, workflow.OpCancel} {
+		m.deferred.WithLabelValues(op)
+	}
 	// Pre-create the series a dashboard expects, so they read 0, not absent.
 	for _, st := range []workflow.State{workflow.StateCompleted, workflow.StateFailed, workflow.StateTimedOut, workflow.StateCanceled} {
 		m.outcomes.WithLabelValues(string(st))
@@ -192,6 +203,7 @@ func (m *metrics) hooks() worker.Hooks {
 			}
 			m.orphanCancels.WithLabelValues(r).Inc()
 		},
+		OnDeferred: func(_, op string, _ time.Duration) { m.deferred.WithLabelValues(op).Inc() },
 	}
 }
 
@@ -343,4 +355,16 @@ func (m *metrics) observeFault(faulted func() bool) {
 		}
 		return 0
 	}))
+}
+
+// observeBudget registers the pool budget's factor per operation: 1 at
+// full budget, lower after Runpod answered 429 (recovering gradually).
+func (m *metrics) observeBudget(factor func(op string) float64) {
+	for _, op := range []string{workflow.OpRun, workflow.OpStatus, workflow.OpCancel} {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        metricBudgetFactor,
+			Help:        "Share of the pool's Runpod budget in use, as this worker last saw it: 1 full, lower after a 429.",
+			ConstLabels: prometheus.Labels{"op": op},
+		}, func() float64 { return factor(op) }))
+	}
 }

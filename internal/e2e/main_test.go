@@ -183,4 +183,5 @@ func runChildWorker() int {
 // Runpod's limits would make a thousand-job test last tens of seconds.
 type noLimit struct{}
 
-func (noLimit) Wait(ctx context.Context, _ string) error { return ctx.Err() }
+func (noLimit) Wait(ctx context.Context, _ string) error      { return ctx.Err() }
+func (noLimit) Reserve(context.Context, string) time.Duration { return 0 }
