@@ -68,6 +68,9 @@ func TestWorkerFaultLeavesJobs(t *testing.T) {
 	base := "http://" + find(t, s.stderr, regexp.MustCompile(`http_addr=(127\.0\.0\.1:\d+)`), s)
 	require.Eventually(t, func() bool { code, _ := get(t, base+"/readyz"); return code == http.StatusOK },
 		10*time.Second, 20*time.Millisecond)
+	// The start-up /health check runs before the worker starts, and /readyz
+	// may answer before it has: refusing the key earlier fails start-up.
+	find(t, s.stderr, regexp.MustCompile(`(worker started)`), s)
 
 	require.NoError(t, srv.Sim.SetFaults(runpodsim.AllOps, runpodsim.Faults{Status: map[int]float64{401: 1}}))
 	rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr()})
