@@ -408,9 +408,9 @@ func TestShutdownCancelsSlowCallsWithErrStopping(t *testing.T) {
 	b.waitRecord(t, "z1", 5*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
 	_, statuses, _ := b.rp.counts()
 	require.Zero(t, statuses)
-	start := time.Now()
+	// The /status blocks until its ctx ends: Run returning at all (stop
+	// fails after 15 s) proves the shutdown canceled the call.
 	r.stop(t)
-	require.Less(t, time.Since(start), 3*time.Second)
 	require.EqualValues(t, 1, r.w.Stats().HandedOff, "the job is handed off, not failed")
 	rec := b.get(t, "z1")
 	require.Equal(t, string(workflow.StateQueued), rec.State)

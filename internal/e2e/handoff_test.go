@@ -12,23 +12,24 @@ import (
 )
 
 // TestSIGTERMHandoff: a worker subprocess holding jobs gets SIGTERM; a peer
-// whose MinIdle and ClaimInterval are both 30s takes every job over in under
-// 2s. Only the handoff (entries marked long idle + the "handoff" message that
-// triggers the peer's claim pass) can explain a pickup that fast: without it
-// the peer would wait 30s for the leases to lapse, and this test would fail
-// on the bound. The pickup time is measured from the SIGTERM to the moment
-// every record names the new owner under a newer epoch.
+// whose MinIdle and ClaimInterval are both 10 minutes takes every job over
+// within the test's one-minute wait. Only the handoff (entries marked long
+// idle + the "handoff" message that triggers the peer's claim pass) can
+// explain that: without it the peer would wait 10 minutes for the leases to
+// lapse, on any machine. The pickup time is measured from the SIGTERM to the
+// moment every record names the new owner under a newer epoch, and logged.
 func TestSIGTERMHandoff(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, runpodsim.Config{})
 	const n = 20
 	ids := jobIDs("handoff", n)
 	for i, id := range ids {
-		// Jobs that run for a few seconds: held at POLL when SIGTERM comes.
-		e.submit(id, jobInput(id, map[string]any{"mock_delay": 3000 + 20*i}), 0)
+		// Jobs that run for longer than a loaded machine takes to start the
+		// peer and hand off: held at POLL when SIGTERM comes.
+		e.submit(id, jobInput(id, map[string]any{"mock_delay": 30000 + 20*i}), 0)
 	}
-	leaving := e.startChild(childOpts{ID: "leaving", MinIdle: 30 * time.Second, Heartbeat: time.Second,
-		Claim: 30 * time.Second, PollInitial: 100 * time.Millisecond, PollMax: 300 * time.Millisecond})
+	leaving := e.startChild(childOpts{ID: "leaving", MinIdle: 10 * time.Minute, Heartbeat: time.Second,
+		Claim: 10 * time.Minute, PollInitial: 100 * time.Millisecond, PollMax: 300 * time.Millisecond})
 	held := make(map[string]streams.Record, n)
 	eventually(t, 20*time.Second, func() (bool, string) {
 		for _, id := range ids {
@@ -42,14 +43,14 @@ func TestSIGTERMHandoff(t *testing.T) {
 	})
 
 	cfg := e.workerConfig("staying", e.runpod())
-	cfg.MinIdle, cfg.HeartbeatInterval, cfg.ClaimInterval = 30*time.Second, time.Second, 30*time.Second
+	cfg.MinIdle, cfg.HeartbeatInterval, cfg.ClaimInterval = 10*time.Minute, time.Second, 10*time.Minute
 	staying := e.startWorker(cfg)
 	// The peer's first claim pass (at its start) must have found nothing:
 	// the leases are fresh.
 	require.Zero(t, staying.w.Stats().InFlight)
 	// The handoff message is a hint: wait until both workers listen on the
 	// control channel, or a slow start could miss it and the peer would
-	// wait for its 30 s claim interval.
+	// wait for its 10-minute claim interval.
 	keys, err := streams.NewKeys(e.ns)
 	require.NoError(t, err)
 	eventually(t, 20*time.Second, func() (bool, string) {
@@ -63,7 +64,7 @@ func TestSIGTERMHandoff(t *testing.T) {
 	sigterm := time.Now()
 	leaving.signal(t, syscall.SIGTERM)
 	var pickup time.Duration
-	eventually(t, 20*time.Second, func() (bool, string) {
+	eventually(t, time.Minute, func() (bool, string) {
 		for _, id := range ids {
 			rec, err := e.record(id)
 			if err != nil {
@@ -79,15 +80,14 @@ func TestSIGTERMHandoff(t *testing.T) {
 		pickup = time.Since(sigterm)
 		return true, ""
 	})
-	t.Logf("handoff: %d jobs picked up %s after SIGTERM (MinIdle and ClaimInterval 30s)", n, pickup)
-	require.Less(t, pickup, 2*time.Second, "pickup after SIGTERM")
+	t.Logf("handoff: %d jobs picked up %s after SIGTERM (MinIdle and ClaimInterval 10m)", n, pickup)
 
 	st := leaving.wait(t, 15*time.Second)
 	require.True(t, st.Success(), "graceful exit: %v", st)
 	stats := leaving.stats(t)
 	require.Equal(t, uint64(n), stats.HandedOff, "leases handed off: %+v", stats)
 
-	recs := e.waitTerminal(ids, 30*time.Second)
+	recs := e.waitTerminal(ids, 2*time.Minute)
 	e.audit(ids)
 	for id, rec := range recs {
 		require.Equal(t, string(workflow.StateCompleted), rec.State, "job %s: %s", id, rec.Error)
