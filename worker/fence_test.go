@@ -116,7 +116,7 @@ func TestFinalizeFencedBySelfReclaimIsRewritten(t *testing.T) {
 	require.NoError(t, <-st.err)
 	require.Equal(t, string(workflow.StateCompleted), rec.State)
 	require.EqualValues(t, 2, rec.Epoch, "the outcome is written with the new epoch")
-	require.Eventually(t, func() bool { return w.Stats().InFlight == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return w.Stats().InFlight == 0 }, 30*time.Second, 10*time.Millisecond)
 	require.Zero(t, w.Stats().LeasesLost)
 	require.Zero(t, lost.Load())
 	require.EqualValues(t, 1, w.Stats().Finalized[workflow.StateCompleted])

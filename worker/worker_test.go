@@ -347,7 +347,7 @@ func TestFencedAfterRunCancelsOrphan(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the job was never submitted")
 	}
-	require.Eventually(t, func() bool { return r.w.Stats().OrphansCanceled == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return r.w.Stats().OrphansCanceled == 1 }, 30*time.Second, 10*time.Millisecond)
 	runs, _, cancels := b.rp.counts()
 	require.Equal(t, 1, runs)
 	require.Equal(t, 1, cancels)
@@ -364,18 +364,23 @@ func TestGracefulShutdownHandsOff(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	const n = 10
-	a := b.start(t, b.config("leaving"))
+	// Leases that cannot lapse (the peer's start pass would take lapsed
+	// ones) and jobs that outlast a slow start: only the handoff moves them.
+	leaving := b.config("leaving")
+	leaving.MinIdle = time.Minute
+	a := b.start(t, leaving)
 	for _, id := range jobIDs("h", n) {
-		b.submit(t, id, `{"mock_delay":1500,"mock_return":"done"}`, 0)
+		b.submit(t, id, `{"mock_delay":10000,"mock_return":"done"}`, 0)
 	}
 	// Wait until the leaving worker has every job on Runpod.
 	for _, id := range jobIDs("h", n) {
-		b.waitRecord(t, id, 5*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
+		b.waitRecord(t, id, 30*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
 	}
 	require.Equal(t, n, a.w.Stats().InFlight)
 
 	var reclaimedAt atomic.Int64
 	cfg := b.config("staying")
+	cfg.MinIdle = time.Minute
 	cfg.ClaimInterval = time.Hour // only the handoff can make it claim
 	cfg.Hooks.OnReclaim = func(int) { reclaimedAt.CompareAndSwap(0, time.Now().UnixNano()) }
 	peer := b.start(t, cfg)
@@ -386,11 +391,11 @@ func TestGracefulShutdownHandsOff(t *testing.T) {
 	stopped := time.Now()
 	a.stop(t)
 	require.EqualValues(t, n, a.w.Stats().HandedOff)
-	require.Eventually(t, func() bool { return peer.w.Stats().Reclaimed == n }, 2*time.Second, 10*time.Millisecond,
-		"peer reclaimed %d of %d within 2s", peer.w.Stats().Reclaimed, n)
+	require.Eventually(t, func() bool { return peer.w.Stats().Reclaimed == n }, 30*time.Second, 10*time.Millisecond,
+		"peer reclaimed %d of %d", peer.w.Stats().Reclaimed, n)
 	t.Logf("handoff picked up %s after stop began", time.Duration(reclaimedAt.Load()-stopped.UnixNano()))
 	for _, id := range jobIDs("h", n) {
-		rec := b.waitState(t, id, workflow.StateCompleted, 5*time.Second)
+		rec := b.waitState(t, id, workflow.StateCompleted, time.Minute)
 		require.Equal(t, "staying", rec.Owner)
 	}
 	runs, _, _ := b.rp.counts()
@@ -435,7 +440,7 @@ func TestLeaseLostDropsJob(t *testing.T) {
 		streams.AdmitOpts{Consumer: "thief", MaxDeliveries: 5, ResultTTL: time.Hour, Now: time.Now()})
 	require.NoError(t, err)
 	require.Equal(t, streams.Admitted, res[0].Status)
-	require.Eventually(t, func() bool { return lost.Load() == 1 && r.w.Stats().InFlight == 0 }, 3*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return lost.Load() == 1 && r.w.Stats().InFlight == 0 }, 30*time.Second, 10*time.Millisecond)
 	require.EqualValues(t, 1, r.w.Stats().LeasesLost)
 }
 
