@@ -146,6 +146,9 @@ func TestThreeWorkersOneHost(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, fallbacks, 2, "at most one worker has the default port")
 	for _, s := range all {
+		// Stopped before it created its consumer group (a slow start), Run
+		// rightly reports it never started: wait until it has.
+		find(t, s.stderr, regexp.MustCompile(`(worker started)`), s)
 		s.stop(t)
 	}
 }

@@ -103,7 +103,7 @@ func find(t *testing.T, w *syncbuf.Buffer, re *regexp.Regexp, s *started) string
 		}
 		m = re.FindStringSubmatch(w.String())
 		return m != nil
-	}, 10*time.Second, 10*time.Millisecond, "want %s in the output", re)
+	}, time.Minute, 10*time.Millisecond, "want %s in the output", re)
 	return m[1]
 }
 
