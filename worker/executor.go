@@ -83,6 +83,13 @@ func (w *Worker) settle(j *job, s snapshot, r stepResult) {
 	w.mu.Lock()
 	j.cancel = nil
 	if j.dropped {
+		// The job left us while this step ran. A Runpod id the step learned
+		// but could not record (a transient write failure) is known only
+		// here: it goes through the orphan path (dropLocked already queued
+		// the one the step started with).
+		if p := r.pending; p != nil && p.RunpodID != "" && (s.pending == nil || s.pending.RunpodID != p.RunpodID) {
+			w.queueOrphanLocked(p.RunpodID, p.JobID)
+		}
 		w.mu.Unlock()
 		return
 	}
@@ -167,6 +174,7 @@ func (w *Worker) dropLocked(j *job, lost bool) (hookLost bool) {
 		}
 	} else if j.pending != nil && j.pending.RunpodID != "" {
 		w.queueOrphanLocked(j.pending.RunpodID, j.wf.ID)
+		j.pending = nil
 	}
 	w.unscheduleLocked(j)
 	if cur := w.jobs[j.wf.ID]; cur == j {

@@ -164,3 +164,24 @@ func (w *Worker) retryOrphans(ctx context.Context) {
 		w.stats.orphansPending.Add(-1)
 	}
 }
+
+// settleOrphansAtStop runs once at shutdown, after every action ended: the
+// Runpod ids of pending checkpoints (a peer resumes those jobs from the
+// record, which does not name them) and the orphans still queued are
+// resolved now (record checked, then canceled) or recorded in Redis for
+// the peers' orphan loops.
+func (w *Worker) settleOrphansAtStop() {
+	w.mu.Lock()
+	queued := w.orphanQ
+	w.orphanQ = nil
+	for _, j := range w.jobs {
+		if j.pending != nil && j.pending.RunpodID != "" {
+			queued = append(queued, orphan{runpodID: j.pending.RunpodID, jobID: j.wf.ID})
+		}
+	}
+	w.mu.Unlock()
+	log := w.log.Named("orphans")
+	for _, o := range queued {
+		w.cancelOrphan(w.baseCtx, log.With("job_id", o.jobID), o.jobID, o.runpodID, ErrStopping)
+	}
+}

@@ -336,6 +336,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.mu.Unlock()
 
+	// Runpod ids only our memory knows (unrecorded ids of jobs being handed
+	// off, orphans queued since the orphan loop stopped) would be lost with
+	// us: each goes through the orphan path now.
+	w.settleOrphansAtStop()
+
 	// 5. What is still owned goes to the peers at once.
 	var errs []error
 	if unwritten > 0 {
