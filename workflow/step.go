@@ -158,6 +158,11 @@ const (
 	ReasonCanceled          = "canceled by request"
 	ReasonDeadline          = "job deadline exceeded"
 	ReasonDeadlineUnsent    = "job deadline exceeded before submission to runpod"
+	// A job found at SUBMITTING without a Runpod id (a takeover inside the
+	// /run window) may exist on Runpod under an id nobody learned: never
+	// claim it was not sent.
+	ReasonCanceledUncertain = "canceled; a /run may have been sent before the takeover (" + ReasonSubmitUncertain + ")"
+	ReasonDeadlineUncertain = "job deadline exceeded; a /run may have been sent before the takeover (" + ReasonSubmitUncertain + ")"
 	ReasonRunpodFailed      = "runpod job failed"
 	ReasonRunpodTimedOut    = "runpod job timed out"
 	ReasonRunpodCanceled    = "runpod job was canceled on runpod"
@@ -208,7 +213,8 @@ func BeginSubmit(j Job) Job {
 //  4. a cancel was requested → Cancel (reason CANCELED) when the job is on
 //     Runpod, else Finalize CANCELED without sending it (a job taken over at
 //     SUBMITTING may exist on Runpod under an unknown id: nothing can cancel
-//     it, so it ends CANCELED as well);
+//     it, so it ends CANCELED with ReasonCanceledUncertain, never "before
+//     submission"; likewise a deadline, ReasonDeadlineUncertain);
 //  5. a Runpod id is known → Poll at NextAt;
 //  6. SUBMIT (or no step yet) → Submit at NextAt;
 //  7. SUBMITTING without a Runpod id (a takeover: the previous /run's outcome
@@ -237,13 +243,13 @@ func Next(j Job, now time.Time, p Policy) Action {
 		if j.RunpodID != "" {
 			return Action{Kind: ActCancel, At: now, Reason: StateTimedOut}
 		}
-		return finalize(now, Outcome{State: StateTimedOut, Error: ReasonDeadlineUnsent})
+		return finalize(now, Outcome{State: StateTimedOut, Error: j.unsentReason(ReasonDeadlineUnsent, ReasonDeadlineUncertain)})
 	}
 	if j.CancelRequested {
 		if j.RunpodID != "" {
 			return Action{Kind: ActCancel, At: now, Reason: StateCanceled}
 		}
-		return finalize(now, Outcome{State: StateCanceled, Error: ReasonCanceledUnsent})
+		return finalize(now, Outcome{State: StateCanceled, Error: j.unsentReason(ReasonCanceledUnsent, ReasonCanceledUncertain)})
 	}
 	if j.RunpodID != "" {
 		return Action{Kind: ActPoll, At: j.due(now)}
@@ -262,6 +268,16 @@ func Next(j Job, now time.Time, p Policy) Action {
 		return Action{Kind: ActSubmit, At: j.due(now)}
 	}
 	return finalize(now, Outcome{State: StateFailed, Error: fmt.Sprintf("corrupt job record: unknown step %q", j.Step)})
+}
+
+// unsentReason is the reason for ending j, which has no Runpod id, without
+// sending it: unsent when no /run intent is recorded, uncertain when one is
+// (step SUBMITTING: a /run may have created a Runpod job).
+func (j Job) unsentReason(unsent, uncertain string) string {
+	if j.Step == StepSubmitting || j.Step == StepPoll {
+		return uncertain
+	}
+	return unsent
 }
 
 func finalize(now time.Time, o Outcome) Action {
