@@ -152,12 +152,12 @@ type Effect struct {
 
 // Reasons written as the error of non-COMPLETED outcomes decided here.
 const (
-	ReasonSubmitUncertain   = "submit outcome uncertain"
-	ReasonRunpodJobUnknown  = "runpod job unknown or expired"
-	ReasonCanceledUnsent    = "canceled before submission to runpod"
-	ReasonCanceled          = "canceled by request"
-	ReasonDeadline          = "job deadline exceeded"
-	ReasonDeadlineUnsent    = "job deadline exceeded before submission to runpod"
+	ReasonSubmitUncertain  = "submit outcome uncertain"
+	ReasonRunpodJobUnknown = "runpod job unknown or expired"
+	ReasonCanceledUnsent   = "canceled before submission to runpod"
+	ReasonCanceled         = "canceled by request"
+	ReasonDeadline         = "job deadline exceeded"
+	ReasonDeadlineUnsent   = "job deadline exceeded before submission to runpod"
 	// A job found at SUBMITTING without a Runpod id (a takeover inside the
 	// /run window) may exist on Runpod under an id nobody learned: never
 	// claim it was not sent.
