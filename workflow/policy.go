@@ -173,11 +173,13 @@ type Policy struct {
 	Retry RetryPolicy
 	// SubmitUncertain decides an uncertain /run. Defaults to resubmit.
 	SubmitUncertain SubmitUncertainPolicy
-	// MaxCancelAttempts bounds /cancel calls for one job (each followed by
-	// a /status read; a job still live is cancelled again); after that the
-	// job ends with the outcome that asked for the cancel (CANCELED or
-	// TIMED_OUT) and the reason noted, since a stuck /cancel must not keep a
-	// job alive forever. Defaults to 5.
+	// MaxCancelAttempts is how many /cancel calls for one job (each
+	// followed by a /status read; a job still live, or a failed read, is
+	// cancelled again) back off further; after that they repeat at the
+	// backoff's cap. The job is never finalized until Runpod confirms a
+	// terminal state: ending it on an unconfirmed cancel would leave its
+	// GPU job running, or lose the output of a job that had COMPLETED.
+	// Defaults to 5.
 	MaxCancelAttempts int
 	// Expect, when set, tells the poll scheduler how long the endpoint's
 	// jobs run (NextPoll). nil: no estimate.

@@ -318,8 +318,8 @@ func (j Job) deadlinePassed(now time.Time) bool {
 //     read (an ActPoll with the cancel's Reason): a terminal status is the
 //     outcome (CANCELLED → the cancel's reason; COMPLETED, FAILED or
 //     TIMED_OUT as Runpod finished it, with its output or error); a live
-//     one sends /cancel again after a backoff, up to MaxCancelAttempts,
-//     then ends with the cancel's outcome and the reason noted.
+//     one, or a failed read, sends /cancel again after a backoff, and the
+//     job is never finalized until Runpod confirms a terminal state.
 //
 // Once an outcome is decided Apply returns j unchanged.
 func Apply(j Job, a Action, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect) {
@@ -432,6 +432,18 @@ func applyPoll(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect)
 		return j.retry(r.Err, now, p, rnd), Effect{}
 	}
 	j.Retries = 0
+	if r.Job.Status == RunpodCancelled && (j.CancelRequested || j.deadlinePassed(now)) {
+		// Our own /cancel, sent before a takeover (or whose confirming read
+		// was lost): the outcome is the one that asked for it, TIMED_OUT
+		// unless the cancel flag is set.
+		reason := StateTimedOut
+		if j.CancelRequested {
+			reason = StateCanceled
+		}
+		o := j.stopOutcome(reason)
+		o.RunpodStatus = r.Job.Status
+		return j.decide(o), Effect{}
+	}
 	if r.Job.Status.Terminal() {
 		return j.decide(terminalOutcome(r.Job)), Effect{}
 	}
@@ -523,12 +535,12 @@ func applyConfirm(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effe
 		j, eff = j.observe(r.Job, now)
 		j.CancelErr = fmt.Sprintf(reasonCancelIgnored, j.RunpodStatus, j.CancelAttempts)
 	}
-	if j.CancelAttempts >= p.MaxCancelAttempts {
-		// A stuck /cancel must not keep the job alive forever.
-		want := j.stopOutcome(reason)
-		want.Error += j.CancelErr
-		return j.decide(want), Effect{}
-	}
-	j.NextAt = now.Add(RetryDelay(p.Retry, j.CancelAttempts-1, RetryAfterHint(r.Err), rnd))
+	// Not confirmed (the read failed, or Runpod still runs the job): never
+	// finalize on it, or a job could end CANCELED while its GPU job runs on
+	// or had COMPLETED with an output nobody reads. /cancel and /status are
+	// retried with backoff until Runpod reports a terminal state (its own
+	// execution timeout and TTL end every job); past MaxCancelAttempts at
+	// the backoff's cap.
+	j.NextAt = now.Add(RetryDelay(p.Retry, min(j.CancelAttempts, p.MaxCancelAttempts)-1, RetryAfterHint(r.Err), rnd))
 	return j, eff
 }
