@@ -60,9 +60,19 @@ func TestNext(t *testing.T) {
 		{"PollClampedToDeadline", func(j Job) Job { j.NextAt = later; j.Deadline = t0.Add(time.Second); return j }, onRunpod(), pol, Action{Kind: ActPoll, At: t0.Add(time.Second)}},
 		{"CancelBeforeRunpod", func(j Job) Job { j.CancelRequested = true; return j }, newJob(), pol,
 			Action{Kind: ActFinalize, At: t0, Outcome: Outcome{State: StateCanceled, Error: ReasonCanceledUnsent}}},
-		{"CancelTakeoverSubmitting", func(j Job) Job { j.Step = StepSubmitting; j.Attempts = 1; j.CancelRequested = true; return j }, newJob(), pol,
+		{"CancelTakeoverSubmitting", func(j Job) Job {
+			j.Step = StepSubmitting
+			j.Attempts, j.UncertainAttempt = 1, 1
+			j.CancelRequested = true
+			return j
+		}, newJob(), pol,
 			Action{Kind: ActFinalize, At: t0, Outcome: Outcome{State: StateCanceled, Error: ReasonCanceledUncertain}}},
-		{"DeadlineTakeoverSubmitting", func(j Job) Job { j.Step = StepSubmitting; j.Attempts = 1; j.Deadline = t0; return j }, newJob(), pol,
+		{"DeadlineTakeoverSubmitting", func(j Job) Job {
+			j.Step = StepSubmitting
+			j.Attempts, j.UncertainAttempt = 1, 1
+			j.Deadline = t0
+			return j
+		}, newJob(), pol,
 			Action{Kind: ActFinalize, At: t0, Outcome: Outcome{State: StateTimedOut, Error: ReasonDeadlineUncertain}}},
 		{"CancelOnRunpodIsPrompt", func(j Job) Job { j.CancelRequested = true; j.NextAt = later; return j }, onRunpod(), pol,
 			Action{Kind: ActCancel, At: t0, Reason: StateCanceled}},
