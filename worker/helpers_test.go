@@ -98,6 +98,23 @@ func (b *testBundle) run(t *testing.T, w *Worker) *running {
 	return r
 }
 
+// steal is a peer taking the job over: consumer "thief" claims the one
+// pending entry and admits it, as another worker's claim pass would. It
+// returns the admitted record; it reports errors (not t.Fatal) so hooks on
+// other goroutines can call it.
+func (b *testBundle) steal(ctx context.Context) (streams.Record, error) {
+	msgs, _, _, err := b.store.Claim(ctx, "thief", 0, 10, "0-0")
+	if err != nil || len(msgs) != 1 {
+		return streams.Record{}, fmt.Errorf("thief claim: %v, %d entries", err, len(msgs))
+	}
+	res, err := b.store.Admit(ctx, []streams.AdmitRequest{streams.NewAdmitRequest(msgs[0], 1<<20)},
+		streams.AdmitOpts{Consumer: "thief", MaxDeliveries: 5, ResultTTL: time.Hour, Now: time.Now()})
+	if err != nil || res[0].Status != streams.Admitted {
+		return streams.Record{}, fmt.Errorf("thief admit: %v %+v", err, res)
+	}
+	return res[0].Record, nil
+}
+
 func (b *testBundle) submit(t *testing.T, id, input string, timeout time.Duration) {
 	t.Helper()
 	res, err := b.store.Submit(context.Background(), streams.Submission{

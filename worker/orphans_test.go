@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/workflow"
@@ -50,15 +49,8 @@ func TestFailedOrphanCancelIsRetried(t *testing.T) {
 		if point != PointAfterRun {
 			return
 		}
-		msgs, _, _, err := b.store.Claim(ctx, "thief", 0, 10, "0-0")
-		if err != nil || len(msgs) != 1 {
-			t.Errorf("thief claim: %v, %d entries", err, len(msgs))
-			return
-		}
-		res, err := b.store.Admit(ctx, []streams.AdmitRequest{streams.NewAdmitRequest(msgs[0], 1<<20)},
-			streams.AdmitOpts{Consumer: "thief", ResultTTL: time.Hour, Now: time.Now()})
-		if err != nil || res[0].Status != streams.Admitted {
-			t.Errorf("thief admit: %v %+v", err, res)
+		if _, err := b.steal(ctx); err != nil {
+			t.Error(err)
 			return
 		}
 		stole <- struct{}{}
@@ -136,16 +128,8 @@ func TestUnrecordedIDDroppedWithLeaseIsCanceled(t *testing.T) {
 	b.submit(t, "u1", `{"mock_delay":60000}`, 0)
 	require.Eventually(t, func() bool { runs, _, _ := b.rp.counts(); return runs == 1 }, 10*time.Second, 10*time.Millisecond)
 	// Another worker takes the job over; the victim's heartbeat finds out.
-	var msgs []redis.XMessage
-	require.Eventually(t, func() bool {
-		var err error
-		msgs, _, _, err = b.store.Claim(ctx, "thief", 0, 10, "0-0")
-		return err == nil && len(msgs) == 1
-	}, 10*time.Second, 10*time.Millisecond)
-	res, err := b.store.Admit(ctx, []streams.AdmitRequest{streams.NewAdmitRequest(msgs[0], 1<<20)},
-		streams.AdmitOpts{Consumer: "thief", ResultTTL: time.Hour, Now: time.Now()})
+	_, err := b.steal(ctx)
 	require.NoError(t, err)
-	require.Equal(t, streams.Admitted, res[0].Status)
 	require.Eventually(t, func() bool { return b.rp.canceled("rp-1") }, 10*time.Second, 10*time.Millisecond,
 		"the unrecorded Runpod job must be canceled when its job is dropped")
 	require.EqualValues(t, 1, w.Stats().OrphansCanceled)
@@ -173,17 +157,9 @@ func TestRecordedIDLostByRedisThenDroppedIsCanceled(t *testing.T) {
 		10*time.Second, 10*time.Millisecond)
 	// The rollback: the record is as it was before the id was written.
 	require.NoError(t, b.rdb.HDel(ctx, key, "runpod_id", "runpod_status").Err())
-	require.NoError(t, b.rdb.HSet(ctx, key, "step", "SUBMITTING", "state", "SUBMITTING").Err())
-	var msgs []redis.XMessage
-	require.Eventually(t, func() bool {
-		var err error
-		msgs, _, _, err = b.store.Claim(ctx, "thief", 0, 10, "0-0")
-		return err == nil && len(msgs) == 1
-	}, 10*time.Second, 10*time.Millisecond)
-	res, err := b.store.Admit(ctx, []streams.AdmitRequest{streams.NewAdmitRequest(msgs[0], 1<<20)},
-		streams.AdmitOpts{Consumer: "thief", ResultTTL: time.Hour, Now: time.Now()})
+	require.NoError(t, b.rdb.HSet(ctx, key, "step", "SUBMITTING", "state", "SUBMITTED").Err())
+	_, err := b.steal(ctx)
 	require.NoError(t, err)
-	require.Equal(t, streams.Admitted, res[0].Status)
 	require.Eventually(t, func() bool { return b.rp.canceled("rp-1") }, 10*time.Second, 10*time.Millisecond,
 		"a Runpod id the record no longer names must be canceled when its job is dropped")
 }

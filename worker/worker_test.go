@@ -326,18 +326,12 @@ func TestFencedAfterRunCancelsOrphan(t *testing.T) {
 			return
 		}
 		// Another worker takes the job over while /run's answer is in hand.
-		msgs, _, _, err := b.store.Claim(ctx, "thief", 0, 10, "0-0")
-		if err != nil || len(msgs) != 1 {
-			t.Errorf("thief claim: %v, %d entries", err, len(msgs))
+		rec, err := b.steal(ctx)
+		if err != nil {
+			t.Error(err)
 			return
 		}
-		res, err := b.store.Admit(ctx, []streams.AdmitRequest{streams.NewAdmitRequest(msgs[0], 1<<20)},
-			streams.AdmitOpts{Consumer: "thief", MaxDeliveries: 5, ResultTTL: time.Hour, Now: time.Now()})
-		if err != nil || res[0].Status != streams.Admitted {
-			t.Errorf("thief admit: %v %+v", err, res)
-			return
-		}
-		stole <- res[0].Record.Epoch
+		stole <- rec.Epoch
 	}
 	r := b.start(t, cfg)
 	b.submit(t, "o1", `{"mock_delay":60000}`, 0)
@@ -433,13 +427,8 @@ func TestLeaseLostDropsJob(t *testing.T) {
 	b.submit(t, "l1", `{"mock_delay":10}`, 0)
 	b.waitRecord(t, "l1", 5*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
 	// Another worker takes the entry over; the next heartbeat notices.
-	msgs, _, _, err := b.store.Claim(ctx, "thief", 0, 10, "0-0")
+	_, err := b.steal(ctx)
 	require.NoError(t, err)
-	require.Len(t, msgs, 1)
-	res, err := b.store.Admit(ctx, []streams.AdmitRequest{streams.NewAdmitRequest(msgs[0], 1<<20)},
-		streams.AdmitOpts{Consumer: "thief", MaxDeliveries: 5, ResultTTL: time.Hour, Now: time.Now()})
-	require.NoError(t, err)
-	require.Equal(t, streams.Admitted, res[0].Status)
 	require.Eventually(t, func() bool { return lost.Load() == 1 && r.w.Stats().InFlight == 0 }, 30*time.Second, 10*time.Millisecond)
 	require.EqualValues(t, 1, r.w.Stats().LeasesLost)
 }
@@ -508,13 +497,8 @@ func TestHooksMayCallStats(t *testing.T) {
 
 	b.submit(t, "h1", `{"mock_delay":10}`, 0)
 	b.waitRecord(t, "h1", 5*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
-	msgs, _, _, err := b.store.Claim(ctx, "thief", 0, 10, "0-0")
+	_, err := b.steal(ctx)
 	require.NoError(t, err)
-	require.Len(t, msgs, 1)
-	res, err := b.store.Admit(ctx, []streams.AdmitRequest{streams.NewAdmitRequest(msgs[0], 1<<20)},
-		streams.AdmitOpts{Consumer: "thief", MaxDeliveries: 5, ResultTTL: time.Hour, Now: time.Now()})
-	require.NoError(t, err)
-	require.Equal(t, streams.Admitted, res[0].Status)
 	select {
 	case st := <-seen:
 		require.EqualValues(t, 1, st.LeasesLost)
