@@ -21,8 +21,8 @@ func TestLostReplyIsNotAnOrphan(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	sim := startSim(t)
-	proxy := startSwallowProxy(t, redistest.Addr())
-	rdbA := redis.NewClient(&redis.Options{Addr: proxy.addr()})
+	proxy := redistest.NewProxy(t, redistest.Addr())
+	rdbA := redis.NewClient(&redis.Options{Addr: proxy.Addr()})
 	t.Cleanup(func() { _ = rdbA.Close() })
 	stRaw, err := streams.New(rdbA, streams.Config{Namespace: b.ns})
 	require.NoError(t, err)
@@ -31,7 +31,7 @@ func TestLostReplyIsNotAnOrphan(t *testing.T) {
 
 	claimed := make(chan struct{})
 	bReady := make(chan *running, 1)
-	proxy.onSwallow = func() {
+	onSwallow := func() {
 		// The write is applied; before A hears anything, B takes over.
 		defer close(claimed)
 		rB := <-bReady
@@ -46,7 +46,7 @@ func TestLostReplyIsNotAnOrphan(t *testing.T) {
 	cfgA.Runpod = sim.rp
 	cfgA.StepHook = func(id, point string) {
 		if id == "lr" && point == PointAfterRun {
-			proxy.arm([]byte("\r\n" + streams.EventQueued + "\r\n"))
+			proxy.SwallowReplyAfter(onSwallow, "\r\n"+streams.EventQueued+"\r\n")
 		}
 	}
 	wA := newWorker(stA, cfgA.WithDefaults())

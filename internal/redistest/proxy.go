@@ -22,9 +22,10 @@ type Proxy struct {
 }
 
 type swallowRule struct {
-	match [][]byte
-	used  bool
-	done  chan struct{}
+	match  [][]byte
+	used   bool
+	done   chan struct{}
+	before func() // run after the command was applied, before the client hears anything
 }
 
 // NewProxy starts a proxy to target ("host:port") on a free loopback port;
@@ -50,7 +51,15 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 // read and dropped, and the client's connection is closed. The returned
 // channel is closed once that has happened.
 func (p *Proxy) SwallowReply(match ...string) <-chan struct{} {
-	r := &swallowRule{done: make(chan struct{})}
+	return p.SwallowReplyAfter(nil, match...)
+}
+
+// SwallowReplyAfter is SwallowReply with fn run once the command was applied
+// and before the client's connection is closed: the client hears nothing
+// until fn returns, so a test can act inside the lost-reply window (a peer
+// taking the job over). fn may be nil.
+func (p *Proxy) SwallowReplyAfter(fn func(), match ...string) <-chan struct{} {
+	r := &swallowRule{done: make(chan struct{}), before: fn}
 	for _, m := range match {
 		r.match = append(r.match, []byte(m))
 	}
@@ -147,6 +156,9 @@ func (p *Proxy) pipe(client, server net.Conn) {
 				select {
 				case r := <-armed:
 					// The command was applied; its reply is lost.
+					if r.before != nil {
+						r.before()
+					}
 					_ = client.Close()
 					_ = server.Close()
 					close(r.done)
