@@ -94,9 +94,14 @@ type Result struct {
 	Seconds  float64 `json:"seconds"`
 	JobsPerS float64 `json:"jobs_per_sec"`
 	// RedisCmdsPerJob counts every command the server executed (INFO
-	// commandstats, commands inside Lua included), submissions included.
+	// commandstats, commands inside Lua included) while the workers ran:
+	// the submissions too unless Prefill.
 	RedisCmdsPerJob  float64 `json:"redis_cmds_per_job"`
 	RedisCPUUsPerJob float64 `json:"redis_cpu_us_per_job"`
+	// With Prefill, what the submissions cost the server before the
+	// workers started; the happy path (submit to outcome) is the sum.
+	SubmitRedisCmdsPerJob  float64 `json:"submit_redis_cmds_per_job,omitempty"`
+	SubmitRedisCPUUsPerJob float64 `json:"submit_redis_cpu_us_per_job,omitempty"`
 	// RoundTripsPerJob counts what the bench's clients sent: one per
 	// command, one per pipeline.
 	RoundTripsPerJob float64 `json:"round_trips_per_job"`
@@ -114,6 +119,9 @@ type Result struct {
 	RunpodRuns            int64          `json:"runpod_runs,omitempty"`
 	// TopCommands are the five commands the server ran most, per job.
 	TopCommands map[string]float64 `json:"top_commands_per_job"`
+	// Commands is every command the server ran while the workers ran,
+	// per job (where the commands go).
+	Commands map[string]float64 `json:"commands_per_job,omitempty"`
 	// Keep-alive (Hold): Redis commands per second per 1,000 jobs in
 	// flight, and the server's CPU share, measured over HoldFor.
 	KeepAliveCmdsPerSecPer1000 float64 `json:"keepalive_cmds_per_sec_per_1000,omitempty"`
@@ -233,10 +241,20 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return nil
 	}
 
+	var submitCost serverStats
 	if o.Prefill {
+		before, err := readServerStats(ctx, admin)
+		if err != nil {
+			return Result{}, err
+		}
 		if err := submitAll(ctx); err != nil {
 			return Result{}, err
 		}
+		after, err := readServerStats(ctx, admin)
+		if err != nil {
+			return Result{}, err
+		}
+		submitCost = after.sub(before)
 	}
 
 	before, err := readServerStats(ctx, admin)
@@ -310,6 +328,11 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	res.RSSMiB = peakRSSMiB()
 	res.Outcomes = outcomes.counts()
 	res.TopCommands = top(d.calls, 5, n)
+	res.Commands = top(d.calls, len(d.calls), n)
+	if o.Prefill {
+		res.SubmitRedisCmdsPerJob = float64(submitCost.total()) / n
+		res.SubmitRedisCPUUsPerJob = submitCost.cpuSec * 1e6 / n
+	}
 	if s, ok := rp.(*standin); ok {
 		res.RunpodRuns = s.runs.Load()
 		ran, done := s.times()
