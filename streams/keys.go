@@ -93,3 +93,15 @@ func (k Keys) Budget(endpointID, op string) string {
 
 // Breaker is the pool-wide circuit breaker of one Runpod endpoint. // HASH
 func (k Keys) Breaker(endpointID string) string { return k.prefix() + "breaker:" + endpointID }
+
+// Admission is the pool-wide admission gate of one Runpod endpoint: the
+// room in Runpod's queue from the last /health reading and who reads next
+// (admission_take.lua). // HASH
+func (k Keys) Admission(endpointID string) string { return k.prefix() + "admission:" + endpointID }
+
+// AdmissionUnsent holds, per worker instance of the pool, how many of its
+// jobs are admitted but not yet on Runpod ("<count> <unix ms>"), which a
+// /health reading cannot see. // HASH
+func (k Keys) AdmissionUnsent(endpointID string) string {
+	return k.prefix() + "admission:" + endpointID + ":unsent"
+}

@@ -32,12 +32,13 @@ var (
 	scriptPrune      = mustScript("prune_consumers.lua")
 	scriptBudgetTake = mustScript("budget_take.lua")
 	scriptBudgetRep  = mustScript("budget_report.lua")
+	scriptAdmission  = mustScript("admission_take.lua")
 )
 
 // allScripts lists every script, for LoadScripts.
 var allScripts = []*redis.Script{
 	scriptSubmit, scriptAdmit, scriptCheckpoint, scriptFinalize,
-	scriptHeartbeat, scriptHandoff, scriptCancel, scriptRetry, scriptPurge, scriptReveal, scriptPrune, scriptBudgetTake, scriptBudgetRep,
+	scriptHeartbeat, scriptHandoff, scriptCancel, scriptRetry, scriptPurge, scriptReveal, scriptPrune, scriptBudgetTake, scriptBudgetRep, scriptAdmission,
 }
 
 // mustScript builds a script from the prelude and lua/<name>. The files are

@@ -3,24 +3,39 @@ package worker
 import (
 	"context"
 	"errors"
-	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/yourscope/runpod-orchestrator/streams"
 )
 
-// Admission by Runpod's queue depth: the fetcher reads new submissions only
-// while Runpod's own queue has room, so the backlog waits in the
-// submissions stream (state SUBMITTED, no owner, no poll, cancellable
-// without a Runpod call) instead of in Runpod's queue. Room is read from
-// /health every Interval: Depth + idle GPU workers − jobs IN_QUEUE, divided
-// by Share. Per-worker approximation: each worker reads /health itself and
-// takes its share of the room minus its own jobs not yet on Runpod, so
-// with Share set to the number of workers the pool stays within Depth.
-// Slack: /runs in flight while /health is read (sent, not yet counted by
-// Runpod), jobs reclaimed from crashed workers (not gated), and the share's
-// rounding.
+// Admission by Runpod's queue depth, pool-wide: the fetcher reads new
+// submissions only while Runpod's own queue has room, so the backlog waits
+// in the submissions stream (state SUBMITTED, no owner, no poll, cancellable
+// without a Runpod call) instead of in Runpod's queue. The room is one for
+// the whole pool, held in Redis (streams' admission_take.lua): every
+// Interval one worker of the pool is elected to read /health, and the room
+// it computes, Depth + idle GPU workers − jobs IN_QUEUE − jobs the pool
+// admitted but has not sent yet (each worker reports its own), is shared by
+// every worker's grants until the next reading. So N workers keep Runpod's
+// queue at Depth, not N × Depth, and the pool reads /health once per
+// Interval, not once per worker. Slack: grants taken but not yet admitted
+// when the next reading is made, and jobs reclaimed from crashed workers
+// (not gated).
 
-// AdmissionIntervalDefault is how often a worker reads /health for admission.
-const AdmissionIntervalDefault = time.Second
+// Defaults of Admission.
+const (
+	// AdmissionIntervalDefault is how often the pool reads /health.
+	AdmissionIntervalDefault = time.Second
+	// AdmissionEndpointDefault names the gate when Admission.Endpoint is
+	// empty.
+	AdmissionEndpointDefault = "default"
+	// admissionHealthSlack is added to Interval to bound one /health read.
+	admissionHealthSlack = 5 * time.Second
+	// admissionStaleMin is the least age after which a worker's unsent
+	// report stops counting (a worker that stopped).
+	admissionStaleMin = 30 * time.Second
+)
 
 // EndpointLoad is the part of Runpod's /health that admission needs.
 type EndpointLoad struct {
@@ -29,20 +44,22 @@ type EndpointLoad struct {
 }
 
 // Admission configures admission by Runpod's queue depth. The zero value
-// is off.
+// is off. Every worker of the pool must use the same Depth, Interval and
+// Endpoint.
 type Admission struct {
 	// Depth is how many jobs Runpod may hold in its queue beyond its idle
-	// GPU workers. 0: admission off (the fetcher reads whatever capacity
-	// allows).
+	// GPU workers, for the whole pool. 0: admission off (the fetcher reads
+	// whatever capacity allows).
 	Depth int
 	// Health reads the endpoint's load (cmd/worker passes
 	// activities.Client.Health). Required with Depth.
 	Health func(ctx context.Context) (EndpointLoad, error)
-	// Interval is how often /health is read. Defaults to 1s.
+	// Interval is how often the pool reads /health (one worker per
+	// Interval). Defaults to 1s.
 	Interval time.Duration
-	// Share divides the room among the pool's workers: set it to their
-	// number. Defaults to 1.
-	Share int
+	// Endpoint names the pool's gate in Redis: the Runpod endpoint id
+	// (cmd/worker passes it). Defaults to "default".
+	Endpoint string
 }
 
 func (a Admission) withDefaults() Admission {
@@ -50,8 +67,8 @@ func (a Admission) withDefaults() Admission {
 		if a.Interval == 0 {
 			a.Interval = AdmissionIntervalDefault
 		}
-		if a.Share == 0 {
-			a.Share = 1
+		if a.Endpoint == "" {
+			a.Endpoint = AdmissionEndpointDefault
 		}
 	}
 	return a
@@ -65,19 +82,21 @@ func (a Admission) validate() error {
 		return nil
 	case a.Health == nil:
 		return errors.New("worker: Admission.Health: required with Admission.Depth")
-	case a.Interval <= 0:
-		return errors.New("worker: Admission.Interval: must be positive")
-	case a.Share < 1:
-		return errors.New("worker: Admission.Share: must be at least 1")
+	case a.Interval < time.Millisecond:
+		return errors.New("worker: Admission.Interval: must be at least 1ms")
 	}
 	return nil
 }
 
-// admissionGate holds the latest reading's room.
-type admissionGate struct {
-	mu     sync.Mutex
-	readAt time.Time
-	room   int
+func (a Admission) params() streams.AdmissionParams {
+	return streams.AdmissionParams{EndpointID: a.Endpoint, Depth: a.Depth, Interval: a.Interval,
+		ReadHold: a.Interval + admissionHealthSlack, Stale: max(admissionStaleMin, 10*a.Interval)}
+}
+
+// admissionState is what the worker last learned from the pool's gate.
+type admissionState struct {
+	room  atomic.Int64  // room left in Runpod's queue, as of the last grant
+	waits atomic.Uint64 // fetches that found no room
 }
 
 // unsent counts owned jobs not yet on Runpod (no Runpod id).
@@ -95,40 +114,22 @@ func (w *Worker) unsent() int {
 
 // admissionGrant returns how many of n reserved slots may be filled with
 // new submissions now; it returns the others to the capacity. With no room
-// it waits (up to the next reading, or ctx) and returns 0.
+// it waits (until the gate says to ask again, at most Interval, or ctx)
+// and returns 0.
 func (w *Worker) admissionGrant(ctx context.Context, n int) int {
 	a := w.cfg.Admission
 	if a.Depth == 0 || n == 0 {
 		return n
 	}
-	g := &w.admission
-	g.mu.Lock()
-	now := w.now()
-	next := g.readAt.Add(a.Interval)
-	if !now.Before(next) {
-		hctx, cancel := context.WithTimeout(ctx, a.Interval+5*time.Second)
-		load, err := a.Health(hctx)
-		cancel()
-		g.readAt, next = now, now.Add(a.Interval)
-		if err != nil {
-			g.room = 0
-			w.log.Debug("admission: cannot read /health; admitting nothing until the next reading", "error", err)
-		} else {
-			// Jobs this worker admitted that are not on Runpod yet are not
-			// in the reading: count them against the room.
-			g.room = max(0, (a.Depth+load.IdleWorkers-load.InQueue)/a.Share-w.unsent())
-		}
-	}
-	k := min(n, g.room)
-	g.room -= k
-	g.mu.Unlock()
+	k, wait := w.admissionTake(ctx, n)
 	if k < n {
 		w.mu.Lock()
 		w.reserved -= n - k
 		w.mu.Unlock()
 	}
 	if k == 0 {
-		t := time.NewTimer(max(time.Until(next), time.Millisecond))
+		w.admission.waits.Add(1)
+		t := time.NewTimer(min(max(wait, time.Millisecond), a.Interval))
 		defer t.Stop()
 		select {
 		case <-ctx.Done():
@@ -136,4 +137,39 @@ func (w *Worker) admissionGrant(ctx context.Context, n int) int {
 		}
 	}
 	return k
+}
+
+// admissionTake asks the pool's gate for up to n slots, reading /health
+// first when the gate elects this worker. It returns the slots granted, and
+// with none how long to wait before asking again.
+func (w *Worker) admissionTake(ctx context.Context, n int) (int, time.Duration) {
+	a := w.cfg.Admission
+	p := a.params()
+	var reading *streams.AdmissionReading
+	for range 2 {
+		now := w.now()
+		tctx, cancel := w.persistCtx(ctx)
+		g, err := w.store.AdmissionTake(tctx, p, w.cfg.InstanceID, w.unsent(), n, reading, now)
+		cancel()
+		if err != nil {
+			w.log.Debug("admission: cannot ask the pool's gate; admitting nothing for now", "error", err)
+			return 0, a.Interval
+		}
+		if g.Read && reading == nil {
+			hctx, cancel := context.WithTimeout(ctx, p.ReadHold)
+			load, err := a.Health(hctx)
+			cancel()
+			if err != nil {
+				w.log.Debug("admission: cannot read /health; admitting nothing until the next reading", "error", err)
+			}
+			reading = &streams.AdmissionReading{InQueue: load.InQueue, IdleWorkers: load.IdleWorkers, Failed: err != nil}
+			continue
+		}
+		w.admission.room.Store(int64(g.Room))
+		if g.Granted > 0 {
+			return g.Granted, 0
+		}
+		return 0, g.RetryAt.Sub(now)
+	}
+	return 0, a.Interval
 }

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -50,4 +51,56 @@ func TestAdmissionConfigValidate(t *testing.T) {
 	require.ErrorContains(t, c.WithDefaults().Validate(), "Admission.Health")
 	c.Admission.Depth = -1
 	require.ErrorContains(t, c.WithDefaults().Validate(), "Admission.Depth")
+}
+
+// TestAdmissionDepthIsPoolWide: four workers, depth 4, 2 GPU workers and
+// jobs that run for minutes, so whatever Runpod gets stays there. Once the
+// pool has settled (nothing new reached Runpod for several readings),
+// Runpod holds the 2 running jobs plus at most the depth queued, whatever
+// the number of workers; the rest of the backlog waits in our stream with
+// state SUBMITTED. Per-worker admission admitted the depth once per worker
+// (16 queued: 4x).
+func TestAdmissionDepthIsPoolWide(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const gpus, depth, workers, n = 2, 4, 4, 60
+	srv, rp := simRunpod(t, runpodsim.Config{GPUWorkers: gpus, DisableRateLimits: true})
+	health := func(ctx context.Context) (EndpointLoad, error) {
+		h, err := rp.(*activities.Client).Health(ctx)
+		return EndpointLoad{InQueue: int(h.Jobs.InQueue), IdleWorkers: int(h.Workers.Idle)}, err
+	}
+	ids := jobIDs("admpool", n)
+	for _, id := range ids {
+		b.submit(t, id, `{"mock_delay":600000}`, 0)
+	}
+	for i := range workers {
+		cfg := b.config(fmt.Sprintf("admpool-%d", i))
+		cfg.Runpod = rp
+		cfg.Admission = Admission{Depth: depth, Interval: 50 * time.Millisecond, Health: health}
+		b.start(t, cfg)
+	}
+	// Settled: the number of Runpod jobs unchanged over 20 readings.
+	last, same := int64(-1), 0
+	require.Eventually(t, func() bool {
+		c := srv.Sim.Stats().JobsCreated
+		if c == last && c > 0 {
+			same++
+		} else {
+			last, same = c, 0
+		}
+		return same >= 20
+	}, 2*time.Minute, 50*time.Millisecond)
+	st := srv.Sim.Stats()
+	t.Logf("%d workers, depth %d, %d GPU workers: %d jobs reached Runpod (%d queued, %d running)",
+		workers, depth, gpus, st.JobsCreated, st.Queued, st.Running)
+	require.Equal(t, gpus, st.Running)
+	require.LessOrEqual(t, st.Queued, depth, "Runpod's queue holds the pool's depth, not the depth per worker")
+	require.GreaterOrEqual(t, st.Queued, depth-1, "the depth is used")
+	held := 0
+	for _, id := range ids {
+		if r := b.get(t, id); r.State == string(workflow.StateSubmitted) && r.RunpodID == "" {
+			held++
+		}
+	}
+	require.Equal(t, n-int(st.JobsCreated), held, "the backlog waits in our stream as SUBMITTED")
 }

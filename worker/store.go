@@ -32,6 +32,8 @@ type store interface {
 	Orphans(ctx context.Context, max int) (map[string]string, error)
 	CheckDurability(ctx context.Context) error
 	RevealRunpodJob(ctx context.Context, r streams.Reveal, now time.Time) (streams.RevealResult, error)
+	AdmissionTake(ctx context.Context, p streams.AdmissionParams, caller string, unsent, want int,
+		reading *streams.AdmissionReading, now time.Time) (streams.AdmissionGrant, error)
 }
 
 var _ store = (*streams.Store)(nil)

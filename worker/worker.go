@@ -79,6 +79,12 @@ type Stats struct {
 	// budget (or the open circuit) had nothing left, by operation ("run",
 	// "status", "cancel"). Not failures: nothing was sent.
 	Deferred map[string]uint64
+	// AdmissionRoom is the room left in Runpod's queue for the whole pool
+	// as of this worker's last admission grant (Config.Admission).
+	AdmissionRoom int64
+	// AdmissionWaits counts fetches that found no room in Runpod's queue
+	// and left the backlog in the stream.
+	AdmissionWaits uint64
 }
 
 var terminalStates = [statesFinalizedCount]workflow.State{
@@ -103,8 +109,9 @@ type Worker struct {
 	est    *execEstimate // the endpoint's recent execution times, for the poll scheduler
 	// whStats counts webhook deliveries (webhook.go).
 	whStats webhookCounters
-	// admission is the queue-depth gate of the fetcher (admission.go).
-	admission admissionGate
+	// admission is what the fetcher last learned from the pool's
+	// queue-depth gate (admission.go).
+	admission admissionState
 	log       hclog.Logger
 	stats     counters
 
@@ -218,6 +225,8 @@ func (w *Worker) Stats() Stats {
 		SubmitUncertain:      w.stats.submitUncertain.Load(),
 		Finalized:            make(map[workflow.State]uint64, statesFinalizedCount),
 		GroupsRecreated:      w.stats.groupsRecreated.Load(),
+		AdmissionRoom:        w.admission.room.Load(),
+		AdmissionWaits:       w.admission.waits.Load(),
 	}
 	for i, st := range terminalStates {
 		s.Finalized[st] = w.stats.finalized[i].Load()

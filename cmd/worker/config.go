@@ -146,6 +146,7 @@ func defaultOptions() *options {
 		devRedisAddr:             devRedisAddrDefault,
 		devRunpodAddr:            devRunpodAddrDefault,
 		devGPUWorkers:            devGPUWorkersDefault,
+		poolOptions:              poolOptions{admissionInterval: worker.AdmissionIntervalDefault},
 	}
 }
 

@@ -163,6 +163,7 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	newWorker := func() (*worker.Worker, error) {
 		cfg := o.workerConfig(rp, log, m.hooks())
 		o.poolWorkerConfig(&cfg, hookURL)
+		cfg.Admission.Endpoint = endpointID // one gate per endpoint for the pool
 		return worker.New(rdb, cfg)
 	}
 	w, err := newWorker()
@@ -177,6 +178,7 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	m.observe(sup.stats, rp.BreakerState, store.QueueInfo, log)
 	m.observeFault(sup.faulted)
 	m.observePool(sup.webhookStats)
+	m.observeAdmission(sup.stats)
 	if budget != nil {
 		m.observeBudget(budget.Factor)
 	}

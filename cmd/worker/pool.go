@@ -12,14 +12,17 @@ import (
 	okrun "github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/yourscope/runpod-orchestrator/activities"
 	"github.com/yourscope/runpod-orchestrator/worker"
+	"github.com/yourscope/runpod-orchestrator/workflow"
 )
 
 // Settings for running the pool at scale: webhook completion. Kept apart
 // from config.go so they read as one feature.
 
 const (
-	groupPool = "webhooks"
+	groupPool      = "webhooks"
+	groupAdmission = "admission by Runpod's queue depth"
 	// webhookPath is the handler's path when --webhook-url is derived from
 	// --webhook-listen.
 	webhookPath = "/runpod/webhook"
@@ -27,14 +30,18 @@ const (
 	// listener, when the configuration is validated before listening.
 	webhookPlaceholderURL = "http://webhook.invalid" + webhookPath
 
-	metricWebhooks = metricPrefix + "webhooks_total"
+	metricWebhooks       = metricPrefix + "webhooks_total"
+	metricAdmissionRoom  = metricPrefix + "admission_room"
+	metricAdmissionWaits = metricPrefix + "admission_waits_total"
 )
 
 func init() {
-	metricNames = append(metricNames, metricWebhooks)
+	metricNames = append(metricNames, metricWebhooks, metricAdmissionRoom, metricAdmissionWaits)
 	fieldFlags["worker: Webhook.URL"] = "webhook-url"
 	fieldFlags["worker: Webhook.Key"] = "webhook-key"
 	fieldFlags["worker: Webhook.PollInterval"] = "webhook-poll-interval"
+	fieldFlags["worker: Admission.Depth"] = "admission-depth"
+	fieldFlags["worker: Admission.Interval"] = "admission-interval"
 }
 
 // poolOptions are the options of this file (embedded in options).
@@ -43,6 +50,8 @@ type poolOptions struct {
 	webhookURL          string
 	webhookKey          string
 	webhookPollInterval time.Duration
+	admissionDepth      int
+	admissionInterval   time.Duration
 }
 
 func (o *options) addPoolFlags(t *flagTable) {
@@ -59,10 +68,19 @@ func (o *options) addPoolFlags(t *flagTable) {
 		"with webhooks on, the slow fallback /status poll interval (at most --poll-horizon)",
 		worker.WebhookPollIntervalDefault.String(),
 		&durationValue{p: &o.webhookPollInterval, min: 100 * time.Millisecond, max: time.Hour})
+	t.add(groupAdmission, "admission-depth", "N",
+		"keep at most N jobs in Runpod's queue beyond its idle GPU workers, for the whole pool; the rest waits in the stream (0 = off)",
+		"0", &intValue{p: &o.admissionDepth, min: 0, max: 1_000_000})
+	t.add(groupAdmission, "admission-interval", "DURATION",
+		"how often the pool reads Runpod's /health for admission (one worker per interval)",
+		worker.AdmissionIntervalDefault.String(), &durationValue{p: &o.admissionInterval, min: 10 * time.Millisecond, max: time.Minute})
 }
 
 // checkPool applies the rules between this file's flags.
 func (o *options) checkPool(sources map[string]string) error {
+	if o.admissionDepth == 0 && sources["admission-interval"] == sourceFlag {
+		return &flagError{Flag: "admission-interval", Msg: "only applies with --admission-depth"}
+	}
 	if o.webhookListen == "" {
 		for _, name := range []string{"webhook-url", "webhook-key", "webhook-poll-interval"} {
 			if sources[name] == sourceFlag {
@@ -80,6 +98,10 @@ func (o *options) checkPool(sources map[string]string) error {
 // poolWorkerConfig sets this file's fields of cfg. webhookURL is the
 // resolved URL ("" before the listener exists: a placeholder is validated).
 func (o *options) poolWorkerConfig(cfg *worker.Config, webhookURL string) {
+	if o.admissionDepth > 0 {
+		cfg.Admission = worker.Admission{Depth: o.admissionDepth, Interval: o.admissionInterval,
+			Health: admissionHealth(cfg.Runpod)}
+	}
 	if o.webhookListen == "" {
 		return
 	}
@@ -156,6 +178,30 @@ func (m *metrics) observePool(webhooks func() worker.WebhookStats) {
 		[]string{"result"}, nil)})
 }
 
+// observeAdmission registers the admission gauges (--admission-depth).
+func (m *metrics) observeAdmission(stats func() worker.Stats) {
+	m.reg.MustRegister(&admissionCollector{stats: stats,
+		room: prometheus.NewDesc(metricAdmissionRoom,
+			"Room left in Runpod's queue for the whole pool, as of this worker's last admission grant (--admission-depth).",
+			nil, nil),
+		waits: prometheus.NewDesc(metricAdmissionWaits,
+			"Fetches by this worker that found no room in Runpod's queue and left the backlog in the stream.",
+			nil, nil)})
+}
+
+type admissionCollector struct {
+	stats       func() worker.Stats
+	room, waits *prometheus.Desc
+}
+
+func (c *admissionCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.room; ch <- c.waits }
+
+func (c *admissionCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.room, prometheus.GaugeValue, float64(s.AdmissionRoom))
+	ch <- prometheus.MustNewConstMetric(c.waits, prometheus.CounterValue, float64(s.AdmissionWaits))
+}
+
 type webhookCollector struct {
 	stats func() worker.WebhookStats
 	desc  *prometheus.Desc
@@ -170,5 +216,24 @@ func (c *webhookCollector) Collect(ch chan<- prometheus.Metric) {
 		"refused": s.Refused, "error": s.Errors,
 	} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), result)
+	}
+}
+
+// healther is the part of activities.Client admission reads.
+type healther interface {
+	Health(ctx context.Context) (activities.Health, error)
+}
+
+// admissionHealth reads the endpoint's load through rp's /health (with
+// the pool budget, /health is budgeted and guarded by the pool's breaker
+// like every other call).
+func admissionHealth(rp workflow.Runpod) func(context.Context) (worker.EndpointLoad, error) {
+	return func(ctx context.Context) (worker.EndpointLoad, error) {
+		h, ok := rp.(healther)
+		if !ok {
+			return worker.EndpointLoad{}, errors.New("admission: the Runpod client cannot read /health")
+		}
+		r, err := h.Health(ctx)
+		return worker.EndpointLoad{InQueue: int(r.Jobs.InQueue), IdleWorkers: int(r.Workers.Idle)}, err
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/yourscope/runpod-orchestrator/client"
+	"github.com/yourscope/runpod-orchestrator/worker"
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
 
@@ -59,6 +60,7 @@ func TestBadWebhookConfiguration(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
+		{"admission interval without depth", append([]string{"--admission-interval", "2s"}, ok...), nil, "--admission-interval: only applies with --admission-depth"},
 		{"url without listener", append([]string{"--webhook-url", "https://h/hook"}, ok...), nil, "--webhook-url: only applies with --webhook-listen"},
 		{"listener without key", append([]string{"--webhook-listen", "127.0.0.1:0"}, ok...), nil, "--webhook-key: required with --webhook-listen"},
 		{"short key (library rule)", append([]string{"--webhook-listen", "127.0.0.1:0"}, ok...), map[string]string{"RUNPOD_WEBHOOK_KEY": "short"}, "--webhook-key: must be at least 16 bytes"},
@@ -79,4 +81,23 @@ func TestBadWebhookConfiguration(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAdmissionFlags: --admission-depth sets one pool-wide gate named by
+// the endpoint, reading /health through the Runpod client.
+func TestAdmissionFlags(t *testing.T) {
+	t.Parallel()
+	o := defaultOptions()
+	table := newFlagTable(o)
+	sources, err := table.parse([]string{"--admission-depth", "25", "--admission-interval", "500ms"}, func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	o.apiKey, o.endpointID = secretKey, "ep1"
+	require.NoError(t, o.check(sources))
+	cfg := o.workerConfig(placeholderRunpod{}, nil, worker.Hooks{})
+	require.Equal(t, 25, cfg.Admission.Depth)
+	require.Equal(t, 500*time.Millisecond, cfg.Admission.Interval)
+	require.NotNil(t, cfg.Admission.Health)
+	_, err = cfg.Admission.Health(context.Background())
+	require.ErrorContains(t, err, "cannot read /health", "a Runpod without /health admits nothing")
+	require.Zero(t, defaultOptions().workerConfig(placeholderRunpod{}, nil, worker.Hooks{}).Admission.Depth, "off by default")
 }

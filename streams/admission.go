@@ -1,0 +1,105 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// The pool-wide admission gate (admission_take.lua): one room in Runpod's
+// queue per endpoint, read from /health by one worker of the pool per
+// interval and shared by all of them.
+
+// AdmissionParams are the settings every worker of the pool shares for one
+// endpoint's gate.
+type AdmissionParams struct {
+	EndpointID string
+	// Depth is how many jobs Runpod may hold in its queue beyond its idle
+	// GPU workers (at least 1).
+	Depth int
+	// Interval is how long one /health reading is good for.
+	Interval time.Duration
+	// ReadHold is how long the elected reader has to bring its reading
+	// before another caller is elected.
+	ReadHold time.Duration
+	// Stale is the age after which a worker's unsent report no longer counts.
+	Stale time.Duration
+}
+
+// Validate reports a parameter out of range.
+func (p AdmissionParams) Validate() error {
+	switch {
+	case p.EndpointID == "":
+		return errors.New("streams: admission: endpoint must be set")
+	case p.Depth < 1:
+		return errors.New("streams: admission: depth must be at least 1")
+	case p.Interval < time.Millisecond || p.ReadHold < time.Millisecond || p.Stale < time.Millisecond:
+		return errors.New("streams: admission: interval, read hold and stale must be at least 1ms")
+	}
+	return nil
+}
+
+// AdmissionReading is one /health reading, or a failed one.
+type AdmissionReading struct {
+	InQueue     int
+	IdleWorkers int
+	// Failed: /health could not be read; nothing is admitted until the
+	// next reading.
+	Failed bool
+}
+
+// AdmissionGrant is the answer of AdmissionTake.
+type AdmissionGrant struct {
+	// Granted is how many new submissions the caller may read now.
+	Granted int
+	// Read: the reading is stale and the caller was elected to read
+	// /health; it must call again with the reading.
+	Read bool
+	// RetryAt is when to ask again when nothing was granted (and Read is
+	// false): the next reading, or soon after another caller's.
+	RetryAt time.Time
+	// Room is what is left in Runpod's queue until the next reading.
+	Room int
+}
+
+// AdmissionTake asks the gate of p for up to want slots for caller, which
+// has unsent jobs admitted and not yet on Runpod. reading, when not nil, is
+// the caller's /health reading (after a Read answer).
+func (s *Store) AdmissionTake(ctx context.Context, p AdmissionParams, caller string, unsent, want int,
+	reading *AdmissionReading, now time.Time) (AdmissionGrant, error) {
+	if err := p.Validate(); err != nil {
+		return AdmissionGrant{}, err
+	}
+	inQueue, idle := "", "0"
+	if reading != nil {
+		if reading.Failed {
+			inQueue = "-1"
+		} else {
+			inQueue, idle = strconv.Itoa(max(0, reading.InQueue)), strconv.Itoa(max(0, reading.IdleWorkers))
+		}
+	}
+	v, err := s.runScript(ctx, "admission take", scriptAdmission,
+		[]string{s.keys.Admission(p.EndpointID), s.keys.AdmissionUnsent(p.EndpointID)},
+		now.UnixMilli(), p.Interval.Milliseconds(), caller, max(0, unsent), max(0, want), p.Depth,
+		inQueue, idle, p.Stale.Milliseconds(), p.ReadHold.Milliseconds())
+	if err != nil {
+		return AdmissionGrant{}, err
+	}
+	r, err := replyStrings("admission take", v)
+	if err != nil || len(r) != 4 {
+		return AdmissionGrant{}, fmt.Errorf("streams: admission take: bad reply %v: %w", v, err)
+	}
+	granted, err1 := strconv.Atoi(r[0])
+	retry, err2 := strconv.ParseInt(r[2], 10, 64)
+	room, err3 := strconv.Atoi(r[3])
+	if err1 != nil || err2 != nil || err3 != nil {
+		return AdmissionGrant{}, fmt.Errorf("streams: admission take: bad reply %v", r)
+	}
+	g := AdmissionGrant{Granted: granted, Read: r[1] == "read", Room: room}
+	if retry > 0 {
+		g.RetryAt = time.UnixMilli(retry)
+	}
+	return g, nil
+}
