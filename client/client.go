@@ -18,6 +18,10 @@ import (
 var (
 	// ErrClosed: the Client was closed; waits in progress end with it.
 	ErrClosed = errors.New("client: closed")
+	// ErrNotDurable: Submit created the job (or found it) on the primary,
+	// but Config.Durability's replicas or AOF did not confirm it in time; a
+	// failover now could lose it. Submitting the same id again is safe.
+	ErrNotDurable = streams.ErrNotDurable
 	// ErrNotAccepted: Submit with WaitAccepted saw the job end before Runpod
 	// accepted it (cancelled before it was sent, or refused as poison).
 	ErrNotAccepted = errors.New("client: job ended before Runpod accepted it")
@@ -59,6 +63,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: new: %w", err)
 	}
+	store.SetDurability(cfg.Durability)
 	return &Client{cfg: cfg, store: store, hub: newHub(store, cfg.Logger.Named("reader"))}, nil
 }
 

@@ -45,7 +45,22 @@ type Config struct {
 	// CANCELED unsent when it arrives. Defaults to PendingCancelTTLDefault;
 	// -1 keeps nothing (Cancel of an unknown id is then ErrJobNotFound).
 	PendingCancelTTL time.Duration
+	// Durability makes Submit report success only once the new job (its
+	// record, submission entry and event) has reached this many replicas
+	// (WAIT) or the AOF (WAITAOF, Redis 7.2+), so a failover cannot lose a
+	// job the producer was told exists. Short of it Submit returns an error
+	// wrapping ErrNotDurable: the job exists on the primary, and submitting
+	// the same ClientJobID again is safe (it waits again). Use the workers'
+	// setting. Defaults to none.
+	Durability Durability
 }
+
+// Durability is what a write must reach before it counts: the workers' setting
+// (streams.Durability), so producers and workers are configured alike.
+type Durability = streams.Durability
+
+// DurabilityTimeoutDefault bounds a durability wait when none is set.
+const DurabilityTimeoutDefault = streams.DurabilityTimeoutDefault
 
 // WithDefaults returns a copy of cfg with every zero field set to its default.
 func (cfg Config) WithDefaults() Config {

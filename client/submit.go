@@ -93,17 +93,22 @@ func (c *Client) Submit(ctx context.Context, opts SubmitOptions) (SubmitResult, 
 		PersistInput: c.cfg.PersistInput,
 		MaxInput:     c.cfg.MaxInputBytes,
 	})
-	if err != nil {
-		if w != nil {
-			c.hub.unregister(w)
-		}
-		return SubmitResult{}, fmt.Errorf("client: submit %q: %w", opts.ClientJobID, err)
-	}
 	res := SubmitResult{
 		ClientJobID:  sr.JobID,
 		State:        workflow.State(sr.State),
 		Deduplicated: sr.Deduped,
 		Existing:     !sr.Created && !sr.Deduped,
+	}
+	if err != nil {
+		if w != nil {
+			c.hub.unregister(w)
+		}
+		if errors.Is(err, streams.ErrNotDurable) {
+			// The job exists on the primary: say what is known, and how to
+			// confirm it (the same id again waits again).
+			return res, fmt.Errorf("client: submit %q: the job exists but a failover could lose it; submit the same id again to confirm it: %w", opts.ClientJobID, err)
+		}
+		return SubmitResult{}, fmt.Errorf("client: submit %q: %w", opts.ClientJobID, err)
 	}
 	if !opts.WaitAccepted {
 		if !sr.Created {

@@ -73,8 +73,8 @@ func (d Durability) check(v any) error {
 	return fmt.Errorf("streams: unexpected durability wait reply %T", v)
 }
 
-// SetDurability makes durable writes (Checkpoint with Durable, and every
-// Finalize) wait for d. Call it before the store is used.
+// SetDurability makes durable writes (Checkpoint with Durable, every
+// Finalize and every Submit) wait for d. Call it before the store is used.
 func (s *Store) SetDurability(d Durability) { s.dur = d }
 
 // CheckDurability reports whether the server can give s's durability:

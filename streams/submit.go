@@ -24,6 +24,10 @@ const dedupeRetries = 5
 // answers with its target (Deduped true) while the target is live or
 // COMPLETED; an alias whose target is gone or ended otherwise is deleted and
 // the id submitted as a new job.
+//
+// With the store's Durability (SetDurability) the answer waits for it; short
+// of it the result comes with an error wrapping ErrNotDurable. An answer
+// about an existing record waits for that record too.
 func (s *Store) Submit(ctx context.Context, sub Submission, opts SubmitOpts) (SubmitResult, error) {
 	if err := ValidateSubmission(sub, opts.MaxInput); err != nil {
 		return SubmitResult{}, fmt.Errorf("streams: submit: %w", err)
@@ -61,11 +65,16 @@ func (s *Store) Submit(ctx context.Context, sub Submission, opts SubmitOpts) (Su
 				keys = append(keys, s.keys.Job(seen))
 			}
 		}
-		v, err := s.runScript(ctx, "submit "+sub.JobID, scriptSubmit, keys,
-			sub.JobID, string(sub.Input), sub.InputHash, timeout, msArg(opts.Now), persist, seen, payload, aliasSeen)
-		if err != nil {
+		run, durable := s.runScript, "0"
+		if s.dur.On() {
+			run, durable = s.runDurable, "1"
+		}
+		v, err := run(ctx, "submit "+sub.JobID, scriptSubmit, keys,
+			sub.JobID, string(sub.Input), sub.InputHash, timeout, msArg(opts.Now), persist, seen, payload, aliasSeen, durable)
+		if err != nil && (v == nil || !errors.Is(err, ErrNotDurable)) {
 			return SubmitResult{}, err
 		}
+		notDurable := err // applied, not confirmed: answered with the result
 		r, err := replyStrings("submit", v)
 		if err != nil || len(r) == 0 {
 			return SubmitResult{}, fmt.Errorf("streams: submit %q: bad reply %v: %w", sub.JobID, v, err)
@@ -74,9 +83,9 @@ func (s *Store) Submit(ctx context.Context, sub Submission, opts SubmitOpts) (Su
 		case "retry":
 			continue
 		case "created":
-			return SubmitResult{JobID: r[1], Created: true, State: r[2], Entry: r[3]}, nil
+			return SubmitResult{JobID: r[1], Created: true, State: r[2], Entry: r[3]}, notDurable
 		case "deduped":
-			return SubmitResult{JobID: r[1], Deduped: true, State: r[2], Entry: r[3]}, nil
+			return SubmitResult{JobID: r[1], Deduped: true, State: r[2], Entry: r[3]}, notDurable
 		case "exists":
 			if alias := r[4]; alias != "" {
 				if alias != aliasSeen {
@@ -92,9 +101,9 @@ func (s *Store) Submit(ctx context.Context, sub Submission, opts SubmitOpts) (Su
 				} else if !errors.Is(err, ErrNotFound) {
 					return SubmitResult{}, err
 				}
-				return res, nil
+				return res, notDurable
 			}
-			return SubmitResult{JobID: r[1], State: r[2], Entry: r[3]}, nil
+			return SubmitResult{JobID: r[1], State: r[2], Entry: r[3]}, notDurable
 		default:
 			return SubmitResult{}, fmt.Errorf("streams: submit %q: unexpected reply %q", sub.JobID, r[0])
 		}

@@ -79,6 +79,8 @@ func (c *cli) submit(ctx context.Context, g *globals, args []string) error {
 		jobTimeout  = fs.Duration("job-timeout", 0, "per-job `deadline` from creation (0 = the workers' default)")
 		wait        = fs.Bool("wait", false, "wait for every job's outcome")
 		waitTimeout = fs.Duration("timeout", waitTimeoutDefault, "with --wait, give up waiting after this `duration`")
+		durReplicas = fs.Int("durability-replicas", 0, "report a job submitted only once `N` replicas have it (WAIT; as the workers' flag)")
+		durTimeout  = fs.Duration("durability-timeout", client.DurabilityTimeoutDefault, "longest durability wait per job")
 	)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -125,7 +127,11 @@ func (c *cli) submit(ctx context.Context, g *globals, args []string) error {
 		}
 	}
 
-	cl, closeFn, err := g.connect(client.Config{Dedupe: *dedupe, PersistInput: *persist})
+	if *durReplicas < 0 || *durReplicas > 100 {
+		return usagef("submit: --durability-replicas: %d is not in 0..100", *durReplicas)
+	}
+	cl, closeFn, err := g.connect(client.Config{Dedupe: *dedupe, PersistInput: *persist,
+		Durability: client.Durability{Replicas: *durReplicas, Timeout: *durTimeout}})
 	if err != nil {
 		return err
 	}

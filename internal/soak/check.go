@@ -344,8 +344,17 @@ func checkRunpod(in CheckInput, f JobFacts, sims []runpodsim.JobInfo, add func(s
 		add(VRunsOverAttempts, id, "%d Runpod jobs %v for %d /run attempts on the record", len(sims), simIDs(sims), rec.Attempts)
 	}
 	for _, j := range sims {
-		running := j.Status == workflow.RunpodInQueue || j.Status == workflow.RunpodInProgress
+		// A job Runpod deleted (its TTL, which the worker sets to the deadline
+		// plus a minute) runs no more, whatever status it last had.
+		running := j.Removed == "" && (j.Status == workflow.RunpodInQueue || j.Status == workflow.RunpodInProgress)
 		if j.ID == rec.RunpodID {
+			if !running && j.Removed != "" && rec.FinishedMs > 0 && rec.FinishedMs < j.RemovedAt.UnixMilli() {
+				// Finalized while Runpod still ran it: only the TTL stopped it.
+				r.LeftRunning++
+				add(VLeftRunning, id, "job ended %s at %s while its recorded Runpod job %s was still %s until Runpod removed it (%s) at %s",
+					rec.State, time.UnixMilli(rec.FinishedMs).UTC().Format(time.RFC3339Nano), j.ID, j.Status, j.Removed, j.RemovedAt.UTC().Format(time.RFC3339Nano))
+				continue
+			}
 			if running {
 				r.LeftRunning++
 				add(VLeftRunning, id, "job ended %s but its recorded Runpod job %s is still %s", rec.State, j.ID, j.Status)

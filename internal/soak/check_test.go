@@ -320,3 +320,43 @@ func TestCheckReportsRunpodIDChangedWithoutAttempt(t *testing.T) {
 	h.in.Events[2].Attempt = 3
 	require.Zero(t, kinds(Check(h.in))[VRunpodIDChanged])
 }
+
+// A Runpod job deleted by its TTL (the /run policy the worker sets to the
+// deadline plus a minute) no longer runs: a job whose /cancel lost the race
+// to the TTL ends with a 404 and is not left running, but one finalized
+// while its Runpod job still ran, and stopped only later by the TTL, is.
+func TestCheckRunpodTTLRemoval(t *testing.T) {
+	t.Parallel()
+	h := newHistory()
+	h.job("a")
+	f := h.facts("a")
+	f.Spec.Kind = KindTimeout
+	f.Record.State = string(workflow.StateTimedOut)
+	f.Record.Output = nil
+	h.in.Events[2].Type, h.in.Events[2].State = client.EventTimedOut, workflow.StateTimedOut
+	h.in.Live[2] = h.in.Events[2]
+	removed := h.t0.Add(time.Minute)
+	h.in.Sim[0].Status, h.in.Sim[0].Removed, h.in.Sim[0].RemovedAt = workflow.RunpodInProgress, "ttl", removed
+
+	f.Record.FinishedMs = removed.Add(time.Second).UnixMilli() // the 404 after the TTL
+	r := Check(h.in)
+	require.True(t, r.OK(), "violations: %v", r.Violations)
+	require.Zero(t, r.LeftRunning)
+
+	f.Record.FinishedMs = removed.Add(-time.Second).UnixMilli() // ended while Runpod still ran it
+	r = Check(h.in)
+	require.Equal(t, 1, kinds(r)[VLeftRunning], "violations: %v", r.Violations)
+
+	// An extra Runpod job the TTL removed runs no more either (it is still
+	// an extra that must be explained).
+	f.Record.FinishedMs = removed.Add(time.Second).UnixMilli()
+	h.sim("a", "rp-a-2", workflow.RunpodInProgress)
+	h.in.Sim[1].Removed, h.in.Sim[1].RemovedAt = "ttl", removed
+	h.in.Replies["rp-a-2"] = RunReply{Slot: 2, At: h.t0.Add(30 * time.Second)}
+	h.in.Disruptions = []Disruption{{Kind: DisruptKill, Slot: 2, Start: h.t0.Add(30*time.Second + 10*time.Millisecond), End: h.t0.Add(30*time.Second + 10*time.Millisecond)}}
+	f.Record.Attempts = 2
+	r = Check(h.in)
+	require.True(t, r.OK(), "violations: %v", r.Violations)
+	require.Equal(t, 1, r.ExtraExplained)
+	require.Zero(t, r.LeftRunning+r.LeftRunningExplained)
+}

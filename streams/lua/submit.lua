@@ -33,6 +33,12 @@
 -- ARGV[7] job id the caller saw in the dedupe key, "" if it saw none
 -- ARGV[8] msgpack payload envelope of the submitted event
 -- ARGV[9] alias holder the caller saw on ARGV[1]'s record, "" if none
+-- ARGV[10] "1" when the caller then WAITs for durability (Config.Durability):
+--         an answer about an existing record rewrites one of its fields
+--         with its own value, so that the caller's WAIT covers that record.
+--         Redis 7.0 already makes WAIT after any command wait for the
+--         whole replication offset (TestSubmitDurableSurvivesFailover);
+--         Redis 6.2 waits only for the caller's own writes
 --
 -- Returns one of:
 --   {"created", job_id, "SUBMITTED", entry_id}
@@ -44,6 +50,13 @@ local subs, events, job = KEYS[1], KEYS[2], KEYS[3]
 local job_id, input, hash, timeout = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = clock_ms(ARGV[5])
 
+-- reassert makes an existing record part of this call's writes (ARGV[10]).
+local function reassert(key)
+  if ARGV[10] ~= '1' then return end
+  local v = redis.call('HGET', key, 'created_ms')
+  if v then redis.call('HSET', key, 'created_ms', v) end
+end
+
 local rec = redis.call('HMGET', job, 'state', 'entry', 'alias_of', 'stub')
 local stub = false
 if redis.call('EXISTS', job) == 1 then
@@ -54,6 +67,8 @@ if redis.call('EXISTS', job) == 1 then
   elseif alias and alias == ARGV[9] and alias_stale(KEYS[4]) then
     redis.call('DEL', job)
   else
+    reassert(job)
+    if alias and alias == ARGV[9] then reassert(KEYS[4]) end
     return { 'exists', job_id, nz(rec[1]) or '', nz(rec[2]) or '', alias or '' }
   end
 end
@@ -68,6 +83,7 @@ if dedupe and not stub then
     local h = redis.call('HMGET', KEYS[6], 'state', 'entry')
     local st = nz(h[1])
     if st and (st == 'COMPLETED' or not is_terminal(st)) then
+      reassert(KEYS[6])
       return { 'deduped', cur, st, nz(h[2]) or '' }
     end
   end
