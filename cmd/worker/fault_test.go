@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,4 +162,43 @@ func splitHostPort(addr string) (string, string, error) {
 		return "", "", fmt.Errorf("not host:port: %q", addr)
 	}
 	return m[1], m[2], nil
+}
+
+// TestReadyzUnreadyDuringStartCheck: while the start-up check of the key
+// and endpoint is still running (Runpod holds GET /health until the test
+// lets it answer), /readyz answers 503 "startup", not ready: a worker that
+// may yet refuse to start takes no traffic. Once the check passed it turns
+// ready.
+func TestReadyzUnreadyDuringStartCheck(t *testing.T) {
+	t.Parallel()
+	srv := serveSim(t)
+	release := make(chan struct{})
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/health") {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		srv.Sim.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	s := start(t, []string{"--redis-url", "redis://" + redistest.Addr() + "/0", "--namespace", redistest.Namespace(t),
+		"--runpod-endpoint-id", "ep-good", "--runpod-base-url", front.URL + "/v2", "--http-addr", "127.0.0.1:0",
+		"--shutdown-timeout", "1s"},
+		map[string]string{"RUNPOD_API_KEY": simKey})
+	base := "http://" + find(t, s.stderr, regexp.MustCompile(`http_addr=(127\.0\.0\.1:\d+)`), s)
+	code, text := get(t, base+"/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code, "%s", text)
+	var body readyBody
+	require.NoError(t, json.Unmarshal([]byte(text), &body))
+	require.Equal(t, []string{"startup"}, body.Failing)
+	require.Equal(t, "checking the Runpod key and endpoint", body.Checks["startup"])
+
+	close(release)
+	find(t, s.stderr, regexp.MustCompile(`(worker started)`), s)
+	require.Eventually(t, func() bool { code, _ := get(t, base+"/readyz"); return code == http.StatusOK },
+		20*time.Second, 20*time.Millisecond)
+	s.stop(t)
 }

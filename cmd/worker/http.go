@@ -23,6 +23,9 @@ type readiness struct {
 	// fault reports that Runpod refuses the worker's key or endpoint (the
 	// worker stopped taking jobs); nil = never.
 	fault func() bool
+	// started reports that the start-up check is over and the worker runs;
+	// nil = from the start.
+	started func() bool
 }
 
 // readyBody is /readyz's JSON answer.
@@ -33,8 +36,8 @@ type readyBody struct {
 }
 
 // newMux serves /metrics from reg, /healthz (the process answers) and
-// /readyz (Redis answers PING within a second and the Runpod circuit is
-// not open). Neither body carries an error text from Redis or Runpod, so
+// /readyz (start-up is over, Redis answers PING within a second, the Runpod
+// circuit is not open and Runpod accepts the key and endpoint). Neither body carries an error text from Redis or Runpod, so
 // nothing secret can leak through them.
 func newMux(reg *prometheus.Registry, ready readiness, log hclog.Logger) *http.ServeMux {
 	mux := http.NewServeMux()
@@ -49,6 +52,12 @@ func newMux(reg *prometheus.Registry, ready readiness, log hclog.Logger) *http.S
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		body := readyBody{Status: "ready", Checks: map[string]string{}}
+		if ready.started != nil && !ready.started() {
+			// Until the key and endpoint are checked the worker may yet
+			// refuse to start.
+			body.Checks["startup"] = "checking the Runpod key and endpoint"
+			body.Failing = append(body.Failing, "startup")
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), readyPingTimeout)
 		defer cancel()
 		if err := ready.ping(ctx); err != nil {

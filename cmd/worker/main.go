@@ -216,6 +216,7 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 				ping:    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 				breaker: rp.BreakerState,
 				fault:   sup.faulted,
+				started: sup.started,
 			}, log.Named("http")),
 			ReadHeaderTimeout: 5 * time.Second,
 		}

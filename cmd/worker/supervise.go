@@ -74,9 +74,17 @@ type supervisor struct {
 	startCheck func(context.Context) error
 	log        hclog.Logger
 
-	mu    sync.Mutex
-	cur   *worker.Worker
-	fault bool
+	mu      sync.Mutex
+	cur     *worker.Worker
+	fault   bool
+	running bool // the start-up check is over
+}
+
+// started reports that the start-up check is over (readiness).
+func (s *supervisor) started() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running
 }
 
 func (s *supervisor) stats() worker.Stats {
@@ -98,6 +106,9 @@ func (s *supervisor) run(ctx context.Context) error {
 			return err
 		}
 	}
+	s.mu.Lock()
+	s.running = true
+	s.mu.Unlock()
 	for {
 		s.mu.Lock()
 		w := s.cur
