@@ -125,6 +125,7 @@ var commands = []command{
 	{"dead", "", "print the dead-letter stream as JSON lines", (*cli).dead},
 	{"retry", "ID", "run a FAILED, TIMED_OUT or CANCELED job again as a new run (--dead: every dead letter)", (*cli).retry},
 	{"purge", "", "delete finished jobs' records (--state S, --dead: dead letters); needs --yes", (*cli).purge},
+	{"ui", "", "serve the web dashboard on loopback (--listen); no authentication", (*cli).ui},
 }
 
 // globals are the connection flags every command takes.

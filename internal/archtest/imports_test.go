@@ -22,7 +22,8 @@ var allowed = map[string][]string{
 	"worker":               {"workflow", "streams"},
 	"pool":                 {"workflow", "streams", "activities"},
 	"cmd/worker":           {"workflow", "streams", "activities", "activities/runpodsim", "worker", "internal/redisconn", "internal/cmdutil", "pool"},
-	"cmd/submitter":        {"workflow", "client", "internal/redisconn", "internal/cmdutil"},
+	"cmd/submitter":        {"workflow", "client", "internal/redisconn", "internal/cmdutil", "internal/dashboard"},
+	"internal/dashboard":   {"workflow", "client"},
 	"cmd/runpod-sim":       {"activities/runpodsim", "internal/cmdutil"},
 	"cmd/soak":             {"internal/soak", "internal/cmdutil"},
 	"internal/soak":        {"workflow", "streams", "client", "activities/runpodsim"},
@@ -45,6 +46,8 @@ var forbiddenThirdParty = map[string][]string{
 	"streams":    {"github.com/prometheus", "net/http"},
 	"worker":     {"github.com/prometheus", "github.com/oklog/run"},
 	"client":     {"github.com/prometheus", "github.com/oklog/run"},
+	// The dashboard reads and writes through package client only.
+	"internal/dashboard": {"github.com/redis/go-redis", "github.com/prometheus"},
 }
 
 type listedPackage struct {
