@@ -46,7 +46,8 @@
 //   - claimer: at start, every ClaimInterval, and at once when a peer
 //     announces a handoff, it reclaims entries idle past MinIdle
 //     (XAUTOCLAIM pages) while capacity remains, and admits them: their
-//     workflow resumes at the recorded step. RecoverNow runs one pass.
+//     workflow resumes at the recorded step. RecoverNow (also named
+//     RecoverAllPending, the seed's recoverAllPending) runs one pass now.
 //   - control subscriber: "cancel <id>" wakes an owned job at once; the step
 //     re-reads the record, because the cancel flag there is the truth and
 //     messages are only hints. Polls also re-read the flag every 30s, so a

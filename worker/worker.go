@@ -429,6 +429,23 @@ func (w *Worker) RecoverNow(ctx context.Context) (int, error) {
 	return w.claimPass(ctx)
 }
 
+// RecoverAllPending is the seed's recoverAllPending(): it recovers the
+// pool's unfinished jobs that nobody works on now and returns how many this
+// call took over. It is RecoverNow under the seed's name.
+//
+// In a pool recovery is automatic, so a library user rarely needs it: the
+// claimer runs the same pass when Run starts, every ClaimInterval, and at
+// once when a peer hands its jobs off at shutdown. A job counts as
+// abandoned once its submission entry has been idle past MinIdle (its
+// worker stopped heartbeating: crashed, paused or cut off), so a call never
+// takes a job a live worker holds, and a job abandoned less than MinIdle
+// ago waits for a later pass. Jobs taken over resume at their recorded
+// step: a job already on Runpod is polled, never sent again. Call it while
+// Run is running; 0 means nothing was waiting (or the claimer was first).
+func (w *Worker) RecoverAllPending(ctx context.Context) (int, error) {
+	return w.RecoverNow(ctx)
+}
+
 // now is the configured clock.
 func (w *Worker) now() time.Time { return w.cfg.Now() }
 
