@@ -125,6 +125,16 @@ type Job struct {
 	CreatedAt  time.Time `json:"createdAt,omitzero"`
 	UpdatedAt  time.Time `json:"updatedAt,omitzero"`
 	FinishedAt time.Time `json:"finishedAt,omitzero"`
+	// DelayMs and ExecutionMs are Runpod's delayTime (time in Runpod's
+	// queue) and executionTime (GPU time, what Runpod bills) of the run's
+	// Runpod job, in milliseconds; RunpodWorkerID is the Runpod GPU worker
+	// that ran it. Set once the job is terminal, when Runpod reported them.
+	DelayMs        int64  `json:"delayTimeMs,omitempty"`
+	ExecutionMs    int64  `json:"executionTimeMs,omitempty"`
+	RunpodWorkerID string `json:"runpodWorkerId,omitempty"`
+	// FinalizedBy is the worker (consumer) that owned the job when its
+	// outcome was written.
+	FinalizedBy string `json:"finalizedBy,omitempty"`
 }
 
 // Result returns the job's outcome as AwaitResult would report it; ok is
@@ -240,6 +250,10 @@ func jobFromRecord(r streams.Record) Job {
 		CreatedAt:       msTime(r.CreatedMs),
 		UpdatedAt:       msTime(r.UpdatedMs),
 		FinishedAt:      msTime(r.FinishedMs),
+		DelayMs:         r.DelayMs,
+		ExecutionMs:     r.ExecMs,
+		RunpodWorkerID:  r.RunpodWorkerID,
+		FinalizedBy:     r.FinalizedBy,
 	}
 }
 

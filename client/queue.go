@@ -95,6 +95,19 @@ type Stats struct {
 	OutcomesPerMinute float64                `json:"outcomesPerMinute"`
 	// OutcomesTruncated: the window held more events than Stats reads.
 	OutcomesTruncated bool `json:"outcomesTruncated,omitempty"`
+	// GPU is the GPU time of finished job runs per Runpod endpoint id,
+	// since the namespace's first job: each run counted once, when its
+	// outcome is written (docs/operations.md, "GPU time").
+	GPU map[string]GPUUsage `json:"gpu"`
+}
+
+// GPUUsage is one endpoint's GPU time: Runpod's executionTime summed over
+// the finished runs that reached it.
+type GPUUsage struct {
+	// Seconds sums executionTime, in seconds.
+	Seconds float64 `json:"gpuSeconds"`
+	// Runs counts the finished runs that reached Runpod.
+	Runs int64 `json:"runs"`
 }
 
 // WorkerStatus is one worker's report as Stats read it.
@@ -182,6 +195,14 @@ func (c *Client) Stats(ctx context.Context, opts StatsOptions) (Stats, error) {
 	}
 	s.OutcomesPerMinute = float64(total) / opts.Window.Minutes()
 	s.OutcomesTruncated = truncated
+	gpu, err := c.store.GPUUsage(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("client: stats: %w", err)
+	}
+	s.GPU = make(map[string]GPUUsage, len(gpu))
+	for ep, u := range gpu {
+		s.GPU[ep] = GPUUsage{Seconds: float64(u.Ms) / 1000, Runs: u.Runs}
+	}
 	return s, nil
 }
 

@@ -124,6 +124,12 @@ type Record struct {
 	// RevealedGPUMs is the executionTime of those jobs, summed: GPU time
 	// paid for beyond the job's own Runpod job.
 	RevealedGPUMs int64
+	// DelayMs and ExecMs are Runpod's delayTime and executionTime of the
+	// run's Runpod job, RunpodWorkerID its workerId, and FinalizedBy the
+	// consumer that wrote the outcome: set at finalize (0 or "" when
+	// Runpod did not report them, and while the job runs).
+	DelayMs, ExecMs             int64
+	RunpodWorkerID, FinalizedBy string
 }
 
 // Event types (field "type" of every events-stream entry).
@@ -164,9 +170,14 @@ type EventPayload struct {
 	Error        string
 	Reason       string
 	AliasOf      string
-	DelayMs      int64
-	ExecMs       int64
+	DelayMs      int64 // Runpod's delayTime (queue wait), ms
+	ExecMs       int64 // Runpod's executionTime (GPU time), ms
 	Attempt      int
+	// RunpodWorkerID is the Runpod GPU worker (workerId) that ran the job;
+	// FinalizedBy is the consumer (worker instance) that wrote the outcome.
+	// Both on terminal events.
+	RunpodWorkerID string
+	FinalizedBy    string
 }
 
 // Event is one decoded entry of the events stream.
@@ -348,6 +359,13 @@ type Outcome struct {
 	RunpodID     string
 	RunpodStatus string
 	DeadLetter   string // non-empty: also copy the submission to the dead stream with this reason
+	// DelayMs, ExecMs and RunpodWorkerID are what Runpod reported for the
+	// job (delayTime, executionTime, workerId); 0 or "" when unknown.
+	DelayMs, ExecMs int64
+	RunpodWorkerID  string
+	// Endpoint is the Runpod endpoint the job ran on: ExecMs is added to
+	// its GPU counter (GPUUsage) when this outcome is the one written.
+	Endpoint string
 	// InputHash is the job's input hash (Record.InputHash), so Finalize can
 	// release its dedupe key without reading the record first. Empty: Finalize
 	// reads it from the record (one extra pipelined round trip per batch).

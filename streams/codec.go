@@ -24,6 +24,10 @@ type payloadV1 struct {
 	DelayMs      int64  `msgpack:"delay_ms,omitempty"`
 	ExecMs       int64  `msgpack:"exec_ms,omitempty"`
 	Attempt      int    `msgpack:"attempt,omitempty"`
+	// RunpodWorkerID is Runpod's workerId; FinalizedBy the consumer that
+	// wrote the outcome (terminal events).
+	RunpodWorkerID string `msgpack:"runpod_worker_id,omitempty"`
+	FinalizedBy    string `msgpack:"finalized_by,omitempty"`
 }
 
 // resultV1 is the msgpack form of the record's "result" field.
@@ -45,6 +49,7 @@ func EncodePayload(p EventPayload) ([]byte, error) {
 		V: EnvelopeVersion, RunpodID: p.RunpodID, RunpodStatus: p.RunpodStatus,
 		Output: p.Output, Error: p.Error, Reason: p.Reason, AliasOf: p.AliasOf,
 		DelayMs: p.DelayMs, ExecMs: p.ExecMs, Attempt: p.Attempt,
+		RunpodWorkerID: p.RunpodWorkerID, FinalizedBy: p.FinalizedBy,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("streams: encode event payload: %w", err)
@@ -66,6 +71,7 @@ func DecodePayload(b []byte) (EventPayload, error) {
 		RunpodID: e.RunpodID, RunpodStatus: e.RunpodStatus, Output: e.Output,
 		Error: e.Error, Reason: e.Reason, AliasOf: e.AliasOf,
 		DelayMs: e.DelayMs, ExecMs: e.ExecMs, Attempt: e.Attempt,
+		RunpodWorkerID: e.RunpodWorkerID, FinalizedBy: e.FinalizedBy,
 	}, nil
 }
 

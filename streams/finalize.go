@@ -54,7 +54,7 @@ func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts)
 		}
 	}
 
-	keys := []string{s.keys.Submissions(), s.keys.Events(), s.keys.Dead()}
+	keys := []string{s.keys.Submissions(), s.keys.Events(), s.keys.Dead(), s.keys.GPU()}
 	args := []any{s.group, now.UnixMilli(), opts.ResultTTL.Milliseconds(), len(outs)}
 	for i, o := range outs {
 		result, err := EncodeResult(o.Output, o.Error)
@@ -62,7 +62,8 @@ func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts)
 			return nil, err
 		}
 		payload, err := EncodePayload(EventPayload{RunpodID: o.RunpodID, RunpodStatus: o.RunpodStatus,
-			Output: o.Output, Error: o.Error, Reason: o.DeadLetter})
+			Output: o.Output, Error: o.Error, Reason: o.DeadLetter,
+			DelayMs: o.DelayMs, ExecMs: o.ExecMs, RunpodWorkerID: o.RunpodWorkerID, FinalizedBy: o.Owner})
 		if err != nil {
 			return nil, err
 		}
@@ -73,7 +74,8 @@ func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts)
 			kDedupe = len(keys)
 		}
 		args = append(args, o.JobID, o.Entry, strconv.FormatInt(o.Epoch, 10), o.State, result,
-			o.RunpodID, o.RunpodStatus, payload, o.DeadLetter, kJob, kDedupe, o.Owner)
+			o.RunpodID, o.RunpodStatus, payload, o.DeadLetter, kJob, kDedupe, o.Owner,
+			durMsArg(o.DelayMs), durMsArg(o.ExecMs), o.RunpodWorkerID, o.Endpoint)
 	}
 	run := s.runScript
 	if s.dur.On() {
@@ -99,4 +101,12 @@ func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts)
 		}
 	}
 	return errs, nil
+}
+
+// durMsArg is a millisecond figure for a script: "" when unknown (0 or less).
+func durMsArg(ms int64) string {
+	if ms <= 0 {
+		return ""
+	}
+	return strconv.FormatInt(ms, 10)
 }

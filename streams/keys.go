@@ -78,6 +78,12 @@ func (k Keys) Orphans() string { return k.prefix() + "orphans" }
 // written every few seconds, for `submitter stats`. // HASH
 func (k Keys) Workers() string { return k.prefix() + "workers" }
 
+// GPU counts the GPU time of finished job runs per Runpod endpoint: field
+// "ms:<endpoint>" sums executionTime (ms), "runs:<endpoint>" counts the runs
+// that reached Runpod. finalize.lua moves them only when it writes the
+// run's terminal outcome, so each run counts once. // HASH
+func (k Keys) GPU() string { return k.prefix() + "gpu" }
+
 // Control is the pub/sub channel that nudges workers: cancels and handoffs.
 // It carries hints only; every fact it announces is also in a record. // CHANNEL
 func (k Keys) Control() string { return k.prefix() + "control" }

@@ -34,6 +34,10 @@ const (
 	recRun          = "run"
 	recRevealed     = "revealed"
 	recRevealedGPU  = "revealed_gpu_ms"
+	recDelayMs      = "delay_ms"
+	recExecMs       = "exec_ms"
+	recRunpodWorker = "runpod_worker_id"
+	recFinalizedBy  = "finalized_by"
 )
 
 // Get loads a job record. ErrNotFound if absent, or if the key holds only a
@@ -56,6 +60,7 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 		JobID: jobID, State: m[recState], Step: m[recStep], Owner: m[recOwner], PrevOwner: m[recPrevOwner], Entry: m[recEntry],
 		RunpodID: m[recRunpodID], RunpodStatus: m[recRunpodStatus], InputHash: m[recInputHash],
 		Cancel: m[recCancel] == "1", AliasOf: m[recAliasOf],
+		RunpodWorkerID: m[recRunpodWorker], FinalizedBy: m[recFinalizedBy],
 	}
 	if in, ok := m[recInput]; ok {
 		r.Input = []byte(in)
@@ -71,7 +76,7 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 		{recEpoch, &r.Epoch}, {recDeadlineMs, &r.DeadlineMs}, {recCreatedMs, &r.CreatedMs},
 		{recUpdatedMs, &r.UpdatedMs}, {recFinishedMs, &r.FinishedMs},
 		{recAttempts, &attempts}, {recDeliveries, &deliveries}, {recRun, &run},
-		{recRevealedGPU, &r.RevealedGPUMs},
+		{recRevealedGPU, &r.RevealedGPUMs}, {recDelayMs, &r.DelayMs}, {recExecMs, &r.ExecMs},
 		{recUncertain, &uncertain}, {recUncertainAt, &uncertainAt},
 	}
 	for _, f := range ints {

@@ -75,6 +75,11 @@ type Config struct {
 	// InstanceID is this worker's consumer name in the group; unique per
 	// process. Defaults to hostname:pid:random.
 	InstanceID string
+	// EndpointID names the Runpod endpoint Runpod calls this worker's jobs
+	// on; finished runs add their executionTime to its GPU counter
+	// (streams.Store.GPUUsage, `submitter stats`). Optional: "" counts
+	// under the empty name.
+	EndpointID string
 	// Namespace is the key namespace. Defaults to streams.NamespaceDefault.
 	Namespace string
 	// MaxInFlight bounds the jobs this worker owns at once (fetch never

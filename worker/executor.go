@@ -410,7 +410,8 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 		JobID: wf2.ID, Owner: w.cfg.InstanceID, Epoch: r.epoch, Step: string(wf2.Step), State: string(wf2.State),
 		RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus),
 		Event: &streams.EventInput{Type: streams.EventQueued, Payload: streams.EventPayload{
-			RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus), Attempt: wf2.Attempts}},
+			RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus), Attempt: wf2.Attempts,
+			DelayMs: rj.DelayTime, ExecMs: rj.ExecutionTime, RunpodWorkerID: rj.WorkerID}},
 	}
 	cp, err = w.checkpointOwned(ctx, s.j, cp, now)
 	log = log.With("runpod_id", wf2.RunpodID)
@@ -536,7 +537,7 @@ func (w *Worker) callRunpod(ctx context.Context, log hclog.Logger, r stepResult,
 		Output: eff.Output,
 		Event: &streams.EventInput{Type: streams.EventProgress, Payload: streams.EventPayload{
 			RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus), Output: eff.Output,
-			DelayMs: rj.DelayTime, ExecMs: rj.ExecutionTime}},
+			DelayMs: rj.DelayTime, ExecMs: rj.ExecutionTime, RunpodWorkerID: rj.WorkerID}},
 	}
 	cp, err = w.checkpointOwned(ctx, s.j, cp, now)
 	if err != nil {

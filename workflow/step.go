@@ -76,6 +76,17 @@ type Outcome struct {
 	Output       json.RawMessage // handler output (COMPLETED; sometimes FAILED)
 	Error        string          // reason for the other states; never a secret
 	RunpodStatus RunpodStatus    // Runpod's last status, if it was asked
+	// DelayMs and ExecMs are Runpod's delayTime and executionTime (ms) and
+	// RunpodWorkerID its workerId, from the answer that decided the
+	// outcome; 0 or "" when Runpod did not report them.
+	DelayMs, ExecMs int64
+	RunpodWorkerID  string
+}
+
+// withTimings returns o with rj's delayTime, executionTime and workerId.
+func (o Outcome) withTimings(rj RunpodJob) Outcome {
+	o.DelayMs, o.ExecMs, o.RunpodWorkerID = rj.DelayTime, rj.ExecutionTime, rj.WorkerID
+	return o
 }
 
 // ActionKind is what the worker must do next for a job.
@@ -410,7 +421,7 @@ func applySubmit(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effec
 // terminalOutcome maps a terminal Runpod job to our outcome.
 func terminalOutcome(rj RunpodJob) Outcome {
 	st, _ := rj.Status.State()
-	o := Outcome{State: st, RunpodStatus: rj.Status, Output: rj.Output, Error: rj.Error}
+	o := Outcome{State: st, RunpodStatus: rj.Status, Output: rj.Output, Error: rj.Error}.withTimings(rj)
 	if o.Error == "" {
 		switch rj.Status {
 		case RunpodFailed:
@@ -440,7 +451,7 @@ func applyPoll(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect)
 		if j.CancelRequested {
 			reason = StateCanceled
 		}
-		o := j.stopOutcome(reason)
+		o := j.stopOutcome(reason).withTimings(r.Job)
 		o.RunpodStatus = r.Job.Status
 		return j.decide(o), Effect{}
 	}
@@ -526,7 +537,7 @@ func applyConfirm(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effe
 	case r.Err != nil:
 		j.CancelErr = "; runpod /status after /cancel failed: " + r.Err.Error()
 	case r.Job.Status == RunpodCancelled:
-		want := j.stopOutcome(reason)
+		want := j.stopOutcome(reason).withTimings(r.Job)
 		want.RunpodStatus = r.Job.Status
 		return j.decide(want), Effect{}
 	case r.Job.Status.Terminal():

@@ -304,15 +304,15 @@ func TestApplyCancel(t *testing.T) {
 			Outcome{State: StateTimedOut, Error: ReasonDeadline, RunpodStatus: RunpodCancelled}},
 		{"CompletedAnsweredWithoutOutput", cancel, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCompleted}},
 			Result{Job: completed},
-			Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted}},
+			Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted, ExecMs: 900}},
 		{"CompletedAnswered400", cancel, Result{Err: errRefused}, Result{Job: completed},
-			Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted}},
+			Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted, ExecMs: 900}},
 		{"CompletedBeforeDeadline", timeout, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCompleted}},
 			Result{Job: completed},
-			Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted}},
+			Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted, ExecMs: 900}},
 		{"CancelAnsweredButCompleted", cancel, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodCancelled}},
 			Result{Job: completed},
-			Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted}},
+			Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted, ExecMs: 900}},
 		{"FailedBeforeCancel", cancel, Result{Err: errRefused},
 			Result{Job: RunpodJob{ID: "rp-1", Status: RunpodFailed, Error: "oom"}},
 			Outcome{State: StateFailed, Error: "oom", RunpodStatus: RunpodFailed}},
@@ -359,7 +359,7 @@ func TestApplyCancel(t *testing.T) {
 		require.Equal(t, Action{Kind: ActCancel, At: t0.Add(500 * time.Millisecond), Reason: StateCanceled}, Next(j, t0, pol))
 		j, _ = Apply(j, Next(j, t0.Add(time.Second), pol), Result{Job: RunpodJob{ID: "rp-1", Status: RunpodInProgress}}, t0, pol, nil)
 		j, _ = Apply(j, Next(j, t0.Add(time.Second), pol), Result{Job: completed}, t0, pol, nil)
-		require.Equal(t, &Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted}, j.Outcome)
+		require.Equal(t, &Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted, ExecMs: 900}, j.Outcome)
 	})
 
 	t.Run("NeverFinalizedUnconfirmed", func(t *testing.T) {
@@ -382,7 +382,7 @@ func TestApplyCancel(t *testing.T) {
 			a := Next(j, t0.Add(time.Hour), pol)
 			j, _ = Apply(j, a, Result{Err: errTransient}, t0, pol, nil)
 			j, _ = Apply(j, Next(j, t0.Add(time.Hour), pol), Result{Job: completed}, t0, pol, nil)
-			require.Equal(t, &Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted}, j.Outcome)
+			require.Equal(t, &Outcome{State: StateCompleted, Output: completed.Output, RunpodStatus: RunpodCompleted, ExecMs: 900}, j.Outcome)
 		}
 	})
 

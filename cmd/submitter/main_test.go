@@ -114,7 +114,9 @@ func (b *testBundle) startWorker(t *testing.T) {
 					continue
 				}
 				o := streams.Outcome{JobID: r.Record.JobID, Entry: r.Record.Entry, Owner: r.Record.Owner, Epoch: r.Record.Epoch,
-					State: string(workflow.StateCompleted), Output: reqs[i].Sub.Input}
+					State: string(workflow.StateCompleted), Output: reqs[i].Sub.Input,
+					// As Runpod reports them: 1 s of GPU time per job.
+					DelayMs: 20, ExecMs: 1000, RunpodWorkerID: "gpuworker00001", Endpoint: "ep-sub"}
 				var in struct{ Fail string }
 				if json.Unmarshal(reqs[i].Sub.Input, &in) == nil && in.Fail != "" {
 					o.State, o.Output, o.Error = string(workflow.StateFailed), nil, in.Fail

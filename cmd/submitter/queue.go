@@ -59,6 +59,7 @@ func (c *cli) stats(ctx context.Context, g *globals, args []string) error {
 	fmt.Fprintf(w, "dead letters %d\n", st.DeadLetters)
 	fmt.Fprintf(w, "outcomes in the last %s: %s (%.1f/min)\n", st.Window, stateCounts(st.Outcomes), st.OutcomesPerMinute)
 	fmt.Fprintf(w, "runpod calls: %s\n", opCounts(st.RunpodCalls, st.RunpodErrors))
+	fmt.Fprintf(w, "gpu time (runpod executionTime of finished runs): %s\n", gpuCounts(st.GPU))
 	fmt.Fprintf(w, "consumers %d, active %d\n", len(st.Consumers), st.ActiveConsumers)
 	for _, cs := range st.Consumers {
 		fmt.Fprintf(w, "  %s pending %d idle %s\n", cs.Name, cs.Pending, cs.Idle.Round(time.Millisecond))
@@ -280,4 +281,20 @@ func (c *cli) purge(ctx context.Context, g *globals, args []string) error {
 		return fmt.Errorf("purge: %w", err)
 	}
 	return writeJSON(c, res)
+}
+
+// gpuCounts renders GPU seconds per endpoint ("" is shown as "(unnamed)").
+func gpuCounts(m map[string]client.GPUUsage) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	parts := []string{}
+	for _, ep := range sortedKeys(m) {
+		name := ep
+		if name == "" {
+			name = "(unnamed)"
+		}
+		parts = append(parts, fmt.Sprintf("endpoint %s %.1f gpu-s over %d runs", name, m[ep].Seconds, m[ep].Runs))
+	}
+	return strings.Join(parts, ", ")
 }

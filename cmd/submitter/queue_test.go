@@ -34,6 +34,16 @@ func TestQueueCommands(t *testing.T) {
 	require.Error(t, r.err)
 	r = b.run(t, "", "submit", "--persist-input", "--id", "q-ok", "--input", `{"x":1}`, "--wait", "--timeout", "20s")
 	require.NoError(t, r.err, r.stderr)
+	r = b.run(t, "", "get", "q-ok")
+	require.NoError(t, r.err, r.stderr)
+	got := lines[client.Job](t, r.stdout)[0]
+	require.EqualValues(t, 1000, got.ExecutionMs)
+	require.EqualValues(t, 20, got.DelayMs)
+	require.Equal(t, "gpuworker00001", got.RunpodWorkerID)
+	require.Equal(t, "fake", got.FinalizedBy)
+	r = b.run(t, "", "stats")
+	require.NoError(t, r.err, r.stderr)
+	require.Contains(t, r.stdout, "gpu time (runpod executionTime of finished runs): endpoint ep-sub 5.0 gpu-s over 5 runs", "three earlier jobs, q-fail and q-ok")
 	_, err := b.rdb.XAdd(t.Context(), &redis.XAddArgs{Stream: b.store.Keys().Submissions(),
 		Values: []any{"job_id", "q-poison", "input", `{"p":1}`, "v", "99"}}).Result()
 	require.NoError(t, err)

@@ -162,6 +162,7 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	}
 	newWorker := func() (*worker.Worker, error) {
 		cfg := o.workerConfig(rp, log, m.hooks())
+		cfg.EndpointID = endpointID
 		o.poolWorkerConfig(&cfg, hookURL)
 		cfg.Admission.Endpoint = endpointID // one gate per endpoint for the pool
 		return worker.New(rdb, cfg)

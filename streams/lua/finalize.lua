@@ -1,9 +1,12 @@
 -- finalize.lua: writes terminal outcomes for a batch of jobs. Per outcome,
 -- guarded by "record exists, not terminal, owner and epoch current":
---   ok         state, step DONE, finished_ms, result, runpod fields, the
---              terminal event (type from the state), optional dead-letter
---              copy, XACK + XDEL of the entry, PEXPIRE of the record, and the
---              dedupe key released (not COMPLETED) or given the record's TTL
+--   ok         state, step DONE, finished_ms, result, runpod fields, Runpod's
+--              timings and worker id, finalized_by, the terminal event (type
+--              from the state), optional dead-letter copy, XACK + XDEL of the
+--              entry, PEXPIRE of the record, the dedupe key released (not
+--              COMPLETED) or given the record's TTL, and the endpoint's GPU
+--              counter moved (a run that reached Runpod): only this branch
+--              counts, so a run is counted once however often it is written
 --   not_found  the entry (if given) is still XACKed + XDELed: the job is gone
 --   ours       already terminal with this very outcome at this epoch (the
 --              caller's earlier try applied, its reply lost): XACK + XDEL,
@@ -15,14 +18,15 @@
 -- KEYS[1] submissions stream
 -- KEYS[2] events stream
 -- KEYS[3] dead-letter stream
--- KEYS[4..] per-outcome keys (job record, dedupe key), referenced by index
+-- KEYS[4] GPU counter (HASH: ms:<endpoint>, runs:<endpoint>)
+-- KEYS[5..] per-outcome keys (job record, dedupe key), referenced by index
 --           from the outcome's ARGV fields; 0 = absent
 --
 -- ARGV[1] consumer group
 -- ARGV[2] now, unix ms
 -- ARGV[3] result TTL in ms, 0 = keep forever
--- ARGV[4] N, the number of outcomes; then 12 fields per outcome i (0-based),
---         at ARGV[4 + 12*i + k]:
+-- ARGV[4] N, the number of outcomes; then 16 fields per outcome i (0-based),
+--         at ARGV[4 + 16*i + k]:
 --   k=1  job id
 --   k=2  submission entry id ("" = the record's entry)
 --   k=3  epoch the caller holds
@@ -35,11 +39,15 @@
 --   k=10 KEYS index of the job record
 --   k=11 KEYS index of the dedupe key, 0 = none
 --   k=12 owner the caller is (its consumer name)
+--   k=13 Runpod's delayTime, ms ("" = unknown)
+--   k=14 Runpod's executionTime, ms ("" = unknown)
+--   k=15 Runpod's workerId ("" = unknown)
+--   k=16 Runpod endpoint id (the GPU counter's field)
 --
 -- Returns N codes, in outcome order: "ok", "ours", "not_found", "terminal",
 -- "fenced".
 
-local subs, events, dead = KEYS[1], KEYS[2], KEYS[3]
+local subs, events, dead, gpu = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, now = ARGV[1], ARGV[2]
 local ttl = tonumber(ARGV[3]) or 0
 local n = tonumber(ARGV[4])
@@ -47,7 +55,7 @@ local EVENT = { COMPLETED = 'completed', FAILED = 'failed', TIMED_OUT = 'timed_o
 
 local out = {}
 for i = 0, n - 1 do
-  local b = 4 + 12 * i
+  local b = 4 + 16 * i
   local job_id, entry, epoch, state = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
   local job = KEYS[tonumber(ARGV[b + 10])]
   local di = tonumber(ARGV[b + 11]) or 0
@@ -58,7 +66,7 @@ for i = 0, n - 1 do
     ack_del(subs, group, entry)
     out[#out + 1] = 'not_found'
   else
-    local rec = redis.call('HMGET', job, 'state', 'epoch', 'entry', 'alias_of', 'result', 'owner')
+    local rec = redis.call('HMGET', job, 'state', 'epoch', 'entry', 'alias_of', 'result', 'owner', 'runpod_id')
     if entry == '' then entry = nz(rec[3]) or '' end
     if is_terminal(nz(rec[1])) or nz(rec[4]) then
       ack_del(subs, group, entry)
@@ -72,7 +80,13 @@ for i = 0, n - 1 do
       out[#out + 1] = 'fenced'
     else
       local f = { 'HSET', job, 'state', state, 'step', 'DONE', 'finished_ms', now, 'updated_ms', now,
-        'result', ARGV[b + 5] }
+        'result', ARGV[b + 5], 'finalized_by', ARGV[b + 12] }
+      for k, name in pairs({ [13] = 'delay_ms', [14] = 'exec_ms', [15] = 'runpod_worker_id' }) do
+        if ARGV[b + k] ~= '' then
+          f[#f + 1] = name
+          f[#f + 1] = ARGV[b + k]
+        end
+      end
       if ARGV[b + 6] ~= '' then
         f[#f + 1] = 'runpod_id'
         f[#f + 1] = ARGV[b + 6]
@@ -82,6 +96,14 @@ for i = 0, n - 1 do
         f[#f + 1] = ARGV[b + 7]
       end
       redis.call(unpack(f))
+      if ARGV[b + 6] ~= '' or nz(rec[7]) or ARGV[b + 14] ~= '' then
+        -- The run reached Runpod (an id, or an executionTime): its GPU time
+        -- counts, here and only here.
+        redis.call('HINCRBY', gpu, 'runs:' .. ARGV[b + 16], 1)
+        if ARGV[b + 14] ~= '' then
+          redis.call('HINCRBY', gpu, 'ms:' .. ARGV[b + 16], ARGV[b + 14])
+        end
+      end
       emit(events, EVENT[state], job_id, state, epoch, now, ARGV[b + 8], job)
       if ARGV[b + 9] ~= '' then
         dead_letter(subs, dead, entry, job_id, ARGV[b + 9], now)

@@ -55,7 +55,7 @@ if deadline and created and deadline > 0 then
 end
 redis.call(unpack(f))
 redis.call('HDEL', job, 'runpod_id', 'runpod_status', 'result', 'finished_ms', 'owner', 'cancel', 'handoff',
-  'uncertain', 'uncertain_attempt')
+  'uncertain', 'uncertain_attempt', 'delay_ms', 'exec_ms', 'runpod_worker_id', 'finalized_by')
 redis.call('PERSIST', job)
 local epoch = nz(rec[7]) or '0'
 redis.call('XADD', events, '*', 'type', 'retried', 'job_id', ARGV[1], 'state', 'SUBMITTED',

@@ -1,0 +1,47 @@
+package client_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/yourscope/runpod-orchestrator/client"
+	"github.com/yourscope/runpod-orchestrator/streams"
+)
+
+// TestJobTimingsAndGPUStats: Get shows Runpod's delayTime, executionTime and
+// workerId and the finalizing worker; Stats sums GPU seconds per endpoint,
+// once per run however often the outcome is written.
+func TestJobTimingsAndGPUStats(t *testing.T) {
+	t.Parallel()
+	b := setup(t, client.Config{})
+	ctx := context.Background()
+	b.submit(t, "g1")
+	b.submit(t, "g2")
+	recs := b.worker.admit(ctx, 2, streams.AdmitOpts{})
+	var outs []streams.Outcome
+	for i, id := range []string{"g1", "g2"} {
+		r := recs[id]
+		outs = append(outs, streams.Outcome{JobID: id, Entry: r.Entry, Owner: r.Owner, Epoch: r.Epoch, State: "COMPLETED",
+			Output: []byte(`1`), RunpodID: "rp-" + id, DelayMs: 250, ExecMs: int64(1500 * (i + 1)),
+			RunpodWorkerID: "gpu-" + id, Endpoint: "ep-a"})
+	}
+	for range 2 { // the second write is a retry whose first reply was lost
+		errs, err := b.worker.store.Finalize(ctx, outs, streams.FinalizeOpts{ResultTTL: time.Hour})
+		require.NoError(t, err)
+		require.Equal(t, []error{nil, nil}, errs)
+	}
+
+	j, err := b.client.Get(ctx, "g2")
+	require.NoError(t, err)
+	require.EqualValues(t, 250, j.DelayMs)
+	require.EqualValues(t, 3000, j.ExecutionMs)
+	require.Equal(t, "gpu-g2", j.RunpodWorkerID)
+	require.Equal(t, "fake-worker", j.FinalizedBy)
+
+	st, err := b.client.Stats(ctx, client.StatsOptions{})
+	require.NoError(t, err)
+	require.Equal(t, map[string]client.GPUUsage{"ep-a": {Seconds: 4.5, Runs: 2}}, st.GPU)
+}
