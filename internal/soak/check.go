@@ -346,9 +346,10 @@ func checkRunpod(in CheckInput, f JobFacts, sims []runpodsim.JobInfo, add func(s
 	for _, j := range sims {
 		// A job Runpod deleted (its TTL, which the worker sets to the deadline
 		// plus a minute) runs no more, whatever status it last had.
-		running := j.Removed == "" && (j.Status == workflow.RunpodInQueue || j.Status == workflow.RunpodInProgress)
+		live := j.Status == workflow.RunpodInQueue || j.Status == workflow.RunpodInProgress
+		running := live && j.Removed == ""
 		if j.ID == rec.RunpodID {
-			if !running && j.Removed != "" && rec.FinishedMs > 0 && rec.FinishedMs < j.RemovedAt.UnixMilli() {
+			if live && j.Removed != "" && rec.FinishedMs > 0 && rec.FinishedMs < j.RemovedAt.UnixMilli() {
 				// Finalized while Runpod still ran it: only the TTL stopped it.
 				r.LeftRunning++
 				add(VLeftRunning, id, "job ended %s at %s while its recorded Runpod job %s was still %s until Runpod removed it (%s) at %s",

@@ -347,6 +347,12 @@ func TestCheckRunpodTTLRemoval(t *testing.T) {
 	r = Check(h.in)
 	require.Equal(t, 1, kinds(r)[VLeftRunning], "violations: %v", r.Violations)
 
+	// A job Runpod had cancelled before its TTL removed it was not running.
+	h.in.Sim[0].Status = workflow.RunpodCancelled
+	r = Check(h.in)
+	require.True(t, r.OK(), "violations: %v", r.Violations)
+	h.in.Sim[0].Status = workflow.RunpodInProgress
+
 	// An extra Runpod job the TTL removed runs no more either (it is still
 	// an extra that must be explained).
 	f.Record.FinishedMs = removed.Add(time.Second).UnixMilli()
