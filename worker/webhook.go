@@ -265,6 +265,7 @@ const (
 	hookIgnored   = "ignored"    // not terminal, or the job is gone or an alias
 	hookStale     = "stale"      // a Runpod id that is not this attempt's
 	hookWonReveal = "won_reveal" // an unlearned Runpod job finished first and won
+	hookDeferred  = "deferred"   // CANCELLED, and nobody we know of asked: the owner's poll decides
 )
 
 // completeByWebhook applies one authenticated delivery for (jobID,
@@ -272,7 +273,9 @@ const (
 //
 //   - the recorded Runpod id, or any id for the current attempt while none
 //     is recorded yet (the webhook beat the worker's checkpoint): its
-//     terminal result finalizes the job;
+//     terminal result finalizes the job as a poll would decide it
+//     (workflow.DeliveryOutcome: a CANCELLED job nobody asked to cancel,
+//     such as our own orphan cancel, decides nothing and wakes the owner);
 //   - an earlier attempt's id, which the worker never learned (an uncertain
 //     /run, sent again): it is recorded on the job with its GPU time
 //     (RevealRunpodJob); if it COMPLETED, it wins (first to finish) and the
@@ -281,8 +284,7 @@ const (
 //   - anything else (another id for an attempt whose id is recorded, an
 //     attempt never made, another run's entry) changes nothing.
 func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, attempt int, rj workflow.RunpodJob) (string, error) {
-	o, terminal := workflow.RunpodOutcome(rj)
-	if !terminal {
+	if !rj.Status.Terminal() {
 		return hookIgnored, nil
 	}
 	revealed := false
@@ -336,6 +338,15 @@ func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, att
 			return hookDuplicate, nil
 		}
 		now := w.now()
+		// What the delivery means depends on the record: a CANCELLED job is
+		// the outcome of whoever asked for the cancel (the flag, or our
+		// deadline), as a poll decides it; one nobody asked for is left to
+		// the owner's poll.
+		o, decided := workflow.DeliveryOutcome(w.jobFromRecord(rec), rj, now)
+		if !decided {
+			w.wakeForCancel(jobID)
+			return hookDeferred, nil
+		}
 		errs, err := w.store.Finalize(ctx, []streams.Outcome{{
 			JobID: jobID, Entry: rec.Entry, Owner: rec.Owner, Epoch: rec.Epoch, State: string(o.State), Output: o.Output,
 			Error: o.Error, RunpodID: rj.ID, RunpodStatus: string(o.RunpodStatus), InputHash: rec.InputHash,

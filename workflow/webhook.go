@@ -1,11 +1,34 @@
 package workflow
 
-// RunpodOutcome is the outcome a terminal Runpod job object means (the same
-// mapping a poll applies), and false for a job that has not ended. The
-// worker's webhook receiver finalizes with it.
-func RunpodOutcome(rj RunpodJob) (Outcome, bool) {
+import "time"
+
+// DeliveryOutcome is the outcome a webhook delivery of the terminal Runpod
+// job rj decides for j (rebuilt from the job's record as it is now), and
+// whether the delivery decides one at all. It applies the poll's rules
+// (applyPoll): COMPLETED, FAILED and TIMED_OUT are what Runpod finished as;
+// CANCELLED is the stop outcome of whoever asked for it, CANCELED when the
+// cancel flag is set, TIMED_OUT once the deadline passed (our own deadline
+// /cancel). A CANCELLED delivery that nobody we know of asked for decides
+// nothing: it may be our own orphan cancel of a Runpod job the record does
+// not name, or a deadline /cancel sent by an owner whose clock is ahead of
+// the receiver's; the owner's poll reads that job with what it knows.
+// A job that has not ended decides nothing either.
+func DeliveryOutcome(j Job, rj RunpodJob, now time.Time) (Outcome, bool) {
 	if !rj.Status.Terminal() {
 		return Outcome{}, false
 	}
-	return terminalOutcome(rj), true
+	if rj.Status != RunpodCancelled {
+		return terminalOutcome(rj), true
+	}
+	switch {
+	case j.CancelRequested:
+		o := j.stopOutcome(StateCanceled)
+		o.RunpodStatus = rj.Status
+		return o, true
+	case j.deadlinePassed(now):
+		o := j.stopOutcome(StateTimedOut)
+		o.RunpodStatus = rj.Status
+		return o, true
+	}
+	return Outcome{}, false
 }

@@ -1,0 +1,98 @@
+package worker
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/yourscope/runpod-orchestrator/activities/runpodsim"
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// TestWebhookCancelledAfterDeadlineIsTimedOut (review break7, finding 1):
+// a job passes its deadline; its owner sends /cancel; Runpod cancels it and
+// delivers the CANCELLED job object to the webhook (WebhookOnCancelled). The
+// delivery must not be read as "Runpod cancelled it by itself": nobody asked
+// for a cancel, the job ran out of time, so it ends TIMED_OUT, as the poll
+// path decides (workflow.applyPoll / applyConfirm). The owner's own
+// finalize is held at PointFinalize until Runpod's delivery was answered, so
+// the webhook is first, every run.
+func TestWebhookCancelledAfterDeadlineIsTimedOut(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	clock := runpodsim.NewManualClock(time.Now())
+	srv, rp := simRunpod(t, runpodsim.Config{Clock: clock, WebhookOnCancelled: true, DisableRateLimits: true})
+	wclock := &offsetClock{}
+	w := b.webhookWorker(t, "whdl", rp, func(c *Config) {
+		c.Now = wclock.now
+		c.Poll = workflow.PollPolicy{Initial: time.Hour, Max: time.Hour}
+		c.MinIdle = time.Minute
+		c.StepHook = func(id, point string) {
+			if point != PointFinalize {
+				return
+			}
+			// The webhook of the CANCELLED job has been answered (whatever
+			// it did) before the owner writes its outcome.
+			waitFor(20*time.Second, func() bool {
+				st := srv.Sim.Stats()
+				return st.WebhooksDelivered+st.WebhooksFailed >= 1
+			})
+		}
+	})
+
+	b.submit(t, "dl", `{"mock_delay":3600000}`, time.Hour)
+	rec := b.waitRecord(t, "dl", 10*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
+	wclock.add(2 * time.Hour) // past the deadline
+	w.wakeDispatch <- struct{}{}
+
+	rec = b.waitRecord(t, "dl", 20*time.Second, func(r streams.Record) bool { return workflow.State(r.State).Terminal() })
+	info, ok := srv.Sim.Job(rec.RunpodID)
+	require.True(t, ok)
+	require.Equal(t, workflow.RunpodCancelled, info.Status, "our deadline /cancel cancelled it on Runpod")
+	require.Equal(t, string(workflow.StateTimedOut), rec.State,
+		"nobody cancelled the job: its deadline did (error %q, by webhook %d)", rec.Error, w.WebhookStats().Finalized)
+}
+
+// TestOrphanCancelWebhookIsNotTheOutcome (review break7, finding 2): worker
+// A's /run creates rp-A (attempt 1), then a peer takes the job over before A
+// records the id; A's write is fenced, so A cancels rp-A as its orphan.
+// Runpod delivers the CANCELLED rp-A to the webhook with attempt 1, which is
+// still the record's attempt (the peer has not sent anything yet) and no id
+// is recorded, so the delivery looked like "the current attempt's job ended":
+// it finalized the job CANCELED in the peer's name, though nobody asked for
+// a cancel and the job never ran. An orphan's CANCELLED decides nothing.
+func TestOrphanCancelWebhookIsNotTheOutcome(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	srv, rp := simRunpod(t, runpodsim.Config{WebhookOnCancelled: true, DisableRateLimits: true})
+	var stole atomic.Bool
+	w := b.webhookWorker(t, "who", rp, func(c *Config) {
+		c.Poll = workflow.PollPolicy{Initial: time.Hour, Max: time.Hour}
+		c.MinIdle = time.Minute
+		c.StepHook = func(id, point string) {
+			if point == PointAfterRun && stole.CompareAndSwap(false, true) {
+				// A stalled past its lease: the peer claims and admits the
+				// job between A's /run answer and A's checkpoint of its id.
+				if _, err := b.steal(context.Background()); err != nil {
+					panic(err)
+				}
+			}
+		}
+	})
+
+	b.submit(t, "orph", `{"mock_delay":3600000}`, 0)
+	require.Eventually(t, func() bool { return w.Stats().OrphansCanceled >= 1 }, 20*time.Second, 5*time.Millisecond,
+		"A cancels rp-A, which the record does not name")
+	require.Eventually(t, func() bool {
+		st := srv.Sim.Stats()
+		return st.WebhooksDelivered+st.WebhooksFailed >= 1
+	}, 20*time.Second, 5*time.Millisecond, "Runpod delivers the cancelled orphan")
+	rec := b.get(t, "orph")
+	require.False(t, workflow.State(rec.State).Terminal(),
+		"nobody cancelled the job, and the peer owns it: got %s %q by webhook (finalized %d)",
+		rec.State, rec.Error, w.WebhookStats().Finalized)
+	require.Equal(t, "thief", rec.Owner)
+}
