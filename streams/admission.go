@@ -62,11 +62,17 @@ type AdmissionGrant struct {
 	RetryAt time.Time
 	// Room is what is left in Runpod's queue until the next reading.
 	Room int
+	// Wait is how long from now to RetryAt, both on the gate's clock
+	// (Redis's, unless the call overrode it): what to wait for, whatever
+	// the caller's clock says.
+	Wait time.Duration
 }
 
 // AdmissionTake asks the gate of p for up to want slots for caller, which
 // has unsent jobs admitted and not yet on Runpod. reading, when not nil, is
-// the caller's /health reading (after a Read answer).
+// the caller's /health reading (after a Read answer). now is a test
+// override of the gate's clock; zero means Redis's own (TIME), which is what
+// workers use: the gate's times are compared across the pool.
 func (s *Store) AdmissionTake(ctx context.Context, p AdmissionParams, caller string, unsent, want int,
 	reading *AdmissionReading, now time.Time) (AdmissionGrant, error) {
 	if err := p.Validate(); err != nil {
@@ -80,26 +86,32 @@ func (s *Store) AdmissionTake(ctx context.Context, p AdmissionParams, caller str
 			inQueue, idle = strconv.Itoa(max(0, reading.InQueue)), strconv.Itoa(max(0, reading.IdleWorkers))
 		}
 	}
+	at := ""
+	if !now.IsZero() {
+		at = strconv.FormatInt(now.UnixMilli(), 10)
+	}
 	v, err := s.runScript(ctx, "admission take", scriptAdmission,
 		[]string{s.keys.Admission(p.EndpointID), s.keys.AdmissionUnsent(p.EndpointID)},
-		now.UnixMilli(), p.Interval.Milliseconds(), caller, max(0, unsent), max(0, want), p.Depth,
+		at, p.Interval.Milliseconds(), caller, max(0, unsent), max(0, want), p.Depth,
 		inQueue, idle, p.Stale.Milliseconds(), p.ReadHold.Milliseconds())
 	if err != nil {
 		return AdmissionGrant{}, err
 	}
 	r, err := replyStrings("admission take", v)
-	if err != nil || len(r) != 4 {
+	if err != nil || len(r) != 5 {
 		return AdmissionGrant{}, fmt.Errorf("streams: admission take: bad reply %v: %w", v, err)
 	}
 	granted, err1 := strconv.Atoi(r[0])
 	retry, err2 := strconv.ParseInt(r[2], 10, 64)
 	room, err3 := strconv.Atoi(r[3])
-	if err1 != nil || err2 != nil || err3 != nil {
+	used, err4 := strconv.ParseInt(r[4], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 		return AdmissionGrant{}, fmt.Errorf("streams: admission take: bad reply %v", r)
 	}
 	g := AdmissionGrant{Granted: granted, Read: r[1] == "read", Room: room}
 	if retry > 0 {
 		g.RetryAt = time.UnixMilli(retry)
+		g.Wait = time.Duration(max(0, retry-used)) * time.Millisecond
 	}
 	return g, nil
 }

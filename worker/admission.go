@@ -147,9 +147,9 @@ func (w *Worker) admissionTake(ctx context.Context, n int) (int, time.Duration) 
 	p := a.params()
 	var reading *streams.AdmissionReading
 	for range 2 {
-		now := w.now()
+		// The gate's times are Redis's (zero now): other workers compare them.
 		tctx, cancel := w.persistCtx(ctx)
-		g, err := w.store.AdmissionTake(tctx, p, w.cfg.InstanceID, w.unsent(), n, reading, now)
+		g, err := w.store.AdmissionTake(tctx, p, w.cfg.InstanceID, w.unsent(), n, reading, time.Time{})
 		cancel()
 		if err != nil {
 			w.log.Debug("admission: cannot ask the pool's gate; admitting nothing for now", "error", err)
@@ -169,7 +169,7 @@ func (w *Worker) admissionTake(ctx context.Context, n int) (int, time.Duration) 
 		if g.Granted > 0 {
 			return g.Granted, 0
 		}
-		return 0, g.RetryAt.Sub(now)
+		return 0, g.Wait
 	}
 	return 0, a.Interval
 }

@@ -96,3 +96,42 @@ func TestOrphanCancelWebhookIsNotTheOutcome(t *testing.T) {
 		rec.State, rec.Error, w.WebhookStats().Finalized)
 	require.Equal(t, "thief", rec.Owner)
 }
+
+// TestAdmissionGateOnRedisClock (review break7, finding 3): the pool-wide
+// admission gate (admission_take.lua) stamped its reading, its reader's hold
+// and every unsent report with the caller's clock, which the other workers
+// compare with theirs (issue 7 item 7). A worker whose clock is an hour
+// ahead reads /health once and stops: its reading stays "fresh" for an
+// hour on every other worker's clock, nobody is elected to read again, and
+// the room it left (none: an idle worker takes it all) admits nothing: the
+// pool stalls for the skew. Stamped with Redis's clock, the next worker
+// reads again within an interval and admits the job.
+func TestAdmissionGateOnRedisClock(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var reads atomic.Int64
+	health := func(context.Context) (EndpointLoad, error) {
+		reads.Add(1)
+		return EndpointLoad{}, nil
+	}
+	ahead := &offsetClock{}
+	ahead.add(time.Hour)
+	cfg := b.config("adm-ahead")
+	cfg.Now = ahead.now
+	cfg.Admission = Admission{Depth: 2, Interval: 50 * time.Millisecond, Health: health}
+	ra := b.start(t, cfg)
+	require.Eventually(t, func() bool { return reads.Load() >= 2 }, 20*time.Second, 5*time.Millisecond,
+		"the skewed worker reads /health (and takes the room: it has free capacity)")
+	ra.stop(t)
+	before := reads.Load()
+
+	cfg = b.config("adm-b")
+	cfg.Admission = Admission{Depth: 2, Interval: 50 * time.Millisecond, Health: health}
+	b.start(t, cfg)
+	b.submit(t, "adm-clock", `{}`, 0)
+	require.Eventually(t, func() bool {
+		rec, err := b.store.Get(context.Background(), "adm-clock")
+		return err == nil && rec.Owner == "adm-b"
+	}, 20*time.Second, 10*time.Millisecond,
+		"a worker with the right clock reads /health again and admits the job (reads since: %d)", reads.Load()-before)
+}

@@ -15,7 +15,10 @@
 -- KEYS[1] admission gate of the endpoint (HASH: read_ms, room, reader, reader_until)
 -- KEYS[2] unsent reports of the endpoint (HASH: instance -> "<count> <unix ms>")
 --
--- ARGV[1] now, unix ms
+-- ARGV[1] now, unix ms: "" (or "0") = Redis TIME; a value is a test override.
+--         Every time here (the reading's, the reader's hold, the unsent
+--         reports') is compared by other workers: one worker's clock hours
+--         ahead must not keep its reading "fresh" for the pool.
 -- ARGV[2] interval, ms: how long a reading is good for
 -- ARGV[3] caller id (instance)
 -- ARGV[4] caller's jobs admitted and not yet on Runpod
@@ -27,14 +30,16 @@
 -- ARGV[9] stale, ms: age after which an unsent report no longer counts
 -- ARGV[10] read hold, ms: how long the elected reader has to bring its reading
 --
--- Returns {granted, status, retry_at_ms, room}: status "ok" (granted may be
--- 0: no room; come back at retry_at_ms, the next reading), "read" (the
--- caller must read /health and call again with the reading), or "wait"
+-- Returns {granted, status, retry_at_ms, room, now_ms}: status "ok" (granted
+-- may be 0: no room; come back at retry_at_ms, the next reading), "read"
+-- (the caller must read /health and call again with the reading), or "wait"
 -- (another caller is reading; come back at retry_at_ms); room is what is
--- left until the next reading.
+-- left until the next reading; now_ms is the time used (Redis's clock), so
+-- the caller can turn retry_at_ms into a wait.
 
 local gate, unsent = KEYS[1], KEYS[2]
-local now = tonumber(ARGV[1])
+local now_s = clock_ms(ARGV[1])
+local now = tonumber(now_s)
 local interval = tonumber(ARGV[2])
 local me = ARGV[3]
 local want = tonumber(ARGV[5])
@@ -42,7 +47,7 @@ local depth = tonumber(ARGV[6])
 local stale = tonumber(ARGV[9])
 local ttl = math.max(interval * 20, stale * 2)
 
-redis.call('HSET', unsent, me, ARGV[4] .. ' ' .. ARGV[1])
+redis.call('HSET', unsent, me, ARGV[4] .. ' ' .. now_s)
 redis.call('PEXPIRE', unsent, ttl)
 
 local g = redis.call('HMGET', gate, 'read_ms', 'room', 'reader', 'reader_until')
@@ -67,14 +72,14 @@ if ARGV[7] ~= '' then
     room = math.max(0, depth + tonumber(ARGV[8]) - tonumber(ARGV[7]) - pending)
   end
   read_ms = now
-  redis.call('HSET', gate, 'read_ms', ARGV[1], 'room', tostring(room), 'reader', '', 'reader_until', '0')
+  redis.call('HSET', gate, 'read_ms', now_s, 'room', tostring(room), 'reader', '', 'reader_until', '0')
 elseif now >= read_ms + interval then
   if now >= reader_until or nz(g[3]) == me then
     redis.call('HSET', gate, 'reader', me, 'reader_until', tostring(now + tonumber(ARGV[10])))
     redis.call('PEXPIRE', gate, ttl)
-    return { 0, 'read', 0, room }
+    return { 0, 'read', 0, room, now_s }
   end
-  return { 0, 'wait', math.min(reader_until, now + math.max(1, math.ceil(interval / 4))), room }
+  return { 0, 'wait', math.min(reader_until, now + math.max(1, math.ceil(interval / 4))), room, now_s }
 end
 
 local granted = math.max(0, math.min(want, room))
@@ -85,4 +90,4 @@ local retry_at = 0
 if granted == 0 then
   retry_at = read_ms + interval
 end
-return { granted, 'ok', retry_at, room }
+return { granted, 'ok', retry_at, room, now_s }
