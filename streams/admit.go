@@ -61,6 +61,9 @@ func (s *Store) Admit(ctx context.Context, reqs []AdmitRequest, opts AdmitOpts) 
 
 // admitJob returns the job id and input hash Admit should use for r.
 func admitJob(r AdmitRequest) (jobID, hash string) {
+	if r.Foreign {
+		return "", "" // its record and dedupe key belong to another partition
+	}
 	if r.Poison == "" {
 		return r.Sub.JobID, r.Sub.InputHash
 	}

@@ -222,6 +222,10 @@ type AdmitRequest struct {
 	Entry  redis.XMessage // the entry as delivered
 	Sub    Submission     // decoded; valid when Poison is empty
 	Poison string         // non-empty: the entry cannot be run, this is why
+	// Foreign marks a poisoned entry written to a partition its job id
+	// does not hash to: it is dead-lettered without touching any record
+	// or dedupe key (those of its id live in another partition).
+	Foreign bool
 }
 
 // AdmitOpts tunes Admit.

@@ -3,14 +3,19 @@ package streams
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"strconv"
 	"strings"
 )
 
 // This file is the only place that builds Redis key names. Every key of a
 // namespace shares the hash tag {<namespace>}, so all of them live in one
 // Redis Cluster slot and every Lua script may touch any of them. A namespace
-// split into P partitions later uses namespaces "<ns>:0" … "<ns>:P-1", each
-// its own slot.
+// split into P partitions (P > 1) uses the namespaces "<ns>:0" … "<ns>:P-1"
+// for its jobs, each its own hash tag and so its own slot; the job id picks
+// the partition (PartitionOf). With P = 1 (the default) the partition's
+// namespace is <ns> itself, so the key names are exactly those of before
+// partitions existed.
 
 // NamespaceDefault is the namespace used when none is configured.
 const NamespaceDefault = "runpod"
@@ -47,6 +52,37 @@ func ValidateNamespace(ns string) error {
 		return fmt.Errorf("namespace %q: must not contain braces or whitespace", ns)
 	}
 	return nil
+}
+
+// MaxPartitions bounds a namespace's partition count.
+const MaxPartitions = 1024
+
+// ValidatePartitions rejects a partition count outside 1..MaxPartitions.
+func ValidatePartitions(p int) error {
+	if p < 1 || p > MaxPartitions {
+		return fmt.Errorf("partitions: %d, want 1..%d", p, MaxPartitions)
+	}
+	return nil
+}
+
+// PartitionOf returns the partition (0..p-1) of a job id: the CRC-32
+// (IEEE, the checksum of zlib, gzip and PNG) of the id's bytes, modulo p.
+// Raw producers compute the same (docs/wire-format.md gives test vectors).
+// p < 2 is partition 0.
+func PartitionOf(jobID string, p int) int {
+	if p < 2 {
+		return 0
+	}
+	return int(crc32.ChecksumIEEE([]byte(jobID)) % uint32(p))
+}
+
+// PartitionNamespace is the namespace holding partition i of ns split into
+// p partitions: ns itself when p is 1 (today's key names), else "<ns>:<i>".
+func PartitionNamespace(ns string, p, i int) string {
+	if p < 2 {
+		return ns
+	}
+	return ns + ":" + strconv.Itoa(i)
 }
 
 // Namespace returns the namespace these keys belong to.
@@ -87,6 +123,11 @@ func (k Keys) GPU() string { return k.prefix() + "gpu" }
 // Control is the pub/sub channel that nudges workers: cancels and handoffs.
 // It carries hints only; every fact it announces is also in a record. // CHANNEL
 func (k Keys) Control() string { return k.prefix() + "control" }
+
+// Meta holds the namespace's settings that every producer and worker must
+// agree on (field "partitions"), under the base namespace's tag even when
+// the namespace is partitioned. // HASH
+func (k Keys) Meta() string { return k.prefix() + "meta" }
 
 // Pattern matches every key of the namespace (for tests and cleanup tools).
 func (k Keys) Pattern() string { return k.prefix() + "*" }

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,6 +23,9 @@ func (w *Worker) reserve(max int) int {
 		return 0
 	}
 	w.reserved += n
+	if w.cfg.MaxInFlight-len(w.jobs)-w.reserved > 0 {
+		w.signalCapacity() // another partition's fetcher may be waiting
+	}
 	return n
 }
 
@@ -44,10 +48,20 @@ func (w *Worker) signalCapacity() {
 // streams.Admit call, and schedules the admitted jobs at once. It returns
 // how many were admitted. On error the entries stay pending for this
 // consumer and are reclaimed after MinIdle: nothing is lost.
-func (w *Worker) admit(ctx context.Context, msgs []redis.XMessage) (int, error) {
+func (w *Worker) admit(ctx context.Context, part int, msgs []redis.XMessage) (int, error) {
 	reqs := make([]streams.AdmitRequest, len(msgs))
 	for i, m := range msgs {
 		reqs[i] = streams.NewAdmitRequest(m, w.cfg.MaxInputBytes)
+		if r := &reqs[i]; r.Poison == "" && len(w.store.all) > 1 {
+			if want := streams.PartitionOf(r.Sub.JobID, len(w.store.all)); want != part {
+				// A raw producer wrote it to the wrong partition: its record
+				// would live where Get, Cancel and AwaitResult never look.
+				// Dead-lettered here without a record (no job id), loudly.
+				r.Poison = fmt.Sprintf("wrong partition: job id %q belongs to partition %d of %d, entry is in partition %d",
+					r.Sub.JobID, want, len(w.store.all), part)
+				r.Sub, r.Foreign = streams.Submission{}, true
+			}
+		}
 	}
 	w.markAdmitting(reqs, 1)
 	defer w.markAdmitting(reqs, -1)
@@ -58,7 +72,7 @@ func (w *Worker) admit(ctx context.Context, msgs []redis.XMessage) (int, error) 
 	// No Now: the script stamps records with Redis's clock, and the reply
 	// tells how far that clock is from ours (learnClock).
 	sent := w.now()
-	res, err := w.store.Admit(ctx, reqs, streams.AdmitOpts{
+	res, err := w.store.all[part].Admit(ctx, reqs, streams.AdmitOpts{
 		Consumer: w.cfg.InstanceID, MaxDeliveries: w.cfg.MaxDeliveries, Dedupe: w.cfg.Dedupe,
 		PersistInput: w.cfg.PersistInput, DefaultTimeout: jobTimeout, ResultTTL: w.cfg.ResultTTL,
 	})

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -14,9 +15,7 @@ func (w *Worker) claimLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if n, err := w.claimPass(ctx); err != nil && ctx.Err() == nil {
-			if !w.recreateGroup(ctx, "claimer", err) {
-				log.Warn("claim pass failed", "error", err, "admitted", n)
-			}
+			log.Warn("claim pass failed", "error", err, "admitted", n)
 		} else if n > 0 {
 			log.Info("reclaimed jobs", "admitted", n)
 		}
@@ -29,12 +28,33 @@ func (w *Worker) claimLoop(ctx context.Context) {
 	}
 }
 
-// claimPass takes over entries idle past MinIdle (XAUTOCLAIM pages) while
-// free capacity remains, admits them (bumping their epoch) and schedules
-// them. It returns how many jobs were admitted.
+// claimPass takes over entries idle past MinIdle (XAUTOCLAIM pages) in
+// every served partition while free capacity remains, admits them (bumping
+// their epoch) and schedules them. Each pass starts at the next partition,
+// so when capacity runs out no partition is always the one left over. A
+// partition whose group is missing gets it recreated. It returns how many
+// jobs were admitted.
 func (w *Worker) claimPass(ctx context.Context) (int, error) {
 	w.claimMu.Lock()
 	defer w.claimMu.Unlock()
+	served := w.store.served
+	start := w.claimNext % len(served)
+	w.claimNext++
+	total := 0
+	var errs []error
+	for i := range served {
+		part := served[(start+i)%len(served)]
+		n, err := w.claimPartition(ctx, part)
+		total += n
+		if err != nil && !w.recreateGroup(ctx, "claimer", part, err) {
+			errs = append(errs, err)
+		}
+	}
+	return total, errors.Join(errs...)
+}
+
+// claimPartition is claimPass over one partition.
+func (w *Worker) claimPartition(ctx context.Context, part int) (int, error) {
 	total := 0
 	defer func() {
 		if total > 0 {
@@ -50,14 +70,14 @@ func (w *Worker) claimPass(ctx context.Context) (int, error) {
 		if n == 0 {
 			return total, nil
 		}
-		msgs, _, next, err := w.store.Claim(ctx, w.cfg.InstanceID, w.cfg.MinIdle, n, cursor)
+		msgs, _, next, err := w.store.all[part].Claim(ctx, w.cfg.InstanceID, w.cfg.MinIdle, n, cursor)
 		if err == nil && len(msgs) > 0 {
 			// The entries are ours now (XAUTOCLAIM reset their idle
 			// time): admit them even if the shutdown began meanwhile, so
 			// they are adopted and handed off, not stranded for MinIdle.
 			var k int
 			actx, cancel := w.persistCtx(ctx)
-			k, err = w.admit(actx, msgs)
+			k, err = w.admit(actx, part, msgs)
 			cancel()
 			total += k
 		}

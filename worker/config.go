@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -82,6 +83,17 @@ type Config struct {
 	EndpointID string
 	// Namespace is the key namespace. Defaults to streams.NamespaceDefault.
 	Namespace string
+	// Partitions is the namespace's partition count P (default 1: the
+	// namespace's own key names). Every worker and producer of a namespace
+	// must use the same P; Run records it in the namespace's meta key when
+	// none is recorded and refuses to start on a mismatch
+	// (streams.ErrPartitionsMismatch). Changing it is a migration
+	// (docs/operations.md, "Partitions").
+	Partitions int
+	// ServePartitions lists the partitions this worker reads (each in
+	// 0..Partitions-1, no repeats); empty means all of them. Capacity is
+	// shared fairly between the served partitions.
+	ServePartitions []int
 	// MaxInFlight bounds the jobs this worker owns at once (fetch never
 	// reads beyond the free capacity). Defaults to 1000.
 	MaxInFlight int
@@ -170,6 +182,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Namespace == "" {
 		c.Namespace = streams.NamespaceDefault
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 1
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = MaxInFlightDefault
@@ -271,6 +286,19 @@ func (c Config) Validate() error {
 	if err := streams.ValidateNamespace(c.Namespace); err != nil {
 		return fmt.Errorf("worker: Namespace: %w", err)
 	}
+	if err := streams.ValidatePartitions(c.Partitions); err != nil {
+		return fmt.Errorf("worker: Partitions: %w", err)
+	}
+	if n := len(c.served()); c.MaxInFlight < n {
+		return bad("MaxInFlight", "%d is less than the %d partitions served (each fetch loop needs a slot)", c.MaxInFlight, n)
+	}
+	seen := map[int]bool{}
+	for _, p := range c.ServePartitions {
+		if p < 0 || p >= c.Partitions || seen[p] {
+			return bad("ServePartitions", "%v: want distinct partitions in 0..%d", c.ServePartitions, c.Partitions-1)
+		}
+		seen[p] = true
+	}
 	if err := c.Webhook.validate(c.Poll.Horizon); err != nil {
 		return err
 	}
@@ -282,6 +310,20 @@ func (c Config) Validate() error {
 		return errors.New("worker: " + strings.TrimPrefix(err.Error(), "workflow: "))
 	}
 	return nil
+}
+
+// served returns the partitions this worker reads, ascending.
+func (c Config) served() []int {
+	if len(c.ServePartitions) == 0 {
+		all := make([]int, c.Partitions)
+		for i := range all {
+			all[i] = i
+		}
+		return all
+	}
+	out := append([]int(nil), c.ServePartitions...)
+	slices.Sort(out)
+	return out
 }
 
 // policy is the workflow policy this configuration implies.

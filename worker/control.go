@@ -11,11 +11,16 @@ import (
 // flag, which is the truth), "handoff" triggers an immediate claim pass.
 // Messages are hints; a subscription lost to a Redis error is re-made, and a
 // missed cancel is still seen by the periodic re-read before polls.
-func (w *Worker) controlLoop(ctx context.Context) {
+//
+// Each served partition has its own channel and loop.
+func (w *Worker) controlLoop(ctx context.Context, part int) {
 	log := w.log.Named("control")
+	if len(w.store.all) > 1 {
+		log = log.With("partition", part)
+	}
 	var b backoff
 	for ctx.Err() == nil {
-		ch, err := w.store.SubscribeControl(ctx)
+		ch, err := w.store.all[part].SubscribeControl(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return

@@ -16,16 +16,19 @@ import (
 // else is gone), creates the group again from the start of the stream, and
 // counts it. It reports whether it recreated the group (false: err was
 // another error, or the group could not be created yet).
-func (w *Worker) recreateGroup(ctx context.Context, where string, err error) bool {
+func (w *Worker) recreateGroup(ctx context.Context, where string, part int, err error) bool {
 	if !errors.Is(err, streams.ErrNoGroup) {
 		return false
 	}
 	log := w.log.Named(where)
+	if len(w.store.all) > 1 {
+		log = log.With("partition", part)
+	}
 	log.Error("CONSUMER GROUP MISSING: Redis lost the submissions stream's consumer group "+
 		"(failover to an empty replica, restart without persistence, or a deleted key); "+
 		"recreating it from the start of the stream: surviving submissions are redelivered, lost ones are gone",
 		"error", err)
-	if cerr := w.store.EnsureGroup(ctx); cerr != nil {
+	if cerr := w.store.all[part].EnsureGroup(ctx); cerr != nil {
 		// The caller backs off and the next NOGROUP tries again.
 		log.Warn("cannot recreate the consumer group yet", "error", cerr)
 		return false

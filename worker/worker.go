@@ -104,7 +104,8 @@ type counters struct {
 // New and run it with Run; see the package documentation for its design.
 type Worker struct {
 	cfg    Config
-	store  store
+	store  *parts              // the namespace's partitions (partitions.go)
+	meta   *streams.Partitions // nil in tests over a wrapped store: no partition check
 	policy workflow.Policy
 	est    *execEstimate // the endpoint's recent execution times, for the poll scheduler
 	// whStats counts webhook deliveries (webhook.go).
@@ -140,7 +141,8 @@ type Worker struct {
 	work         chan *job     // dispatcher → executors
 	finalizeQ    chan *job     // executors → finalizer
 
-	claimMu sync.Mutex // one claim pass at a time (claimer, RecoverNow)
+	claimMu   sync.Mutex // one claim pass at a time (claimer, RecoverNow)
+	claimNext int        // guarded by claimMu: the served partition the next pass starts at
 
 	// faulted is closed at the first worker fault (fault.go), faultErr set
 	// before; Run then shuts down as on a cancel.
@@ -166,24 +168,37 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	st, err := streams.New(rdb, streams.Config{Namespace: cfg.Namespace})
+	ps, err := streams.NewPartitions(rdb, streams.Config{Namespace: cfg.Namespace}, cfg.Partitions)
 	if err != nil {
 		return nil, fmt.Errorf("worker: New: %w", err)
 	}
-	st.SetDurability(cfg.Durability)
-	return newWorker(st, cfg), nil
+	ps.SetDurability(cfg.Durability)
+	all := make([]store, ps.Count())
+	for i, st := range ps.All() {
+		all[i] = st
+	}
+	w := newWorkerParts(all, cfg)
+	w.meta = ps
+	return w, nil
 }
 
-// newWorker builds a worker over any store (tests wrap the real one).
-// cfg must have its defaults and be valid.
+// newWorker builds a worker over any store (tests wrap the real one): one
+// partition. cfg must have its defaults and be valid.
 func newWorker(st store, cfg Config) *Worker {
+	return newWorkerParts([]store{st}, cfg)
+}
+
+// newWorkerParts builds a worker over one store per partition (len =
+// cfg.Partitions).
+func newWorkerParts(all []store, cfg Config) *Worker {
+	cfg.Partitions = len(all)
 	est := &execEstimate{}
 	cfg.Runpod = observedRunpod{Runpod: cfg.Runpod, est: est}
 	policy := cfg.policy()
 	policy.Expect = est
 	return &Worker{
 		cfg:          cfg,
-		store:        st,
+		store:        &parts{all: all, served: cfg.served()},
 		est:          est,
 		policy:       policy,
 		log:          cfg.Logger.Named("worker").With("consumer", cfg.InstanceID),
@@ -258,6 +273,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return errors.New("worker: Run called twice")
 	}
+	if err := w.checkPartitions(ctx); err != nil {
+		if !errors.Is(err, streams.ErrPartitionsMismatch) {
+			return fmt.Errorf("worker: stopped before it could start: %w", err)
+		}
+		w.log.Error("partition count mismatch; not starting", "error", err)
+		return fmt.Errorf("worker: %w", err)
+	}
 	if err := w.ensureGroup(ctx); err != nil {
 		// ctx ended before Redis answered: nothing to shut down, but the
 		// worker never ran.
@@ -269,7 +291,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	w.log.Info("worker started", "namespace", w.cfg.Namespace, "max_in_flight", w.cfg.MaxInFlight,
-		"concurrency", w.cfg.Concurrency)
+		"concurrency", w.cfg.Concurrency, "partitions", len(w.store.all), "serving", w.store.served)
 
 	w.baseCtx = context.WithoutCancel(ctx)
 	w.execCtx, w.stopExec = context.WithCancelCause(w.baseCtx)
@@ -291,9 +313,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	stopDispatch := make(chan struct{})
 	goTracked(&dispatcher, func() { w.dispatch(stopDispatch) })
-	goTracked(&loops, func() { w.fetchLoop(loopsCtx) })
+	for _, p := range w.store.served {
+		goTracked(&loops, func() { w.fetchLoop(loopsCtx, p) })
+		goTracked(&loops, func() { w.controlLoop(loopsCtx, p) })
+	}
 	goTracked(&loops, func() { w.claimLoop(loopsCtx) })
-	goTracked(&loops, func() { w.controlLoop(loopsCtx) })
 	goTracked(&loops, func() { w.janitorLoop(loopsCtx) })
 	goTracked(&loops, func() { w.orphanLoop(loopsCtx) })
 
@@ -369,12 +393,41 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// ensureGroup creates the consumer group, retrying while Redis is away. If
-// ctx ends first it returns the last Redis error.
-func (w *Worker) ensureGroup(ctx context.Context) error {
+// checkPartitions records the namespace's partition count, or verifies
+// the recorded one, retrying while Redis is away; a mismatch is final.
+func (w *Worker) checkPartitions(ctx context.Context) error {
+	if w.meta == nil {
+		return nil
+	}
 	b := backoff{}
 	for {
-		err := w.store.EnsureGroup(ctx)
+		err := w.meta.CheckPartitions(ctx, true)
+		if err == nil || errors.Is(err, streams.ErrPartitionsMismatch) {
+			return err
+		}
+		w.log.Warn("cannot check the namespace's partition count (before it can create the consumer group); retrying", "error", err)
+		if !b.wait(ctx) {
+			return fmt.Errorf("check the partition count: %w", err)
+		}
+	}
+}
+
+// ensureGroup creates the consumer group of every served partition,
+// retrying while Redis is away. If ctx ends first it returns the last Redis
+// error.
+func (w *Worker) ensureGroup(ctx context.Context) error {
+	b := backoff{}
+	for _, p := range w.store.served {
+		if err := w.ensureGroupOf(ctx, p, &b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *Worker) ensureGroupOf(ctx context.Context, part int, b *backoff) error {
+	for {
+		err := w.store.all[part].EnsureGroup(ctx)
 		if err == nil {
 			return nil
 		}

@@ -51,6 +51,8 @@ type options struct {
 	redisTLSKeyFile    string
 	redisTLSServerName string
 	namespace          string
+	partitions         int
+	servePartitions    []int
 	instanceID         string
 
 	apiKey     string
@@ -111,6 +113,7 @@ func defaultOptions() *options {
 	return &options{
 		redisURL:                 redisURLDefault,
 		namespace:                streams.NamespaceDefault,
+		partitions:               1,
 		baseURL:                  activities.BaseURLDefault,
 		runpodRequestTimeout:     activities.RequestTimeoutDefault,
 		runpodMaxAttempts:        activities.MaxAttemptsDefault,
@@ -193,6 +196,13 @@ func newFlagTable(o *options) *flagTable {
 			}
 			return nil
 		}})
+	t.add(groupConn, "partitions", "N",
+		"the namespace's partition count P (1..1024): the same for every worker and producer; "+
+			"1 keeps the {NAME}:... keys, more use {NAME:0}:... to {NAME:P-1}:...",
+		"1", ints(&o.partitions, 1, streams.MaxPartitions))
+	t.add(groupWorker, "serve-partitions", "LIST",
+		"the partitions this worker reads, comma-separated (e.g. 0,2,4); empty = all of them",
+		"", &partitionList{p: &o.servePartitions})
 	t.add(groupConn, "runpod-api-key", "KEY",
 		"Runpod API key (required unless --dev); never logged or printed",
 		"", &stringValue{p: &o.apiKey}).secret = true
@@ -402,6 +412,8 @@ func (o *options) workerConfig(rp workflow.Runpod, log hclog.Logger, hooks worke
 		Runpod:            rp,
 		InstanceID:        o.instanceID,
 		Namespace:         o.namespace,
+		Partitions:        o.partitions,
+		ServePartitions:   o.servePartitions,
 		MaxInFlight:       o.maxInFlight,
 		Concurrency:       o.concurrency,
 		MinIdle:           o.minIdle,
@@ -505,6 +517,8 @@ func (o *options) activitiesConfig(apiKey, endpointID, baseURL string, secrets [
 var fieldFlags = map[string]string{
 	"worker: InstanceID":             "instance-id",
 	"worker: Namespace":              "namespace",
+	"worker: Partitions":             "partitions",
+	"worker: ServePartitions":        "serve-partitions",
 	"worker: MaxInFlight":            "max-in-flight",
 	"worker: Concurrency":            "concurrency",
 	"worker: MinIdle":                "min-idle",

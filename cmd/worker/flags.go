@@ -269,6 +269,37 @@ func (v *intValue) Set(s string) error {
 	return nil
 }
 
+// partitionList is a comma-separated list of partition indexes ("0,2,4");
+// the range is checked against --partitions by worker.Config.Validate.
+type partitionList struct{ p *[]int }
+
+func (v *partitionList) String() string {
+	if v.p == nil {
+		return ""
+	}
+	s := make([]string, len(*v.p))
+	for i, n := range *v.p {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+func (v *partitionList) Set(s string) error {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 {
+			return fmt.Errorf("invalid partition %q (want a comma-separated list like 0,2,4)", f)
+		}
+		out = append(out, n)
+	}
+	*v.p = out
+	return nil
+}
+
 // floatValue is a float64 within [min, max].
 type floatValue struct {
 	p        *float64

@@ -129,9 +129,15 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	rdb := conn.Client()
 	defer rdb.Close()
 
+	// The pool budget, the breaker and the worker reports live under the
+	// base namespace {ns}, shared by every partition.
 	store, err := streams.New(rdb, streams.Config{Namespace: o.namespace})
 	if err != nil {
 		return flagErrorFrom(fmt.Errorf("worker: Namespace: %w", err))
+	}
+	parts, err := streams.NewPartitions(rdb, streams.Config{Namespace: o.namespace}, o.partitions)
+	if err != nil {
+		return flagErrorFrom(fmt.Errorf("worker: Partitions: %w", err))
 	}
 	// The pool budget names the holder of a breaker probe: the worker's id,
 	// or one like it (each worker the supervisor starts picks its own).
@@ -176,7 +182,7 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	// process under its flag.
 	sup := &supervisor{cur: w, newWorker: newWorker, check: rp.CheckEndpoint, log: log,
 		startCheck: func(ctx context.Context) error { return checkRunpod(ctx, rp, log) }}
-	m.observe(sup.stats, rp.BreakerState, store.QueueInfo, log)
+	m.observe(sup.stats, rp.BreakerState, parts.QueueInfo, log)
 	m.observeFault(sup.faulted)
 	m.observePool(sup.webhookStats)
 	m.observeAdmission(sup.stats)

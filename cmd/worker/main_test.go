@@ -438,7 +438,7 @@ func TestSecretsStayOut(t *testing.T) {
 		"--http-addr", "127.0.0.1:0", "--log-level", "trace", "--log-format", "json", "--namespace", redistest.Namespace(t)}, nil)
 	addr := find(t, s.stderr, regexp.MustCompile(`"http_addr":"(127\.0\.0\.1:\d+)"`), s)
 	// The worker cannot authenticate: it retries and says so.
-	find(t, s.stderr, regexp.MustCompile(`(cannot create the consumer group)`), s)
+	find(t, s.stderr, regexp.MustCompile(`(cannot check the namespace's partition count)`), s)
 	code, body := get(t, "http://"+addr+"/readyz")
 	require.Equal(t, http.StatusServiceUnavailable, code, body)
 	_, metricsText := get(t, "http://"+addr+"/metrics")

@@ -332,11 +332,17 @@ func New(t testing.TB) (*redis.Client, string) {
 	return rdb, ns
 }
 
-// DeleteNamespace deletes every key "{ns}:*".
+// DeleteNamespace deletes every key "{ns}:*", and those of its partitions
+// ("{ns:<i>}:*").
 func DeleteNamespace(rdb redis.UniversalClient, ns string) {
+	deletePattern(rdb, "{"+ns+"}:*")
+	deletePattern(rdb, "{"+ns+":[0-9]*}:*")
+}
+
+func deletePattern(rdb redis.UniversalClient, pattern string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	iter := rdb.Scan(ctx, 0, "{"+ns+"}:*", 1000).Iterator()
+	iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
 	var batch []string
 	for iter.Next(ctx) {
 		batch = append(batch, iter.Val())

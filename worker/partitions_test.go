@@ -1,0 +1,216 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"github.com/yourscope/runpod-orchestrator/streams"
+	"github.com/yourscope/runpod-orchestrator/workflow"
+)
+
+// partsSetup is a test namespace split into p partitions.
+func partsSetup(t *testing.T, p int) (*testBundle, *streams.Partitions) {
+	t.Helper()
+	b := setup(t)
+	ps, err := streams.NewPartitions(b.rdb, streams.Config{Namespace: b.ns}, p)
+	require.NoError(t, err)
+	return b, ps
+}
+
+func submitTo(t *testing.T, ps *streams.Partitions, id, input string) {
+	t.Helper()
+	res, err := ps.For(id).Submit(context.Background(), streams.Submission{JobID: id, Input: []byte(input)}, streams.SubmitOpts{})
+	require.NoError(t, err)
+	require.True(t, res.Created, id)
+}
+
+// TestPartitionedWorkersRunEveryJobOnce: two workers over P=4 run every job
+// of every partition exactly once, each job's record and events in its
+// partition, and every partition's group ends with nothing pending.
+func TestPartitionedWorkersRunEveryJobOnce(t *testing.T) {
+	t.Parallel()
+	b, ps := partsSetup(t, 4)
+	var outcomes sync.Map
+	var count atomic.Int64
+	for i := range 2 {
+		cfg := b.config(fmt.Sprintf("w%d", i))
+		cfg.Partitions = 4
+		cfg.MaxInFlight = 20
+		cfg.Hooks.OnOutcome = func(id string, _ workflow.State) {
+			count.Add(1)
+			if _, dup := outcomes.LoadOrStore(id, true); dup {
+				t.Errorf("second outcome for %s", id)
+			}
+		}
+		b.start(t, cfg)
+	}
+	const n = 200
+	ids := jobIDs("pj", n)
+	for _, id := range ids {
+		submitTo(t, ps, id, `{"mock_delay":10}`)
+	}
+	require.Eventually(t, func() bool { return count.Load() == n }, time.Minute, 20*time.Millisecond,
+		"outcomes %d of %d", count.Load(), n)
+	perPart := make([]int, 4)
+	for _, id := range ids {
+		rec, err := ps.For(id).Get(context.Background(), id)
+		require.NoError(t, err)
+		require.Equal(t, string(workflow.StateCompleted), rec.State)
+		perPart[streams.PartitionOf(id, 4)]++
+	}
+	for i, st := range ps.All() {
+		require.NotZero(t, perPart[i], "partition %d got no job", i)
+		pending, err := st.Pending(context.Background())
+		require.NoError(t, err)
+		require.Zero(t, pending, "partition %d", i)
+	}
+	runs, _, _ := b.rp.counts()
+	require.Equal(t, n, runs, "one /run per job")
+	stored, err := ps.StoredPartitions(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 4, stored, "the first worker recorded P")
+}
+
+// TestServePartitionsSubset: a worker serving partitions {0, 2} of 4 runs
+// their jobs and leaves partitions 1 and 3 untouched (no group read, no
+// job admitted), for a worker that serves those.
+func TestServePartitionsSubset(t *testing.T) {
+	t.Parallel()
+	b, ps := partsSetup(t, 4)
+	cfg := b.config("w02")
+	cfg.Partitions, cfg.ServePartitions = 4, []int{2, 0}
+	b.start(t, cfg)
+	ids := jobIDs("sub", 80)
+	for _, id := range ids {
+		submitTo(t, ps, id, `{}`)
+	}
+	served := func(id string) bool { p := streams.PartitionOf(id, 4); return p == 0 || p == 2 }
+	for _, id := range ids {
+		if served(id) {
+			b.waitState2(t, ps, id, workflow.StateCompleted)
+		}
+	}
+	for _, id := range ids {
+		if !served(id) {
+			rec, err := ps.For(id).Get(context.Background(), id)
+			require.NoError(t, err)
+			require.Equal(t, string(workflow.StateSubmitted), rec.State, id)
+		}
+	}
+	q, err := ps.At(1).QueueInfo(context.Background())
+	require.NoError(t, err)
+	require.False(t, q.GroupExists, "partition 1 is not served")
+
+	cfg2 := b.config("w13")
+	cfg2.Partitions, cfg2.ServePartitions = 4, []int{1, 3}
+	b.start(t, cfg2)
+	for _, id := range ids {
+		b.waitState2(t, ps, id, workflow.StateCompleted)
+	}
+}
+
+func (b *testBundle) waitState2(t *testing.T, ps *streams.Partitions, id string, st workflow.State) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		rec, err := ps.For(id).Get(context.Background(), id)
+		return err == nil && rec.State == string(st)
+	}, time.Minute, 10*time.Millisecond, "job %s never reached %s", id, st)
+}
+
+// TestPartitionMismatchRefused: a worker configured with another P than
+// the namespace's recorded one does not start, and says both counts.
+func TestPartitionMismatchRefused(t *testing.T) {
+	t.Parallel()
+	b, ps := partsSetup(t, 3)
+	require.NoError(t, ps.CheckPartitions(context.Background(), true))
+	cfg := b.config("w")
+	cfg.Partitions = 2
+	w, err := New(b.rdb, cfg)
+	require.NoError(t, err)
+	err = w.Run(context.Background())
+	require.ErrorIs(t, err, streams.ErrPartitionsMismatch)
+	require.ErrorContains(t, err, "has 3 partitions")
+	require.ErrorContains(t, err, "configured with 2")
+}
+
+// TestWrongPartitionEntryDeadLettered: a raw producer's entry written to a
+// partition its id does not hash to is dead-lettered there with a reason
+// naming the right partition, and no record is created where nobody looks.
+func TestWrongPartitionEntryDeadLettered(t *testing.T) {
+	t.Parallel()
+	b, ps := partsSetup(t, 4)
+	const id = "job-1" // partition 3 of 4
+	require.Equal(t, 3, streams.PartitionOf(id, 4))
+	wrong := ps.At(1)
+	require.NoError(t, b.rdb.XAdd(context.Background(), &redis.XAddArgs{
+		Stream: wrong.Keys().Submissions(), Values: map[string]any{"v": "1", "job_id": id, "input": "{}"},
+	}).Err())
+	cfg := b.config("w")
+	cfg.Partitions = 4
+	b.start(t, cfg)
+	require.Eventually(t, func() bool {
+		d, err := wrong.ReadDead(context.Background(), "", 10)
+		return err == nil && len(d) == 1
+	}, time.Minute, 10*time.Millisecond)
+	d, err := wrong.ReadDead(context.Background(), "", 10)
+	require.NoError(t, err)
+	require.Contains(t, d[0].Reason, "belongs to partition 3 of 4")
+	require.Equal(t, id, d[0].JobID, "the copy keeps the submission's fields")
+	_, err = wrong.Get(context.Background(), id)
+	require.ErrorIs(t, err, streams.ErrNotFound)
+}
+
+// TestFetchSharesCapacityAcrossPartitions: with capacity for only a few
+// jobs and a backlog in every partition, no partition waits for another's
+// backlog to drain: every partition has a job running while all of them
+// still have a backlog.
+func TestFetchSharesCapacityAcrossPartitions(t *testing.T) {
+	t.Parallel()
+	b, ps := partsSetup(t, 3)
+	// Partition 0 gets a large backlog first, then 1 and 2 a few jobs.
+	var ids [3][]string
+	for i := 0; len(ids[0]) < 60 || len(ids[1]) < 5 || len(ids[2]) < 5; i++ {
+		id := fmt.Sprintf("fair-%d", i)
+		p := streams.PartitionOf(id, 3)
+		if p != 0 && len(ids[p]) >= 5 || p == 0 && len(ids[0]) >= 60 {
+			continue
+		}
+		ids[p] = append(ids[p], id)
+	}
+	for _, p := range []int{0, 1, 2} {
+		for _, id := range ids[p] {
+			submitTo(t, ps, id, `{"mock_delay":300}`)
+		}
+	}
+	started := make(chan string, 100)
+	cfg := b.config("w")
+	cfg.Partitions, cfg.MaxInFlight = 3, 3
+	cfg.Hooks.OnTransition = func(id string, _, to workflow.State) {
+		if to == workflow.StateQueued || to == workflow.StateInProgress {
+			select {
+			case started <- id:
+			default:
+			}
+		}
+	}
+	b.start(t, cfg)
+	// Among the first jobs to reach Runpod, before partition 0's backlog of
+	// 60 is anywhere near drained, are jobs of partitions 1 and 2.
+	seen := map[int]bool{}
+	timeout := time.After(time.Minute)
+	for n := 0; n < 20 && !(seen[1] && seen[2]); n++ {
+		select {
+		case id := <-started:
+			seen[streams.PartitionOf(id, 3)] = true
+		case <-timeout:
+			t.Fatal("jobs did not start")
+		}
+	}
+	require.True(t, seen[1] && seen[2], "partitions 1 and 2 starved behind partition 0: %v", seen)
+}
