@@ -16,6 +16,15 @@ import (
 type parts struct {
 	all    []store // by partition index; len = P
 	served []int   // partitions this worker reads, ascending
+	// base is the namespace's own store ({ns}): pool-wide keys (the
+	// admission gate) live there whatever P is. With P = 1 it is all[0].
+	base store
+}
+
+// AdmissionTake is pool-wide: the base namespace's gate.
+func (p *parts) AdmissionTake(ctx context.Context, ap streams.AdmissionParams, caller string, unsent, want int,
+	reading *streams.AdmissionReading, now time.Time) (streams.AdmissionGrant, error) {
+	return p.base.AdmissionTake(ctx, ap, caller, unsent, want, reading, now)
 }
 
 // of returns the store of jobID's partition.

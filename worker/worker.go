@@ -179,6 +179,13 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	}
 	w := newWorkerParts(all, cfg)
 	w.meta = ps
+	if len(all) > 1 {
+		base, err := streams.New(rdb, streams.Config{Namespace: cfg.Namespace})
+		if err != nil {
+			return nil, fmt.Errorf("worker: New: %w", err)
+		}
+		w.store.base = base
+	}
 	return w, nil
 }
 
@@ -198,7 +205,7 @@ func newWorkerParts(all []store, cfg Config) *Worker {
 	policy.Expect = est
 	return &Worker{
 		cfg:          cfg,
-		store:        &parts{all: all, served: cfg.served()},
+		store:        &parts{all: all, served: cfg.served(), base: all[0]},
 		est:          est,
 		policy:       policy,
 		log:          cfg.Logger.Named("worker").With("consumer", cfg.InstanceID),
