@@ -43,12 +43,14 @@ const maxAliasHops = 4
 // workflow.ErrJobNotFound; when ctx ends first the error wraps ctx.Err(),
 // and when the Client is closed it wraps ErrClosed.
 //
-// Every AwaitResult of a Client shares one reader of the events stream.
+// Every AwaitResult of a Client shares one reader of the events stream (of
+// each partition, with Config.Partitions > 1: a job's events are in its
+// partition).
 func (c *Client) AwaitResult(ctx context.Context, id string) (Result, error) {
 	for range maxAliasHops {
 		// Register before reading the record: any terminal event the record
 		// does not show yet is written after this point and is delivered.
-		w, err := c.hub.register(ctx, id, func(ev streams.Event) bool {
+		w, err := c.hubFor(id).register(ctx, id, func(ev streams.Event) bool {
 			return workflow.State(ev.State).Terminal()
 		})
 		if err != nil {
@@ -56,19 +58,19 @@ func (c *Client) AwaitResult(ctx context.Context, id string) (Result, error) {
 		}
 		job, err := c.Get(ctx, id)
 		if err != nil {
-			c.hub.unregister(w)
+			w.h.unregister(w)
 			return Result{}, fmt.Errorf("client: await: %w", err)
 		}
 		if job.AliasOf != "" && job.AliasOf != id {
-			c.hub.unregister(w)
+			w.h.unregister(w)
 			id = job.AliasOf
 			continue
 		}
 		if r, ok := job.Result(); ok {
-			c.hub.unregister(w)
+			w.h.unregister(w)
 			return r, nil
 		}
-		ev, err := c.hub.wait(ctx, w)
+		ev, err := w.h.wait(ctx, w)
 		if err != nil {
 			return Result{}, fmt.Errorf("client: await job %q: %w", id, err)
 		}
@@ -121,6 +123,7 @@ const (
 // event that ends the wait; the reader sends it on ch (capacity 1) and
 // forgets the waiter.
 type waiter struct {
+	h     *hub // the hub of the job's partition
 	jobID string
 	match func(streams.Event) bool
 	ch    chan streams.Event
@@ -171,7 +174,7 @@ func newHub(store *streams.Store, log hclog.Logger) *hub {
 
 // register adds a waiter for jobID, starting the reader if none runs.
 func (h *hub) register(ctx context.Context, jobID string, match func(streams.Event) bool) (*waiter, error) {
-	w := &waiter{jobID: jobID, match: match, ch: make(chan streams.Event, 1)}
+	w := &waiter{h: h, jobID: jobID, match: match, ch: make(chan streams.Event, 1)}
 	for {
 		h.mu.Lock()
 		if h.closed {

@@ -44,8 +44,43 @@ var (
 // Client submits jobs and observes them. It is safe for concurrent use.
 type Client struct {
 	cfg   Config
-	store *streams.Store
-	hub   *hub
+	parts *streams.Partitions
+	base  *streams.Store // the namespace's own keys: worker reports ({ns}:workers)
+	hubs  []*hub         // one events reader per partition
+}
+
+// store returns the store of job id's partition.
+func (c *Client) store(id string) *streams.Store { return c.parts.For(id) }
+
+// hubFor returns the events reader of job id's partition.
+func (c *Client) hubFor(id string) *hub {
+	return c.hubs[streams.PartitionOf(id, len(c.hubs))]
+}
+
+// RecordedPartitions returns the partition count the workers of namespace
+// recorded, or 1 when none is recorded yet: for tools that should follow
+// the deployment rather than be told (cmd/submitter without --partitions).
+func RecordedPartitions(ctx context.Context, rdb redis.UniversalClient, namespace string) (int, error) {
+	ps, err := streams.NewPartitions(rdb, streams.Config{Namespace: namespace}, 1)
+	if err != nil {
+		return 0, fmt.Errorf("client: %w", err)
+	}
+	n, err := ps.StoredPartitions(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("client: %w", err)
+	}
+	return max(n, 1), nil
+}
+
+// CheckPartitions verifies that the namespace's partition count, as the
+// workers recorded it, is Config.Partitions: a mismatch is an error
+// matching streams.ErrPartitionsMismatch naming both. A namespace no worker
+// ran on yet has no count recorded and passes.
+func (c *Client) CheckPartitions(ctx context.Context) error {
+	if err := c.parts.CheckPartitions(ctx, false); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	return nil
 }
 
 // New returns a Client for cfg.Namespace. The caller owns rdb: Close never
@@ -59,24 +94,38 @@ func New(rdb redis.UniversalClient, cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	store, err := streams.New(rdb, streams.Config{Namespace: cfg.Namespace})
+	parts, err := streams.NewPartitions(rdb, streams.Config{Namespace: cfg.Namespace}, cfg.Partitions)
 	if err != nil {
 		return nil, fmt.Errorf("client: new: %w", err)
 	}
-	store.SetDurability(cfg.Durability)
-	return &Client{cfg: cfg, store: store, hub: newHub(store, cfg.Logger.Named("reader"))}, nil
+	base, err := streams.New(rdb, streams.Config{Namespace: cfg.Namespace})
+	if err != nil {
+		return nil, fmt.Errorf("client: new: %w", err)
+	}
+	parts.SetDurability(cfg.Durability)
+	c := &Client{cfg: cfg, parts: parts, base: base}
+	for i, st := range parts.All() {
+		log := cfg.Logger.Named("reader")
+		if parts.Count() > 1 {
+			log = log.With("partition", i)
+		}
+		c.hubs = append(c.hubs, newHub(st, log))
+	}
+	return c, nil
 }
 
 // Close stops the shared reader and ends every wait in progress with
 // ErrClosed. It waits for the reader to exit (at most one blocking read,
 // well under a second). It is idempotent and never closes the Redis client.
 func (c *Client) Close() error {
-	c.hub.close()
+	for _, h := range c.hubs {
+		h.close()
+	}
 	return nil
 }
 
 // Ping checks that Redis answers.
-func (c *Client) Ping(ctx context.Context) error { return c.store.Ping(ctx) }
+func (c *Client) Ping(ctx context.Context) error { return c.base.Ping(ctx) }
 
 // Namespace returns the namespace the client works in.
 func (c *Client) Namespace() string { return c.cfg.Namespace }
@@ -151,7 +200,7 @@ func (j Job) Result() (r Result, ok bool) {
 // workflow.ErrJobNotFound. An alias record is returned as stored, with
 // AliasOf set.
 func (c *Client) Get(ctx context.Context, id string) (Job, error) {
-	rec, err := c.store.Get(ctx, id)
+	rec, err := c.store(id).Get(ctx, id)
 	if errors.Is(err, streams.ErrNotFound) {
 		return Job{}, fmt.Errorf("client: get job %q: %w", id, workflow.ErrJobNotFound)
 	}
@@ -214,7 +263,7 @@ type CancelReport struct {
 // Errors are Cancel's, except that a failed hint is reported in
 // CancelReport.HintError, not as an error.
 func (c *Client) RequestCancel(ctx context.Context, id string) (CancelReport, error) {
-	r, err := c.store.CancelJob(ctx, id, streams.CancelOpts{StubTTL: max(c.cfg.PendingCancelTTL, 0)})
+	r, err := c.store(id).CancelJob(ctx, id, streams.CancelOpts{StubTTL: max(c.cfg.PendingCancelTTL, 0)})
 	if errors.Is(err, streams.ErrCancelPending) {
 		return CancelReport{}, fmt.Errorf("client: cancel job %q: %w", id, ErrCancelPending)
 	}

@@ -11,6 +11,9 @@ import (
 	"github.com/yourscope/runpod-orchestrator/streams"
 )
 
+// MaxPartitions is the largest partition count (Config.Partitions).
+const MaxPartitions = streams.MaxPartitions
+
 // MaxInputBytesDefault is the default cap on a job's input, in bytes (10 MiB).
 const MaxInputBytesDefault = 10 << 20
 
@@ -25,6 +28,11 @@ type Config struct {
 	// the hash tag {Namespace}. It must match the workers'. Defaults to
 	// streams.NamespaceDefault ("runpod").
 	Namespace string
+	// Partitions is the namespace's partition count P; it must match the
+	// workers' (CheckPartitions verifies it against the count the workers
+	// recorded). Jobs are spread over the partitions by their id; dedupe is
+	// per partition (docs/operations.md, "Partitions"). Defaults to 1.
+	Partitions int
 	// Dedupe makes Submit answer with the live or completed job that holds
 	// the same SubmitOptions.InputHash instead of creating a new one. Jobs
 	// without an InputHash are never deduplicated. Defaults to false.
@@ -66,6 +74,7 @@ const DurabilityTimeoutDefault = streams.DurabilityTimeoutDefault
 func (cfg Config) WithDefaults() Config {
 	cfg.Namespace = cmp.Or(cfg.Namespace, streams.NamespaceDefault)
 	cfg.MaxInputBytes = cmp.Or(cfg.MaxInputBytes, MaxInputBytesDefault)
+	cfg.Partitions = cmp.Or(cfg.Partitions, 1)
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
@@ -80,6 +89,9 @@ func (cfg Config) WithDefaults() Config {
 func (cfg Config) Validate() error {
 	if err := streams.ValidateNamespace(cfg.Namespace); err != nil {
 		return fmt.Errorf("client: config: Namespace: %w", err)
+	}
+	if err := streams.ValidatePartitions(cfg.Partitions); err != nil {
+		return fmt.Errorf("client: config: Partitions: %w", err)
 	}
 	if cfg.MaxInputBytes < 0 {
 		return fmt.Errorf("client: config: MaxInputBytes: %d is negative", cfg.MaxInputBytes)

@@ -1,11 +1,15 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"iter"
 	"regexp"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/yourscope/runpod-orchestrator/streams"
@@ -129,7 +133,9 @@ const (
 type EventsOptions struct {
 	// From is where to start: FromNow (""), FromStart ("0"), or a stream
 	// entry id ("1700000000000-0", or just the milliseconds), exclusive:
-	// delivery starts after it.
+	// delivery starts after it. With several partitions it may also be one
+	// id per partition, comma-separated (what Subscription.Position
+	// returns); a single id applies to every partition.
 	From string
 	// JobID, if set, delivers only that job's events. Filtering happens in
 	// the client: the whole stream is still read.
@@ -139,12 +145,12 @@ type EventsOptions struct {
 	StopAtEnd bool
 }
 
-var streamIDRe = regexp.MustCompile(`^[0-9]{1,20}(-[0-9]{1,20})?$`)
+var streamIDRe = regexp.MustCompile(`^[0-9]{1,20}(-[0-9]{1,20})?(,[0-9]{1,20}(-[0-9]{1,20})?)*$`)
 
 // Validate checks From and JobID, naming the field.
 func (o EventsOptions) Validate() error {
 	if o.From != FromNow && !streamIDRe.MatchString(o.From) {
-		return fmt.Errorf("client: events: From %q: want \"\" (now), \"0\" (start) or a stream id like 1700000000000-0", o.From)
+		return fmt.Errorf("client: events: From %q: want \"\" (now), \"0\" (start) or a stream id like 1700000000000-0 (one per partition, comma-separated)", o.From)
 	}
 	if o.JobID != "" {
 		if err := checkToken("JobID", o.JobID, MaxClientJobIDBytes, false); err != nil {
@@ -165,13 +171,41 @@ const (
 )
 
 // Position returns the current end of the events stream: a subscription
-// From it delivers exactly the events written after this call.
+// From it delivers exactly the events written after this call. With
+// several partitions it is one stream id per partition, comma-separated.
 func (c *Client) Position(ctx context.Context) (string, error) {
-	id, err := c.store.LastEventID(ctx)
+	ids, err := c.lastEventIDs(ctx)
 	if err != nil {
 		return "", fmt.Errorf("client: events position: %w", err)
 	}
-	return id, nil
+	return strings.Join(ids, ","), nil
+}
+
+// lastEventIDs returns each partition's newest event id.
+func (c *Client) lastEventIDs(ctx context.Context) ([]string, error) {
+	ids := make([]string, c.parts.Count())
+	for i, st := range c.parts.All() {
+		id, err := st.LastEventID(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = id
+	}
+	return ids, nil
+}
+
+// compareStreamIDs orders stream ids ("ms-seq") numerically.
+func compareStreamIDs(a, b string) int {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	an, _ := strconv.ParseUint(am, 10, 64)
+	bn, _ := strconv.ParseUint(bm, 10, 64)
+	if c := cmp.Compare(an, bn); c != 0 {
+		return c
+	}
+	aq, _ := strconv.ParseUint(as, 10, 64)
+	bq, _ := strconv.ParseUint(bs, 10, 64)
+	return cmp.Compare(aq, bq)
 }
 
 // Subscription reads the events stream from a position fixed when it is
@@ -183,7 +217,8 @@ func (c *Client) Position(ctx context.Context) (string, error) {
 type Subscription struct {
 	c     *Client
 	opts  EventsOptions
-	after string
+	after []string                  // per partition: the id to read after
+	next  int                       // the partition the next blocking read waits on (P > 1)
 	retry func(n int) time.Duration // backoff after the n-th failed read in a row
 }
 
@@ -193,21 +228,59 @@ func (c *Client) NewSubscription(ctx context.Context, opts EventsOptions) (*Subs
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	after := opts.From
-	if after == FromNow {
-		id, err := c.store.LastEventID(ctx)
+	var after []string
+	switch {
+	case opts.From == FromNow:
+		ids, err := c.lastEventIDs(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("client: events: capture position: %w", err)
 		}
-		after = id
+		after = ids
+	case strings.Contains(opts.From, ","):
+		after = strings.Split(opts.From, ",")
+		if len(after) != c.parts.Count() {
+			return nil, fmt.Errorf("client: events: From %q names %d partitions' positions, the namespace has %d",
+				opts.From, len(after), c.parts.Count())
+		}
+	default:
+		after = slices.Repeat([]string{opts.From}, c.parts.Count())
 	}
 	return &Subscription{c: c, opts: opts, after: after, retry: readerRetry}, nil
 }
 
 // Position returns the id after which the subscription reads next: its
-// starting position, then the id of the last event it read. Pass it as
+// starting position, then the id of the last event it read (one per
+// partition, comma-separated, with several partitions). Pass it as
 // EventsOptions.From to resume in another process.
-func (s *Subscription) Position() string { return s.after }
+func (s *Subscription) Position() string { return strings.Join(s.after, ",") }
+
+// read reads the next batch: with one partition, one read blocking up to
+// block; with several, a non-blocking read of each partition in turn and,
+// when none had anything, a short blocking read of one partition (rotating)
+// so a quiet namespace costs one command per wait, not P. part says which
+// partition the events are from.
+func (s *Subscription) read(ctx context.Context, block time.Duration) (evs []streams.Event, part int, err error) {
+	p := s.c.parts.Count()
+	if p == 1 {
+		evs, err = s.c.parts.At(0).ReadEvents(ctx, s.after[0], eventsBatch, block)
+		return evs, 0, err
+	}
+	for i := range p {
+		k := (s.next + i) % p
+		evs, err = s.c.parts.At(k).ReadEvents(ctx, s.after[k], eventsBatch, 0)
+		if err != nil || len(evs) > 0 {
+			s.next = (k + 1) % p // the others are read first next time: no partition starves
+			return evs, k, err
+		}
+	}
+	if block <= 0 {
+		return nil, 0, nil
+	}
+	k := s.next
+	s.next = (k + 1) % p
+	evs, err = s.c.parts.At(k).ReadEvents(ctx, s.after[k], eventsBatch, max(block/time.Duration(p), 50*time.Millisecond))
+	return evs, k, err
+}
 
 // Events returns the subscription's events as an iterator, until ctx ends
 // (or, with StopAtEnd, until caught up). Transient read failures are retried
@@ -226,11 +299,11 @@ func (s *Subscription) Events(ctx context.Context) iter.Seq2[Event, error] {
 				yield(Event{}, fmt.Errorf("client: events: %w", err))
 				return
 			}
-			evs, err := s.c.store.ReadEvents(ctx, s.after, eventsBatch, block)
+			evs, part, err := s.read(ctx, block)
 			if err != nil {
 				if ctx.Err() == nil && transientRedis(err) {
 					failures++
-					s.c.cfg.Logger.Debug("events read failed; resuming", "after", s.after, "error", err)
+					s.c.cfg.Logger.Debug("events read failed; resuming", "after", s.Position(), "error", err)
 					if sleepCtx(ctx, s.retry(failures)) == nil {
 						continue
 					}
@@ -238,7 +311,7 @@ func (s *Subscription) Events(ctx context.Context) iter.Seq2[Event, error] {
 				if ctx.Err() != nil {
 					err = ctx.Err()
 				}
-				yield(Event{}, fmt.Errorf("client: events: read after %s: %w", s.after, err))
+				yield(Event{}, fmt.Errorf("client: events: read after %s: %w", s.Position(), err))
 				return
 			}
 			failures = 0
@@ -246,7 +319,7 @@ func (s *Subscription) Events(ctx context.Context) iter.Seq2[Event, error] {
 				return
 			}
 			for _, ev := range evs {
-				s.after = ev.ID
+				s.after[part] = ev.ID
 				if s.opts.JobID != "" && ev.JobID != s.opts.JobID {
 					continue
 				}

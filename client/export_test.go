@@ -1,11 +1,22 @@
 package client
 
-// ReaderStarts returns how many times c started its shared reader.
-func ReaderStarts(c *Client) int64 { return c.hub.starts.Load() }
+// ReaderStarts returns how many times c started its shared readers (one
+// per partition).
+func ReaderStarts(c *Client) int64 {
+	var n int64
+	for _, h := range c.hubs {
+		n += h.starts.Load()
+	}
+	return n
+}
 
-// Waiters returns how many waiters c's reader serves now.
+// Waiters returns how many waiters c's readers serve now.
 func Waiters(c *Client) int {
-	c.hub.mu.Lock()
-	defer c.hub.mu.Unlock()
-	return c.hub.count
+	n := 0
+	for _, h := range c.hubs {
+		h.mu.Lock()
+		n += h.count
+		h.mu.Unlock()
+	}
+	return n
 }

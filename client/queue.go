@@ -31,12 +31,12 @@ type WorkerReport = streams.WorkerReport
 
 // ReportWorker stores r (under r.Instance) for Stats to read.
 func (c *Client) ReportWorker(ctx context.Context, r WorkerReport) error {
-	return c.store.ReportWorker(ctx, r)
+	return c.base.ReportWorker(ctx, r)
 }
 
 // RemoveWorker deletes the report of instance (a clean stop).
 func (c *Client) RemoveWorker(ctx context.Context, instance string) error {
-	return c.store.RemoveWorker(ctx, instance)
+	return c.base.RemoveWorker(ctx, instance)
 }
 
 // Consumer is one consumer (worker) of the namespace's group.
@@ -134,7 +134,7 @@ func (c *Client) Stats(ctx context.Context, opts StatsOptions) (Stats, error) {
 		opts.Window = time.Minute
 	}
 	now := time.Now()
-	q, err := c.store.QueueInfo(ctx)
+	q, err := c.parts.QueueInfo(ctx)
 	if err != nil {
 		return Stats{}, fmt.Errorf("client: stats: %w", err)
 	}
@@ -155,7 +155,7 @@ func (c *Client) Stats(ctx context.Context, opts StatsOptions) (Stats, error) {
 		}
 		s.Consumers = append(s.Consumers, Consumer{Name: cs.Name, Pending: cs.Pending, Idle: cs.Idle, Active: active})
 	}
-	reports, err := c.store.WorkerReports(ctx)
+	reports, err := c.base.WorkerReports(ctx)
 	if err != nil {
 		return Stats{}, fmt.Errorf("client: stats: %w", err)
 	}
@@ -179,7 +179,7 @@ func (c *Client) Stats(ctx context.Context, opts StatsOptions) (Stats, error) {
 			}
 		}
 	}
-	counts, truncated, err := c.store.CountEvents(ctx, now.Add(-opts.Window), opts.MaxEvents)
+	counts, truncated, err := c.countEvents(ctx, now.Add(-opts.Window), opts.MaxEvents)
 	if err != nil {
 		return Stats{}, fmt.Errorf("client: stats: %w", err)
 	}
@@ -237,11 +237,11 @@ func (c *Client) List(ctx context.Context, opts ListOptions) (ListPage, error) {
 	page := ListPage{Jobs: []Job{}}
 	cursor := opts.Cursor
 	for {
-		ids, next, err := c.store.ScanJobs(ctx, cursor, 500)
+		st, ids, next, err := c.scanJobs(ctx, cursor)
 		if err != nil {
 			return ListPage{}, fmt.Errorf("client: list: %w", err)
 		}
-		recs, err := c.store.GetMany(ctx, ids)
+		recs, err := st.GetMany(ctx, ids)
 		if err != nil {
 			return ListPage{}, fmt.Errorf("client: list: %w", err)
 		}
@@ -262,6 +262,46 @@ func (c *Client) List(ctx context.Context, opts ListOptions) (ListPage, error) {
 	return page, nil
 }
 
+// scanJobs runs one SCAN page of the job records. The cursor spans the
+// partitions: SCAN cursor × P + partition (with P = 1, SCAN's own cursor);
+// it returns the page's partition store and the cursor to continue with (0
+// = every partition done).
+func (c *Client) scanJobs(ctx context.Context, cursor uint64) (*streams.Store, []string, uint64, error) {
+	p := uint64(c.parts.Count())
+	part, scan := cursor%p, cursor/p
+	if part >= p {
+		part = 0
+	}
+	st := c.parts.At(int(part))
+	ids, next, err := st.ScanJobs(ctx, scan, 500)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	switch {
+	case next != 0:
+		return st, ids, next*p + part, nil
+	case part+1 < p:
+		return st, ids, part + 1, nil
+	}
+	return st, ids, 0, nil
+}
+
+// countEvents is CountEvents over every partition.
+func (c *Client) countEvents(ctx context.Context, since time.Time, limit int) (map[string]int64, bool, error) {
+	total, truncated := map[string]int64{}, false
+	for _, st := range c.parts.All() {
+		counts, tr, err := st.CountEvents(ctx, since, limit)
+		if err != nil {
+			return nil, false, err
+		}
+		for k, v := range counts {
+			total[k] += v
+		}
+		truncated = truncated || tr
+	}
+	return total, truncated, nil
+}
+
 // DeadLetter is one dead-letter copy of a submission refused as poison.
 type DeadLetter struct {
 	// ID is the dead-letter stream's entry id (the position to read after).
@@ -276,6 +316,9 @@ type DeadLetter struct {
 	Input json.RawMessage `json:"input,omitempty"`
 	// Fields are the copy's fields as stored (the submission's own and dead_*).
 	Fields map[string]string `json:"fields"`
+	// Partition is the partition whose dead-letter stream holds the copy
+	// (always 0 with one partition).
+	Partition int `json:"partition,omitempty"`
 }
 
 // DeadOptions tunes Dead.
@@ -286,18 +329,33 @@ type DeadOptions struct {
 	Limit int
 }
 
-// Dead reads the dead-letter stream, oldest first.
+// Dead reads the dead-letter streams, oldest first (every partition's,
+// merged by entry id: After, an entry id, applies to each).
 func (c *Client) Dead(ctx context.Context, opts DeadOptions) ([]DeadLetter, error) {
 	if opts.Limit <= 0 {
 		opts.Limit = 100
 	}
-	entries, err := c.store.ReadDead(ctx, opts.After, int64(opts.Limit))
-	if err != nil {
-		return nil, fmt.Errorf("client: dead: %w", err)
+	var entries []streams.DeadEntry
+	var parts []int
+	for i, st := range c.parts.All() {
+		es, err := st.ReadDead(ctx, opts.After, int64(opts.Limit))
+		if err != nil {
+			return nil, fmt.Errorf("client: dead: %w", err)
+		}
+		entries = append(entries, es...)
+		for range es {
+			parts = append(parts, i)
+		}
 	}
-	out := make([]DeadLetter, 0, len(entries))
-	for _, e := range entries {
-		d := DeadLetter{ID: e.ID, JobID: e.JobID, Reason: e.Reason, Entry: e.Entry, Fields: e.Fields}
+	order := make([]int, len(entries))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return compareStreamIDs(entries[a].ID, entries[b].ID) })
+	out := make([]DeadLetter, 0, min(len(entries), opts.Limit))
+	for _, k := range order[:min(len(order), opts.Limit)] {
+		e := entries[k]
+		d := DeadLetter{ID: e.ID, JobID: e.JobID, Reason: e.Reason, Entry: e.Entry, Fields: e.Fields, Partition: parts[k]}
 		if e.Ms > 0 {
 			d.At = time.UnixMilli(e.Ms).UTC()
 		}
@@ -330,13 +388,13 @@ type RetryResult struct {
 // dead-letter copy's; without either it is ErrNoInput. A job that does not
 // exist is workflow.ErrJobNotFound.
 func (c *Client) Retry(ctx context.Context, id string) (RetryResult, error) {
-	res, err := c.store.Retry(ctx, id, nil, time.Now())
+	res, err := c.store(id).Retry(ctx, id, nil, time.Now())
 	fromDead := false
 	if errors.Is(err, streams.ErrNoInput) {
 		if in, ok, derr := c.deadInput(ctx, id); derr != nil {
 			return RetryResult{}, fmt.Errorf("client: retry %q: %w", id, derr)
 		} else if ok {
-			res, err = c.store.Retry(ctx, id, in, time.Now())
+			res, err = c.store(id).Retry(ctx, id, in, time.Now())
 			fromDead = true
 		}
 	}
@@ -362,7 +420,7 @@ func (c *Client) deadInput(ctx context.Context, id string) ([]byte, bool, error)
 	var found []byte
 	after := ""
 	for {
-		page, err := c.store.ReadDead(ctx, after, 1000)
+		page, err := c.store(id).ReadDead(ctx, after, 1000)
 		if err != nil {
 			return nil, false, err
 		}
@@ -390,27 +448,29 @@ func (c *Client) RetryDead(ctx context.Context, opts DeadOptions) ([]RetryResult
 	var done []RetryResult
 	skipped := map[string]error{}
 	seen := map[string]bool{}
-	var remove []string
+	remove := make([][]string, c.parts.Count())
 	for _, d := range dead {
 		if d.JobID == "" {
 			skipped[d.ID] = errors.New("the entry names no job id")
 			continue
 		}
 		if seen[d.JobID] {
-			remove = append(remove, d.ID)
+			remove[d.Partition] = append(remove[d.Partition], d.ID)
 			continue
 		}
 		seen[d.JobID] = true
-		res, err := c.store.Retry(ctx, d.JobID, []byte(d.Fields["input"]), time.Now())
+		res, err := c.store(d.JobID).Retry(ctx, d.JobID, []byte(d.Fields["input"]), time.Now())
 		if err != nil {
 			skipped[d.JobID] = err
 			continue
 		}
 		done = append(done, RetryResult{ClientJobID: d.JobID, Run: res.Run, PreviousState: workflow.State(res.PreviousState), FromDeadLetter: true})
-		remove = append(remove, d.ID)
+		remove[d.Partition] = append(remove[d.Partition], d.ID)
 	}
-	if _, err := c.store.DeleteDead(ctx, remove...); err != nil {
-		return done, skipped, fmt.Errorf("client: retry dead: %w", err)
+	for i, ids := range remove {
+		if _, err := c.parts.At(i).DeleteDead(ctx, ids...); err != nil {
+			return done, skipped, fmt.Errorf("client: retry dead: %w", err)
+		}
 	}
 	return done, skipped, nil
 }
@@ -444,11 +504,11 @@ func (c *Client) Purge(ctx context.Context, opts PurgeOptions) (PurgeResult, err
 	var res PurgeResult
 	cursor := uint64(0)
 	for {
-		ids, next, err := c.store.ScanJobs(ctx, cursor, 500)
+		st, ids, next, err := c.scanJobs(ctx, cursor)
 		if err != nil {
 			return res, fmt.Errorf("client: purge: %w", err)
 		}
-		del, err := c.store.PurgeFinished(ctx, ids, states)
+		del, err := st.PurgeFinished(ctx, ids, states)
 		if err != nil {
 			return res, fmt.Errorf("client: purge: %w", err)
 		}
@@ -458,9 +518,12 @@ func (c *Client) Purge(ctx context.Context, opts PurgeOptions) (PurgeResult, err
 			break
 		}
 	}
-	if opts.DeadLetters {
+	for _, st := range c.parts.All() {
+		if !opts.DeadLetters {
+			break
+		}
 		for {
-			page, err := c.store.ReadDead(ctx, "", 1000)
+			page, err := st.ReadDead(ctx, "", 1000)
 			if err != nil {
 				return res, fmt.Errorf("client: purge: %w", err)
 			}
@@ -471,7 +534,7 @@ func (c *Client) Purge(ctx context.Context, opts PurgeOptions) (PurgeResult, err
 			for i, d := range page {
 				ids[i] = d.ID
 			}
-			n, err := c.store.DeleteDead(ctx, ids...)
+			n, err := st.DeleteDead(ctx, ids...)
 			if err != nil {
 				return res, fmt.Errorf("client: purge: %w", err)
 			}

@@ -84,11 +84,11 @@ func (c *Client) Submit(ctx context.Context, opts SubmitOptions) (SubmitResult, 
 	if opts.WaitAccepted {
 		// Register before submitting, so the queued event cannot slip by
 		// between the submission and the wait.
-		if w, err = c.hub.register(ctx, opts.ClientJobID, accepted); err != nil {
+		if w, err = c.hubFor(opts.ClientJobID).register(ctx, opts.ClientJobID, accepted); err != nil {
 			return SubmitResult{}, fmt.Errorf("client: submit %q: %w", opts.ClientJobID, err)
 		}
 	}
-	sr, err := c.store.Submit(ctx, sub, streams.SubmitOpts{
+	sr, err := c.store(sub.JobID).Submit(ctx, sub, streams.SubmitOpts{
 		Dedupe:       c.cfg.Dedupe && opts.InputHash != "",
 		PersistInput: c.cfg.PersistInput,
 		MaxInput:     c.cfg.MaxInputBytes,
@@ -101,7 +101,7 @@ func (c *Client) Submit(ctx context.Context, opts SubmitOptions) (SubmitResult, 
 	}
 	if err != nil {
 		if w != nil {
-			c.hub.unregister(w)
+			w.h.unregister(w)
 		}
 		if errors.Is(err, streams.ErrNotDurable) {
 			// The job exists on the primary: say what is known, and how to
@@ -134,23 +134,23 @@ func accepted(ev streams.Event) bool {
 func (c *Client) waitAccepted(ctx context.Context, w *waiter, res SubmitResult) (SubmitResult, error) {
 	if res.ClientJobID != w.jobID {
 		// Deduplicated onto another job: wait for that one instead.
-		c.hub.unregister(w)
+		w.h.unregister(w)
 		var err error
-		if w, err = c.hub.register(ctx, res.ClientJobID, accepted); err != nil {
+		if w, err = c.hubFor(res.ClientJobID).register(ctx, res.ClientJobID, accepted); err != nil {
 			return res, fmt.Errorf("client: submit: wait for %q: %w", res.ClientJobID, err)
 		}
 	}
 	job, err := c.Get(ctx, res.ClientJobID)
 	if err != nil {
-		c.hub.unregister(w)
+		w.h.unregister(w)
 		return res, fmt.Errorf("client: submit: wait: %w", err)
 	}
 	res.State = job.State
 	if job.RunpodID != "" || job.State.Terminal() {
-		c.hub.unregister(w)
+		w.h.unregister(w)
 		return acceptedResult(res, job.RunpodID)
 	}
-	ev, err := c.hub.wait(ctx, w)
+	ev, err := w.h.wait(ctx, w)
 	if err != nil {
 		return res, fmt.Errorf("client: submit: wait for %q to be accepted: %w", res.ClientJobID, err)
 	}

@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -45,6 +47,7 @@ func signalContext() context.Context {
 const (
 	envRedisURL           = "REDIS_URL"
 	envNamespace          = "RUNPOD_NAMESPACE"
+	envPartitions         = "RUNPOD_PARTITIONS"
 	envRedisTLSCAFile     = "REDIS_TLS_CA_FILE"
 	envRedisTLSCertFile   = "REDIS_TLS_CERT_FILE"
 	envRedisTLSKeyFile    = "REDIS_TLS_KEY_FILE"
@@ -130,9 +133,10 @@ var commands = []command{
 
 // globals are the connection flags every command takes.
 type globals struct {
-	redisURL  string
-	namespace string
-	tls       redisconn.Options // the TLS fields only
+	redisURL   string
+	namespace  string
+	partitions int               // 0: the count the workers recorded in {ns}:meta
+	tls        redisconn.Options // the TLS fields only
 }
 
 // register adds the connection flags to fs, defaulting to their current values.
@@ -144,6 +148,8 @@ func (g *globals) register(fs *flag.FlagSet) {
 			"redis+cluster://host:port,host:port, redis+sentinel://host:port,.../MASTER (env "+envRedisURL+")")
 	fs.StringVar(&g.namespace, "namespace", g.namespace,
 		"orchestrator `namespace`, the same as the workers' (env "+envNamespace+")")
+	fs.IntVar(&g.partitions, "partitions", g.partitions,
+		"the namespace's partition `count`, the same as the workers'; 0 = the count the workers recorded (env "+envPartitions+")")
 	fs.StringVar(&g.tls.TLSCAFile, "redis-tls-ca-file", g.tls.TLSCAFile,
 		"PEM `file` of the CAs that sign Redis's certificates (env "+envRedisTLSCAFile+")")
 	fs.StringVar(&g.tls.TLSCertFile, "redis-tls-cert-file", g.tls.TLSCertFile,
@@ -158,6 +164,7 @@ const envHelp = `
 environment:
   ` + envRedisURL + `              default for --redis-url (` + redisURLDefault + `)
   ` + envNamespace + `       default for --namespace (runpod)
+  ` + envPartitions + `      default for --partitions (0: the count recorded by the workers)
   ` + envRedisTLSCAFile + `, ` + envRedisTLSCertFile + `, ` + envRedisTLSKeyFile + `, ` + envRedisTLSServerName + `
                          defaults for the --redis-tls-* flags
 `
@@ -168,8 +175,9 @@ func (c *cli) run(ctx context.Context, args []string) error {
 		return nil
 	}
 	g := &globals{
-		redisURL:  cmpOr(c.getenv(envRedisURL), redisURLDefault),
-		namespace: cmpOr(c.getenv(envNamespace), "runpod"),
+		redisURL:   cmpOr(c.getenv(envRedisURL), redisURLDefault),
+		namespace:  cmpOr(c.getenv(envNamespace), "runpod"),
+		partitions: envInt(c.getenv(envPartitions)),
 		tls: redisconn.Options{
 			TLSCAFile:     c.getenv(envRedisTLSCAFile),
 			TLSCertFile:   c.getenv(envRedisTLSCertFile),
@@ -284,9 +292,29 @@ func (g *globals) connect(cfg client.Config) (*client.Client, func(), error) {
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		return nil, nil, usagef("--namespace %q: %v", g.namespace, err)
 	}
+	if g.partitions < 0 || g.partitions > client.MaxPartitions {
+		return nil, nil, usagef("--partitions: %d is out of range (want 0..%d)", g.partitions, client.MaxPartitions)
+	}
 	rdb := conn.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg.Partitions = g.partitions
+	if cfg.Partitions == 0 {
+		n, err := client.RecordedPartitions(ctx, rdb, g.namespace)
+		if err != nil {
+			_ = rdb.Close()
+			return nil, nil, err
+		}
+		cfg.Partitions = n
+	}
 	cl, err := client.New(rdb, cfg)
+	if err == nil {
+		err = cl.CheckPartitions(ctx)
+	}
 	if err != nil {
+		if cl != nil {
+			_ = cl.Close()
+		}
 		_ = rdb.Close()
 		return nil, nil, err
 	}
@@ -294,6 +322,16 @@ func (g *globals) connect(cfg client.Config) (*client.Client, func(), error) {
 		_ = cl.Close()
 		_ = rdb.Close()
 	}, nil
+}
+
+// envInt parses an integer environment variable; unset or unparsable is 0
+// (a bad value is then refused by the range check of its flag's use).
+func envInt(s string) int {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 func cmpOr(a, b string) string {
