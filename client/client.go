@@ -39,6 +39,10 @@ var (
 	// to the workers could not be published (see Cancel). It is
 	// streams.ErrHintNotPublished.
 	ErrCancelHintNotPublished = streams.ErrHintNotPublished
+	// ErrPartitionsMismatch: CheckPartitions found the namespace recorded
+	// with another partition count than Config.Partitions. It is
+	// streams.ErrPartitionsMismatch.
+	ErrPartitionsMismatch = streams.ErrPartitionsMismatch
 )
 
 // Client submits jobs and observes them. It is safe for concurrent use.

@@ -303,13 +303,15 @@ func (g *globals) connect(cfg client.Config) (*client.Client, func(), error) {
 		n, err := client.RecordedPartitions(ctx, rdb, g.namespace)
 		if err != nil {
 			_ = rdb.Close()
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("Redis does not answer: %w", err)
 		}
 		cfg.Partitions = n
 	}
 	cl, err := client.New(rdb, cfg)
 	if err == nil {
-		err = cl.CheckPartitions(ctx)
+		if err = cl.CheckPartitions(ctx); err != nil && !errors.Is(err, client.ErrPartitionsMismatch) {
+			err = fmt.Errorf("Redis does not answer: %w", err)
+		}
 	}
 	if err != nil {
 		if cl != nil {
