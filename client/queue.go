@@ -195,13 +195,19 @@ func (c *Client) Stats(ctx context.Context, opts StatsOptions) (Stats, error) {
 	}
 	s.OutcomesPerMinute = float64(total) / opts.Window.Minutes()
 	s.OutcomesTruncated = truncated
-	gpu, err := c.store.GPUUsage(ctx)
-	if err != nil {
-		return Stats{}, fmt.Errorf("client: stats: %w", err)
-	}
-	s.GPU = make(map[string]GPUUsage, len(gpu))
-	for ep, u := range gpu {
-		s.GPU[ep] = GPUUsage{Seconds: float64(u.Ms) / 1000, Runs: u.Runs}
+	// finalize.lua counts GPU time in the finished job's partition.
+	s.GPU = map[string]GPUUsage{}
+	for _, st := range c.parts.All() {
+		gpu, err := st.GPUUsage(ctx)
+		if err != nil {
+			return Stats{}, fmt.Errorf("client: stats: %w", err)
+		}
+		for ep, u := range gpu {
+			g := s.GPU[ep]
+			g.Seconds += float64(u.Ms) / 1000
+			g.Runs += u.Runs
+			s.GPU[ep] = g
+		}
 	}
 	return s, nil
 }
