@@ -28,6 +28,23 @@ if ! command -v redis-sentinel >/dev/null 2>&1; then
   $SUDO systemctl stop redis-sentinel >/dev/null 2>&1 || $SUDO service redis-sentinel stop >/dev/null 2>&1 || true
 fi
 
+# The dashboard's browser test (internal/e2e TestDashboardInBrowser) drives
+# Debian's chromium with the playwright-core npm package; under CI it fails,
+# rather than skips, when they are missing.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "chromium not found; installing Debian's chromium package" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+if command -v npm >/dev/null 2>&1; then
+  # Exact versions from the committed lock; no browser download.
+  (cd internal/e2e/testdata/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+else
+  echo "npm not found: the dashboard browser test will skip (or fail under CI)" >&2
+fi
+
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
   echo "gofmt would change:" >&2
