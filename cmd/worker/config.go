@@ -101,6 +101,9 @@ type options struct {
 	logLevel  string
 	httpAddr  string
 
+	dashboard             bool
+	dashboardAllowedHosts string
+
 	poolOptions // pool.go
 
 	dev           bool
@@ -324,6 +327,13 @@ func newFlagTable(o *options) *flagTable {
 	t.add(groupOps, "http-addr", "ADDR",
 		"serve /metrics, /healthz and /readyz on this address; empty disables (--dev: "+devHTTPAddrDefault+")",
 		httpAddrDefault, &stringValue{p: &o.httpAddr})
+	t.add(groupOps, "dashboard", "",
+		"also serve the web dashboard at "+dashboardPath+"/ on --http-addr; it has NO authentication: "+
+			"bind --http-addr to loopback or put an authenticating proxy in front",
+		"false", &boolValue{p: &o.dashboard})
+	t.add(groupOps, "dashboard-allowed-hosts", "NAMES",
+		"comma-separated DNS names the dashboard may be reached by besides IP addresses and localhost",
+		"", &stringValue{p: &o.dashboardAllowedHosts})
 
 	t.add(groupDev, "dev", "",
 		"run with an embedded Redis and a Runpod simulator on loopback: no Redis, no Runpod account",

@@ -11,6 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// dashboardPath is where --dashboard serves the web dashboard.
+const dashboardPath = "/dashboard"
+
 // readyPingTimeout bounds the Redis PING of /readyz.
 const readyPingTimeout = time.Second
 

@@ -212,19 +212,29 @@ func runEnv(ctx context.Context, args []string, lookupEnv func(string) (string, 
 		g.Add(func() error { return rep.run(rctx) }, func(error) { cancel() })
 	}
 	httpAddr := ""
+	if o.dashboard && o.httpAddr == "" {
+		return &flagError{Flag: "dashboard", Msg: "needs --http-addr (the dashboard is served by the worker's HTTP server)"}
+	}
 	if o.httpAddr != "" {
 		ln, err := listenHTTP(o.httpAddr, sources["http-addr"] != "", log)
 		if err != nil {
 			return err
 		}
 		httpAddr = ln.Addr().String()
+		mux := newMux(m.reg, readiness{
+			ping:    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+			breaker: rp.BreakerState,
+			fault:   sup.faulted,
+			started: sup.started,
+		}, log.Named("http"))
+		if o.dashboard {
+			if err := serveDashboard(ctx, &g, mux, rdb, o, ln.Addr(), log); err != nil {
+				_ = ln.Close()
+				return err
+			}
+		}
 		srv := &http.Server{
-			Handler: newMux(m.reg, readiness{
-				ping:    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-				breaker: rp.BreakerState,
-				fault:   sup.faulted,
-				started: sup.started,
-			}, log.Named("http")),
+			Handler:           mux,
 			ReadHeaderTimeout: 5 * time.Second,
 		}
 		g.Add(func() error {
