@@ -21,7 +21,7 @@ var allowed = map[string][]string{
 	"client":               {"workflow", "streams"},
 	"worker":               {"workflow", "streams"},
 	"pool":                 {"workflow", "streams", "activities"},
-	"cmd/worker":           {"workflow", "streams", "activities", "activities/runpodsim", "worker", "internal/redisconn", "internal/cmdutil", "pool"},
+	"cmd/worker":           {"workflow", "streams", "activities", "activities/runpodsim", "worker", "internal/redisconn", "internal/cmdutil", "pool", "client", "internal/dashboard"},
 	"cmd/submitter":        {"workflow", "client", "internal/redisconn", "internal/cmdutil", "internal/dashboard"},
 	"internal/dashboard":   {"workflow", "client"},
 	"cmd/runpod-sim":       {"activities/runpodsim", "internal/cmdutil"},
