@@ -372,8 +372,13 @@ type Outcome struct {
 	Endpoint string
 	// InputHash is the job's input hash (Record.InputHash), so Finalize can
 	// release its dedupe key without reading the record first. Empty: Finalize
-	// reads it from the record (one extra pipelined round trip per batch).
+	// reads it from the record (one extra pipelined round trip per batch)
+	// unless InputHashKnown.
 	InputHash string
+	// InputHashKnown: InputHash is the record's, even when empty (the job
+	// has no dedupe key), so Finalize reads nothing first. The worker knows
+	// it from admit.
+	InputHashKnown bool
 }
 
 // FinalizeOpts tunes Finalize.

@@ -19,7 +19,8 @@ import (
 // outcome already written by an earlier try of the same write (its reply
 // lost: the job is terminal at this epoch with this state and result) is
 // nil too, so a retry after an ambiguous timeout counts it as written.
-// Outcomes without InputHash cost one pipelined read of the records first.
+// Outcomes without InputHash (and not InputHashKnown) cost one pipelined
+// read of the records first.
 func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts) (errs []error, err error) {
 	if len(outs) == 0 {
 		return nil, nil
@@ -41,7 +42,7 @@ func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts)
 	pipe := s.rdb.Pipeline()
 	for i, o := range outs {
 		hashes[i] = o.InputHash
-		if o.InputHash == "" {
+		if o.InputHash == "" && !o.InputHashKnown {
 			cmds[i] = pipe.HGet(ctx, s.keys.Job(o.JobID), recInputHash)
 		}
 	}

@@ -349,7 +349,7 @@ func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, att
 		}
 		errs, err := w.store.Finalize(ctx, []streams.Outcome{{
 			JobID: jobID, Entry: rec.Entry, Owner: rec.Owner, Epoch: rec.Epoch, State: string(o.State), Output: o.Output,
-			Error: o.Error, RunpodID: rj.ID, RunpodStatus: string(o.RunpodStatus), InputHash: rec.InputHash,
+			Error: o.Error, RunpodID: rj.ID, RunpodStatus: string(o.RunpodStatus), InputHash: rec.InputHash, InputHashKnown: true,
 			DelayMs: o.DelayMs, ExecMs: o.ExecMs, RunpodWorkerID: o.RunpodWorkerID, Endpoint: w.cfg.EndpointID,
 		}}, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: now})
 		if err == nil && len(errs) != 1 {

@@ -59,7 +59,7 @@
 -- Returns {now, reply1, ..., replyN}: the time used (unix ms, so the caller
 -- can relate Redis's clock to its own), then one reply per entry in entry
 -- order: {code}, or for admitted {"admitted", field1, value1, ...} (the
--- record after the update, HGETALL), {"retry_alias", holder} or
+-- record after the update: every field of REC_FIELDS it holds), {"retry_alias", holder} or
 -- {"error", text}.
 
 local subs, events, dead = KEYS[1], KEYS[2], KEYS[3]
@@ -71,6 +71,74 @@ local default_timeout = tonumber(ARGV[6]) or 0
 local ttl = tonumber(ARGV[7]) or 0
 local dedupe_on = ARGV[8] == '1'
 local n = tonumber(ARGV[9])
+
+-- REC_FIELDS: every field of a job record (docs/wire-format.md; a test
+-- checks that it names every field streams/record.go knows). One HMGET of
+-- them tells whether the record exists (a record always holds some) and is
+-- the admitted reply, so an admit reads the record once.
+local REC_FIELDS = { 'state', 'step', 'epoch', 'owner', 'prev_owner', 'entry', 'runpod_id', 'runpod_status',
+  'attempts', 'uncertain', 'uncertain_attempt', 'deliveries', 'input_hash', 'input', 'cancel', 'alias_of',
+  'deadline_ms', 'created_ms', 'updated_ms', 'finished_ms', 'result', 'stub', 'run', 'revealed',
+  'revealed_gpu_ms', 'handoff' }
+
+local function read_record(job)
+  local vals = redis.call('HMGET', job, unpack(REC_FIELDS))
+  local cur, exists = {}, false
+  for i, f in ipairs(REC_FIELDS) do
+    if vals[i] then
+      cur[f] = vals[i]
+      exists = true
+    end
+  end
+  return cur, exists
+end
+
+-- The PEL owners of this batch's entries: one XPENDING over their id range,
+-- filtered to this consumer, instead of one per entry. An entry missing
+-- from a complete answer is not ours; when the answer may be cut (as many
+-- rows as asked for) or the call failed, held() asks per entry as before.
+local function id_less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+
+local mine, mine_complete = {}, false
+do
+  local lo, hi
+  local ok = pcall(function()
+    for i = 0, n - 1 do
+      local id = ARGV[9 + 12 * i + 1]
+      if lo == nil or id_less(id, lo) then lo = id end
+      if hi == nil or id_less(hi, id) then hi = id end
+    end
+  end)
+  if ok and lo then
+    local want = n + 16
+    local ok2, rows = pcall(redis.call, 'XPENDING', subs, group, lo, hi, want, consumer)
+    if ok2 then
+      for _, row in ipairs(rows) do mine[row[1]] = true end
+      mine_complete = #rows < want
+    end
+  end
+end
+
+-- An entry this script acknowledged is no longer pending: a second copy of
+-- it in the same batch is lost, as a per-entry XPENDING would say.
+do
+  local prelude_ack_del = ack_del
+  ack_del = function(s, g, entry_id)
+    prelude_ack_del(s, g, entry_id)
+    mine[entry_id] = nil
+  end
+end
+
+local function held(entry_id)
+  if mine[entry_id] then return true end
+  if mine_complete then return false end
+  return pel_owner(subs, group, entry_id) == consumer
+end
 
 local function key(i)
   local idx = tonumber(i) or 0
@@ -122,7 +190,7 @@ local function admit_one(i)
   local seen, input, hash, timeout = ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10]
   local alias_seen, alias_holder = ARGV[b + 11], key(ARGV[b + 12])
 
-  if pel_owner(subs, group, entry_id) ~= consumer then
+  if not held(entry_id) then
     return { 'lost' }
   end
   if job == nil then
@@ -132,13 +200,12 @@ local function admit_one(i)
     return { 'poisoned' }
   end
 
-  local exists = redis.call('EXISTS', job) == 1
-  local rec = redis.call('HMGET', job, 'state', 'entry', 'alias_of', 'deliveries', 'runpod_id', 'handoff', 'stub')
-  local state, rec_entry, alias = nz(rec[1]), nz(rec[2]), nz(rec[3])
-  local deliveries = tonumber(nz(rec[4]) or '0') or 0
-  local on_runpod = nz(rec[5]) ~= nil
-  local counted = not on_runpod and nz(rec[6]) ~= '1'
-  if exists and nz(rec[7]) == '1' then
+  local cur, exists = read_record(job)
+  local state, rec_entry, alias = cur.state, cur.entry, cur.alias_of
+  local deliveries = tonumber(cur.deliveries or '0') or 0
+  local on_runpod = cur.runpod_id ~= nil
+  local counted = not on_runpod and cur.handoff ~= '1'
+  if exists and cur.stub == '1' then
     -- A cancel arrived before the job (cancel.lua's stub): it never runs.
     if poison ~= '' then
       redis.call('DEL', job)
@@ -154,6 +221,7 @@ local function admit_one(i)
     elseif alias_stale(alias_holder) then
       redis.call('DEL', job)
       exists, state, rec_entry, alias, deliveries, counted = false, nil, nil, nil, 0, true
+      cur = {}
     end
   end
   if exists and rec_entry ~= entry_id then
@@ -172,17 +240,17 @@ local function admit_one(i)
     return { 'poisoned' }
   end
   if not exists and dedupe_on and dedupe then
-    local cur = nz(redis.call('GET', dedupe))
-    if (cur or '') ~= seen then
+    local holder_id = nz(redis.call('GET', dedupe))
+    if (holder_id or '') ~= seen then
       return { 'retry' }
     end
-    if cur and cur ~= job_id and holder then
+    if holder_id and holder_id ~= job_id and holder then
       local hs = nz(redis.call('HGET', holder, 'state'))
       if hs and (hs == 'COMPLETED' or not is_terminal(hs)) then
-        redis.call('HSET', job, 'alias_of', cur, 'entry', entry_id, 'input_hash', hash,
+        redis.call('HSET', job, 'alias_of', holder_id, 'entry', entry_id, 'input_hash', hash,
           'created_ms', now, 'updated_ms', now)
         if ttl > 0 then redis.call('PEXPIRE', job, ttl) end
-        emit(events, 'deduplicated', job_id, '', 0, now, envelope({ 'alias_of', cur }))
+        emit(events, 'deduplicated', job_id, '', 0, now, envelope({ 'alias_of', holder_id }))
         ack_del(subs, group, entry_id)
         return { 'deduplicated' }
       end
@@ -190,10 +258,14 @@ local function admit_one(i)
     redis.call('SET', dedupe, job_id)
   end
   if not exists then
-    create_record(job, entry_id, now, tonumber(timeout) or 0, hash, persist and input or nil)
+    local rf = create_record(job, entry_id, now, tonumber(timeout) or 0, hash, persist and input or nil)
+    for j = 3, #rf - 1, 2 do cur[rf[j]] = rf[j + 1] end
     emit(events, 'submitted', job_id, 'SUBMITTED', 0, now, envelope({}))
   end
-  if nz(rec[6]) then redis.call('HDEL', job, 'handoff') end
+  if cur.handoff then
+    redis.call('HDEL', job, 'handoff')
+    cur.handoff = nil
+  end
   if counted then deliveries = deliveries + 1 end
   if counted and max_deliveries > 0 and deliveries > max_deliveries then
     fail(job, job_id, entry_id,
@@ -201,18 +273,28 @@ local function admit_one(i)
       dedupe, true, deliveries)
     return { 'poisoned' }
   end
-  if default_timeout > 0 and not nz(redis.call('HGET', job, 'deadline_ms')) then
-    local created = tonumber(nz(redis.call('HGET', job, 'created_ms')) or now)
-    redis.call('HSET', job, 'deadline_ms', itoa(created + default_timeout))
-  end
+  local epoch = tonumber(cur.epoch or '0')
+  if epoch == nil then error('job record field epoch is not an integer') end
   -- prev_owner: who held the epoch this admit ends, so the new owner can
   -- tell whether anybody else owned the job since its own epoch.
-  local prev_owner = nz(redis.call('HGET', job, 'owner')) or ''
-  redis.call('HINCRBY', job, 'epoch', 1)
-  redis.call('HSET', job, 'owner', consumer, 'prev_owner', prev_owner,
-    'deliveries', tostring(deliveries), 'updated_ms', now)
-  local res = redis.call('HGETALL', job)
-  table.insert(res, 1, 'admitted')
+  local upd = { 'HSET', job, 'epoch', itoa(epoch + 1), 'owner', consumer, 'prev_owner', cur.owner or '',
+    'deliveries', tostring(deliveries), 'updated_ms', now }
+  if default_timeout > 0 and not cur.deadline_ms then
+    local created = tonumber(cur.created_ms or now)
+    upd[#upd + 1] = 'deadline_ms'
+    upd[#upd + 1] = itoa(created + default_timeout)
+  end
+  redis.call(unpack(upd))
+  for j = 3, #upd - 1, 2 do cur[upd[j]] = upd[j + 1] end
+  -- The record after the update, from what was read and written: no
+  -- HGETALL.
+  local res = { 'admitted' }
+  for _, f in ipairs(REC_FIELDS) do
+    if cur[f] then
+      res[#res + 1] = f
+      res[#res + 1] = cur[f]
+    end
+  end
   return res
 end
 

@@ -36,11 +36,17 @@
 -- Returns "ok", "not_found", "terminal", "fenced" or "canceled".
 
 local job, events = KEYS[1], KEYS[2]
-if redis.call('EXISTS', job) == 0 then
+-- One HMGET, no EXISTS: a record always holds some of these fields (a stub
+-- has cancel and stub, every other record entry), so all nil = no record.
+local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of', 'cancel',
+  'step', 'runpod_id', 'runpod_status', 'attempts', 'result', 'owner', 'uncertain_attempt', 'run', 'entry', 'stub')
+local found = false
+for i = 1, 14 do
+  if rec[i] then found = true break end
+end
+if not found then
   return 'not_found'
 end
-local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of', 'cancel',
-  'step', 'runpod_id', 'runpod_status', 'attempts', 'result', 'owner', 'uncertain_attempt')
 local state, epoch = nz(rec[1]), nz(rec[2]) or '0'
 if is_terminal(state) or nz(rec[3]) then
   return 'terminal'
@@ -76,6 +82,6 @@ if ARGV[5] ~= '' then
   state = ARGV[5]
 end
 if ARGV[10] ~= '' then
-  emit(events, ARGV[10], ARGV[1], state, epoch, ARGV[3], ARGV[11], job)
+  emit(events, ARGV[10], ARGV[1], state, epoch, ARGV[3], ARGV[11], job, rec[12])
 end
 return 'ok'

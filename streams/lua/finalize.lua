@@ -54,6 +54,21 @@ local n = tonumber(ARGV[4])
 local EVENT = { COMPLETED = 'completed', FAILED = 'failed', TIMED_OUT = 'timed_out', CANCELED = 'canceled' }
 
 local out = {}
+local acks = {} -- entries to XACK + XDEL, in one call each at the end
+-- GPU counter increments of the batch by field: one HINCRBY per field at
+-- the end instead of one or two per outcome.
+local gpu_sum, gpu_fields = {}, {}
+local function gpu_add(field, v)
+  if gpu_sum[field] == nil then
+    gpu_sum[field] = 0
+    gpu_fields[#gpu_fields + 1] = field
+  end
+  gpu_sum[field] = gpu_sum[field] + v
+end
+-- A command that fails ends the script with an error, as before batching
+-- the acks and counters: what the outcomes before it wrote (their acks and
+-- GPU counts included) stays written, so a retry answers them "ours".
+local ok, failure = pcall(function()
 for i = 0, n - 1 do
   local b = 4 + 16 * i
   local job_id, entry, epoch, state = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
@@ -62,14 +77,21 @@ for i = 0, n - 1 do
   local dedupe = nil
   if di > 0 then dedupe = KEYS[di] end
 
-  if redis.call('EXISTS', job) == 0 then
-    ack_del(subs, group, entry)
+  -- One HMGET, no EXISTS: every record holds some of these fields (a stub
+  -- has cancel and stub), so all nil = no record.
+  local rec = redis.call('HMGET', job, 'state', 'epoch', 'entry', 'alias_of', 'result', 'owner', 'runpod_id',
+    'run', 'cancel', 'stub')
+  local found = false
+  for j = 1, 10 do
+    if rec[j] then found = true break end
+  end
+  if not found then
+    ack_later(acks, entry)
     out[#out + 1] = 'not_found'
   else
-    local rec = redis.call('HMGET', job, 'state', 'epoch', 'entry', 'alias_of', 'result', 'owner', 'runpod_id')
     if entry == '' then entry = nz(rec[3]) or '' end
     if is_terminal(nz(rec[1])) or nz(rec[4]) then
-      ack_del(subs, group, entry)
+      ack_later(acks, entry)
       if nz(rec[1]) == state and (nz(rec[2]) or '0') == epoch and nz(rec[6]) == ARGV[b + 12]
         and nz(rec[5]) == ARGV[b + 5] then
         out[#out + 1] = 'ours'
@@ -98,17 +120,18 @@ for i = 0, n - 1 do
       redis.call(unpack(f))
       if ARGV[b + 6] ~= '' or nz(rec[7]) or ARGV[b + 14] ~= '' then
         -- The run reached Runpod (an id, or an executionTime): its GPU time
-        -- counts, here and only here.
-        redis.call('HINCRBY', gpu, 'runs:' .. ARGV[b + 16], 1)
+        -- counts, here and only here (added up per endpoint, written once
+        -- per batch below).
+        gpu_add('runs:' .. ARGV[b + 16], 1)
         if ARGV[b + 14] ~= '' then
-          redis.call('HINCRBY', gpu, 'ms:' .. ARGV[b + 16], ARGV[b + 14])
+          gpu_add('ms:' .. ARGV[b + 16], tonumber(ARGV[b + 14]))
         end
       end
-      emit(events, EVENT[state], job_id, state, epoch, now, ARGV[b + 8], job)
+      emit(events, EVENT[state], job_id, state, epoch, now, ARGV[b + 8], job, rec[8])
       if ARGV[b + 9] ~= '' then
         dead_letter(subs, dead, entry, job_id, ARGV[b + 9], now)
       end
-      ack_del(subs, group, entry)
+      ack_later(acks, entry)
       if ttl > 0 then
         redis.call('PEXPIRE', job, ttl)
       end
@@ -123,5 +146,13 @@ for i = 0, n - 1 do
       out[#out + 1] = 'ok'
     end
   end
+end
+end)
+ack_flush(subs, group, acks)
+for _, field in ipairs(gpu_fields) do
+  redis.call('HINCRBY', gpu, field, itoa(gpu_sum[field]))
+end
+if not ok then
+  return redis.error_reply(err_text(failure))
 end
 return out
