@@ -61,6 +61,7 @@ type Store struct {
 	keys  Keys
 	dur   Durability // see SetDurability
 	group string
+	cps   checkpointBatch // concurrent Checkpoint calls share one script call
 }
 
 // New returns a Store for one namespace.

@@ -13,75 +13,98 @@
 -- after its reply was lost, though it had applied) changes nothing and
 -- appends no event: retries are idempotent, as attempts is a number to set.
 --
--- KEYS[1] job record (HASH)
--- KEYS[2] events stream
+-- The writes of a batch are independent (the Go side coalesces concurrent
+-- callers into one call): each checkpoint is checked and applied on its
+-- own, under pcall, so one that fails is answered "error" alone.
 --
--- ARGV[1]  job id
--- ARGV[2]  epoch the caller holds
--- ARGV[3]  now, unix ms
--- ARGV[4]  step, "" = unchanged
--- ARGV[5]  state (non-terminal), "" = unchanged
--- ARGV[6]  runpod id, "" = unchanged
--- ARGV[7]  runpod status, "" = unchanged
--- ARGV[8]  /run attempts to record (the intent's number), "" = unchanged;
---          a number, not an increment, so a retried write counts once
--- ARGV[9]  result envelope (msgpack, progress output), "" = unchanged
--- ARGV[10] event type, "" = no event
--- ARGV[11] event payload envelope (msgpack)
--- ARGV[12] owner the caller is (its consumer name)
--- ARGV[13] /run attempt whose outcome is unknown, to record ("" = none):
---          sets uncertain_attempt and counts one more `uncertain`, once per
---          attempt number
+-- KEYS[1]   events stream
+-- KEYS[1+i] job record (HASH) of checkpoint i (i = 1..N)
 --
--- Returns "ok", "not_found", "terminal", "fenced" or "canceled".
+-- ARGV[1] N, the number of checkpoints; then 13 fields per checkpoint i
+--         (1-based), at ARGV[1 + 13*(i-1) + k]:
+--   k=1  job id
+--   k=2  epoch the caller holds
+--   k=3  now, unix ms
+--   k=4  step, "" = unchanged
+--   k=5  state (non-terminal), "" = unchanged
+--   k=6  runpod id, "" = unchanged
+--   k=7  runpod status, "" = unchanged
+--   k=8  /run attempts to record (the intent's number), "" = unchanged;
+--        a number, not an increment, so a retried write counts once
+--   k=9  result envelope (msgpack, progress output), "" = unchanged
+--   k=10 event type, "" = no event
+--   k=11 event payload envelope (msgpack)
+--   k=12 owner the caller is (its consumer name)
+--   k=13 /run attempt whose outcome is unknown, to record ("" = none):
+--        sets uncertain_attempt and counts one more `uncertain`, once per
+--        attempt number
+--
+-- Returns N replies in checkpoint order: "ok", "not_found", "terminal",
+-- "fenced", "canceled", or {"error", text} for one whose commands failed.
 
-local job, events = KEYS[1], KEYS[2]
--- One HMGET, no EXISTS: a record always holds some of these fields (a stub
--- has cancel and stub, every other record entry), so all nil = no record.
-local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of', 'cancel',
-  'step', 'runpod_id', 'runpod_status', 'attempts', 'result', 'owner', 'uncertain_attempt', 'run', 'entry', 'stub')
-local found = false
-for i = 1, 14 do
-  if rec[i] then found = true break end
-end
-if not found then
-  return 'not_found'
-end
-local state, epoch = nz(rec[1]), nz(rec[2]) or '0'
-if is_terminal(state) or nz(rec[3]) then
-  return 'terminal'
-end
-if epoch ~= ARGV[2] or nz(rec[10]) ~= ARGV[12] then
-  return 'fenced'
-end
-if ARGV[4] == 'SUBMITTING' and nz(rec[4]) == '1' then
-  return 'canceled'
-end
+local events = KEYS[1]
 
-local f = { 'HSET', job, 'updated_ms', ARGV[3] }
-local names = { [4] = 'step', [5] = 'state', [6] = 'runpod_id', [7] = 'runpod_status', [8] = 'attempts', [9] = 'result',
-  [13] = 'uncertain_attempt' }
-local current = { [4] = rec[5], [5] = rec[1], [6] = rec[6], [7] = rec[7], [8] = rec[8], [9] = rec[9], [13] = rec[11] }
-local fields, changed = false, false
-for _, i in ipairs({ 4, 5, 6, 7, 8, 9, 13 }) do
-  if ARGV[i] ~= '' then
-    fields = true
-    if nz(current[i]) ~= ARGV[i] then changed = true end
-    f[#f + 1] = names[i]
-    f[#f + 1] = ARGV[i]
+-- one applies checkpoint job with its fields ARGV[b+1..b+13] as A[1..13].
+local function one(job, A)
+  -- One HMGET, no EXISTS: a record always holds some of these fields (a stub
+  -- has cancel and stub, every other record entry), so all nil = no record.
+  local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of', 'cancel',
+    'step', 'runpod_id', 'runpod_status', 'attempts', 'result', 'owner', 'uncertain_attempt', 'run', 'entry', 'stub')
+  local found = false
+  for i = 1, 14 do
+    if rec[i] then found = true break end
   end
-end
-if fields and not changed then
+  if not found then
+    return 'not_found'
+  end
+  local state, epoch = nz(rec[1]), nz(rec[2]) or '0'
+  if is_terminal(state) or nz(rec[3]) then
+    return 'terminal'
+  end
+  if epoch ~= A[2] or nz(rec[10]) ~= A[12] then
+    return 'fenced'
+  end
+  if A[4] == 'SUBMITTING' and nz(rec[4]) == '1' then
+    return 'canceled'
+  end
+
+  local f = { 'HSET', job, 'updated_ms', A[3] }
+  local names = { [4] = 'step', [5] = 'state', [6] = 'runpod_id', [7] = 'runpod_status', [8] = 'attempts', [9] = 'result',
+    [13] = 'uncertain_attempt' }
+  local current = { [4] = rec[5], [5] = rec[1], [6] = rec[6], [7] = rec[7], [8] = rec[8], [9] = rec[9], [13] = rec[11] }
+  local fields, changed = false, false
+  for _, i in ipairs({ 4, 5, 6, 7, 8, 9, 13 }) do
+    if A[i] ~= '' then
+      fields = true
+      if nz(current[i]) ~= A[i] then changed = true end
+      f[#f + 1] = names[i]
+      f[#f + 1] = A[i]
+    end
+  end
+  if fields and not changed then
+    return 'ok'
+  end
+  redis.call(unpack(f))
+  if A[13] ~= '' and nz(rec[11]) ~= A[13] then
+    redis.call('HINCRBY', job, 'uncertain', 1)
+  end
+  if A[5] ~= '' then
+    state = A[5]
+  end
+  if A[10] ~= '' then
+    emit(events, A[10], A[1], state, epoch, A[3], A[11], job, rec[12])
+  end
   return 'ok'
 end
-redis.call(unpack(f))
-if ARGV[13] ~= '' and nz(rec[11]) ~= ARGV[13] then
-  redis.call('HINCRBY', job, 'uncertain', 1)
+
+local n = tonumber(ARGV[1])
+local out = {}
+for i = 1, n do
+  local b = 1 + 13 * (i - 1)
+  local A = {}
+  for k = 1, 13 do A[k] = ARGV[b + k] end
+  local ok, res = pcall(one, KEYS[1 + i], A)
+  if not ok then res = { 'error', err_text(res) } end
+  out[i] = res
 end
-if ARGV[5] ~= '' then
-  state = ARGV[5]
-end
-if ARGV[10] ~= '' then
-  emit(events, ARGV[10], ARGV[1], state, epoch, ARGV[3], ARGV[11], job, rec[12])
-end
-return 'ok'
+return out
