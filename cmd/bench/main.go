@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Namespace, "namespace", "bench", "key namespace used and cleared by the run")
 	fs.IntVar(&o.Jobs, "jobs", 10000, "jobs to run")
 	fs.IntVar(&o.Workers, "workers", 1, "in-process workers")
+	fs.IntVar(&o.Partitions, "partitions", 1, "the namespace's partition count (a Cluster spreads them over its masters)")
 	fs.StringVar(&o.Runpod, "runpod", bench.RunpodStandin, "Runpod back end: standin (in-process) or sim (HTTP simulator on loopback)")
 	fs.StringVar(&o.Submit, "submit", bench.SubmitClient, "submission path: client (client.Submit) or raw (XADD)")
 	fs.BoolVar(&o.Prefill, "prefill", true, "submit every job before the workers start (measure a drain)")
@@ -90,6 +91,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "bench: %d/%d\n", done, total)
 		}
 	}
+	conn, err := redisconn.Parse(redisconn.Options{URL: o.RedisURL})
+	if err != nil {
+		fmt.Fprintln(stderr, "bench: --redis-url:", err)
+		return 2
+	}
+	o.NewClient = conn.Client
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	res, err := bench.Run(ctx, o)

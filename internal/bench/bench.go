@@ -49,6 +49,13 @@ type Options struct {
 	// RedisURL is the server to measure. Its data in Namespace is deleted
 	// before and after the run.
 	RedisURL string
+	// NewClient, when set, opens the bench's Redis clients instead of
+	// RedisURL (cmd/bench passes the --redis-url forms of
+	// internal/redisconn: one server, Cluster, Sentinel). On a Cluster the
+	// server figures are summed over the masters.
+	NewClient func() redis.UniversalClient
+	// Partitions is the namespace's partition count (default 1).
+	Partitions int
 	// Namespace defaults to "bench".
 	Namespace string
 	// Jobs to run. Required.
@@ -86,8 +93,11 @@ type Percentiles struct {
 
 // Result is one run's figures. Per-job figures divide by Jobs.
 type Result struct {
-	Jobs     int     `json:"jobs"`
-	Workers  int     `json:"workers"`
+	Jobs       int `json:"jobs"`
+	Workers    int `json:"workers"`
+	Partitions int `json:"partitions"`
+	// Masters is the number of Redis masters measured (1 but on a Cluster).
+	Masters  int     `json:"masters"`
 	Runpod   string  `json:"runpod"`
 	Submit   string  `json:"submit"`
 	Prefill  bool    `json:"prefill"`
@@ -136,6 +146,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Workers <= 0 {
 		o.Workers = 1
 	}
+	if o.Partitions <= 0 {
+		o.Partitions = 1
+	}
 	if o.Runpod == "" {
 		o.Runpod = RunpodStandin
 	}
@@ -164,21 +177,25 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	ropts, err := redis.ParseURL(o.RedisURL)
-	if err != nil {
-		return Result{}, fmt.Errorf("bench: --redis-url: %w", err)
+	open := o.NewClient
+	if open == nil {
+		ropts, err := redis.ParseURL(o.RedisURL)
+		if err != nil {
+			return Result{}, fmt.Errorf("bench: --redis-url: %w", err)
+		}
+		open = func() redis.UniversalClient { return redis.NewClient(ropts) }
 	}
 	rt := &roundTrips{}
-	newRDB := func() *redis.Client {
-		c := redis.NewClient(ropts)
+	newRDB := func() redis.UniversalClient {
+		c := open()
 		c.AddHook(rt)
 		return c
 	}
-	admin := redis.NewClient(ropts)
+	admin := open()
 	defer admin.Close()
-	keys, err := streams.NewKeys(o.Namespace)
+	parts, err := streams.NewPartitions(admin, streams.Config{Namespace: o.Namespace}, o.Partitions)
 	if err != nil {
-		return Result{}, fmt.Errorf("bench: --namespace: %w", err)
+		return Result{}, fmt.Errorf("bench: --namespace, --partitions: %w", err)
 	}
 	if err := clearNamespace(ctx, admin, o.Namespace); err != nil {
 		return Result{}, err
@@ -193,18 +210,16 @@ func Run(ctx context.Context, o Options) (Result, error) {
 
 	subRDB := newRDB()
 	defer subRDB.Close()
-	cl, err := client.New(subRDB, client.Config{Namespace: o.Namespace, MaxInputBytes: 1 << 20})
+	cl, err := client.New(subRDB, client.Config{Namespace: o.Namespace, Partitions: o.Partitions, MaxInputBytes: 1 << 20})
 	if err != nil {
 		return Result{}, err
 	}
 	defer cl.Close()
 	// The group must exist before raw XADDs are read from the start.
-	st, err := streams.New(admin, streams.Config{Namespace: o.Namespace})
-	if err != nil {
-		return Result{}, err
-	}
-	if err := st.EnsureGroup(ctx); err != nil {
-		return Result{}, err
+	for _, st := range parts.All() {
+		if err := st.EnsureGroup(ctx); err != nil {
+			return Result{}, err
+		}
 	}
 
 	ids := make([]string, o.Jobs)
@@ -227,7 +242,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			input := `{"job":"` + id + `"}`
 			var err error
 			if o.Submit == SubmitRaw {
-				err = subRDB.XAdd(ctx, &redis.XAddArgs{Stream: keys.Submissions(), Values: []string{"job_id", id, "input", input}}).Err()
+				err = subRDB.XAdd(ctx, &redis.XAddArgs{Stream: parts.For(id).Keys().Submissions(), Values: []string{"job_id", id, "input", input}}).Err()
 			} else {
 				_, err = cl.Submit(ctx, client.SubmitOptions{ClientJobID: id, Input: json.RawMessage(input)})
 			}
@@ -274,6 +289,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		cfg := o.Worker
 		cfg.Runpod = rp
 		cfg.Namespace = o.Namespace
+		cfg.Partitions = o.Partitions
 		cfg.InstanceID = fmt.Sprintf("bench-worker-%d", i)
 		if cfg.Logger == nil {
 			cfg.Logger = hclog.NewNullLogger()
@@ -301,7 +317,8 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 	}
 
-	res := Result{Jobs: o.Jobs, Workers: o.Workers, Runpod: o.Runpod, Submit: o.Submit, Prefill: o.Prefill}
+	res := Result{Jobs: o.Jobs, Workers: o.Workers, Partitions: o.Partitions, Masters: before.masters,
+		Runpod: o.Runpod, Submit: o.Submit, Prefill: o.Prefill}
 	if o.Hold {
 		return holdRun(ctx, o, admin, rp.(*standin), res, werrs)
 	}
@@ -346,7 +363,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 
 // holdRun waits until every job is on Runpod, then measures what keeping
 // them in flight costs Redis over o.HoldFor.
-func holdRun(ctx context.Context, o Options, admin *redis.Client, s *standin, res Result, werrs <-chan error) (Result, error) {
+func holdRun(ctx context.Context, o Options, admin redis.UniversalClient, s *standin, res Result, werrs <-chan error) (Result, error) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for s.runs.Load() < int64(o.Jobs) {
@@ -409,24 +426,47 @@ func runpodBackend(o Options) (workflow.Runpod, func(), error) {
 	return rp, func() { rp.CloseIdleConnections(); srv.Close() }, nil
 }
 
-// clearNamespace deletes every key of the namespace (SCAN, not KEYS).
-func clearNamespace(ctx context.Context, rdb *redis.Client, ns string) error {
-	iter := rdb.Scan(ctx, 0, "{"+ns+"}:*", 1000).Iterator()
-	var batch []string
-	for iter.Next(ctx) {
-		batch = append(batch, iter.Val())
-		if len(batch) == 1000 {
-			if err := rdb.Unlink(ctx, batch...).Err(); err != nil {
+// clearNamespace deletes every key of the namespace and of its partitions
+// (SCAN, not KEYS), on every master of a Cluster.
+func clearNamespace(ctx context.Context, rdb redis.UniversalClient, ns string) error {
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return clearNode(ctx, c, ns) })
+	}
+	return clearNode(ctx, rdb, ns)
+}
+
+func clearNode(ctx context.Context, rdb redis.UniversalClient, ns string) error {
+	for _, pattern := range []string{"{" + ns + "}:*", "{" + ns + ":[0-9]*}:*"} {
+		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+		var batch []string
+		flush := func() error {
+			// One UNLINK per key: a node of a Cluster refuses one command
+			// over several slots.
+			_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, k := range batch {
+					p.Unlink(ctx, k)
+				}
+				return nil
+			})
+			batch = batch[:0]
+			return err
+		}
+		for iter.Next(ctx) {
+			batch = append(batch, iter.Val())
+			if len(batch) == 1000 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return fmt.Errorf("bench: clear namespace: %w", err)
+		}
+		if len(batch) > 0 {
+			if err := flush(); err != nil {
 				return err
 			}
-			batch = batch[:0]
 		}
-	}
-	if err := iter.Err(); err != nil {
-		return fmt.Errorf("bench: clear namespace: %w", err)
-	}
-	if len(batch) > 0 {
-		return rdb.Unlink(ctx, batch...).Err()
 	}
 	return nil
 }

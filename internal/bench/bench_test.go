@@ -2,10 +2,13 @@ package bench_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/yourscope/runpod-orchestrator/internal/bench"
 	"github.com/yourscope/runpod-orchestrator/internal/redistest"
@@ -13,7 +16,13 @@ import (
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
 
-func TestMain(m *testing.M) { redistest.Main(m) }
+// go-redis's cluster client may still sleep its slot-reload cooldown after
+// Close (TestRunOnClusterWithPartitions), as in internal/failover.
+func TestMain(m *testing.M) {
+	redistest.Main(m,
+		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9.(*clusterStateHolder).LazyReload.func1"),
+		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
+}
 
 // TestRunCountsEveryJob: a small run of each mode ends with one outcome per
 // job, one /run per job, and server-side counts that are really measured.
@@ -68,4 +77,31 @@ func TestOptionsNameTheBadField(t *testing.T) {
 	require.ErrorContains(t, err, "--runpod")
 	_, err = bench.Run(context.Background(), bench.Options{RedisURL: "redis://" + redistest.Addr(), Jobs: 0})
 	require.ErrorContains(t, err, "--jobs")
+}
+
+// TestRunOnClusterWithPartitions: the bench drives a 3-master Cluster with
+// a partitioned namespace, sums the server figures over the masters, and
+// every job completes once.
+func TestRunOnClusterWithPartitions(t *testing.T) {
+	c, err := redistest.StartCluster()
+	if errors.Is(err, redistest.ErrNoBinary) {
+		t.Skipf("skipping: %v", err)
+	}
+	require.NoError(t, err)
+	t.Cleanup(c.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := bench.Run(ctx, bench.Options{
+		NewClient: func() redis.UniversalClient {
+			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()[:2]})
+		},
+		Namespace: redistest.Namespace(t), Jobs: 300, Partitions: 3, Workers: 2,
+		Worker: worker.Config{Poll: workflow.PollPolicy{Initial: time.Millisecond}},
+	})
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{"COMPLETED": 300}, res.Outcomes)
+	require.EqualValues(t, 300, res.RunpodRuns)
+	require.Equal(t, 3, res.Masters)
+	require.Equal(t, 3, res.Partitions)
+	require.Greater(t, res.RedisCmdsPerJob, 1.0)
 }

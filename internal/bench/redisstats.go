@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
@@ -14,12 +15,39 @@ import (
 // command it executed (INFO commandstats counts the commands a Lua script
 // calls as well as the EVALSHA itself) and the CPU it used.
 type serverStats struct {
-	calls  map[string]int64 // command → calls
-	cpuSec float64          // used_cpu_user + used_cpu_sys
+	calls   map[string]int64 // command → calls
+	cpuSec  float64          // used_cpu_user + used_cpu_sys
+	masters int              // servers summed (the masters of a Cluster)
 }
 
+// readServerStats reads the server's figures, summed over the masters of a
+// Cluster.
 func readServerStats(ctx context.Context, rdb redis.UniversalClient) (serverStats, error) {
-	st := serverStats{calls: map[string]int64{}}
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return readNodeStats(ctx, rdb)
+	}
+	var mu sync.Mutex
+	total := serverStats{calls: map[string]int64{}}
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		st, err := readNodeStats(ctx, c)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for k, v := range st.calls {
+			total.calls[k] += v
+		}
+		total.cpuSec += st.cpuSec
+		total.masters++
+		return nil
+	})
+	return total, err
+}
+
+func readNodeStats(ctx context.Context, rdb redis.UniversalClient) (serverStats, error) {
+	st := serverStats{calls: map[string]int64{}, masters: 1}
 	cmds, err := rdb.Info(ctx, "commandstats").Result()
 	if err != nil {
 		return st, fmt.Errorf("bench: INFO commandstats: %w", err)
@@ -54,14 +82,14 @@ func readServerStats(ctx context.Context, rdb redis.UniversalClient) (serverStat
 // sub returns the difference a−b: what ran between two readings. The two
 // INFO calls of the later reading are left out.
 func (a serverStats) sub(b serverStats) serverStats {
-	d := serverStats{calls: map[string]int64{}, cpuSec: a.cpuSec - b.cpuSec}
+	d := serverStats{calls: map[string]int64{}, cpuSec: a.cpuSec - b.cpuSec, masters: a.masters}
 	for k, v := range a.calls {
 		if n := v - b.calls[k]; n > 0 {
 			d.calls[k] = n
 		}
 	}
-	if d.calls["info"] >= 2 {
-		d.calls["info"] -= 2
+	if n := 2 * int64(max(a.masters, 1)); d.calls["info"] >= n {
+		d.calls["info"] -= n
 	}
 	return d
 }
