@@ -19,7 +19,7 @@ import (
 // package client over the worker's Redis client, like submitter ui.
 func serveDashboard(ctx context.Context, g *okrun.Group, mux *http.ServeMux, rdb redis.UniversalClient,
 	o *options, addr net.Addr, log hclog.Logger) error {
-	cl, err := client.New(rdb, client.Config{Namespace: o.namespace, Logger: log.Named("dashboard")})
+	cl, err := client.New(rdb, client.Config{Namespace: o.namespace, Partitions: o.partitions, Logger: log.Named("dashboard")})
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,11 @@
 // per job, legal transitions, nothing after the terminal event, and no event
 // written under an epoch older than one already seen for that job.
 //
+// TestDashboardInBrowser runs the web dashboard (internal/dashboard) in
+// headless Chromium: Debian's chromium driven by the playwright-core npm
+// package (testdata/browser; scripts/test.sh installs both). Without them it
+// skips, saying what is missing; with CI set it fails instead.
+//
 // Run them with:
 //
 //	go test -race -count=1 ./internal/e2e/ -v
