@@ -143,6 +143,12 @@ func (c *Client) Reserve(ctx context.Context, op string) time.Duration {
 	return c.limiter.Reserve(ctx, op)
 }
 
+// RedactJSON implements workflow.Redactor: b with the API key and
+// Config.Secrets replaced, as every answer of Runpod is before it is decoded.
+func (c *Client) RedactJSON(b []byte) []byte { return c.redact.JSON(b) }
+
+var _ workflow.Redactor = (*Client)(nil)
+
 // CloseIdleConnections closes idle keep-alive connections of the HTTP
 // client (for shutdown and tests; calls may continue afterwards).
 func (c *Client) CloseIdleConnections() {

@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -64,7 +65,7 @@ func TestConformanceJobObjects(t *testing.T) {
 			name: "FAILED with python worker error",
 			body: `{"id":"j-u1","status":"FAILED","delayTime":5,"executionTime":30,"workerId":"abcdefghijklmn","error":` + string(pyErr) + `}`,
 			want: workflow.RunpodJob{ID: "j-u1", Status: workflow.RunpodFailed, DelayTime: 5, ExecutionTime: 30,
-				WorkerID: "abcdefghijklmn", Error: pythonWorkerError},
+				WorkerID: "abcdefghijklmn", Error: "ValueError: bad prompt", ErrorJSON: compactJSON(pythonWorkerError)},
 			terminal: true,
 		},
 		{
@@ -76,11 +77,12 @@ func TestConformanceJobObjects(t *testing.T) {
 			terminal: true,
 		},
 		{
-			// Not documented, but must not lose data: a non-string error
-			// is kept as its JSON text.
-			name:     "FAILED with object error",
-			body:     `{"id":"j-u1","status":"FAILED","error":{"code":7,"msg":"x"}}`,
-			want:     workflow.RunpodJob{ID: "j-u1", Status: workflow.RunpodFailed, Error: `{"code":7,"msg":"x"}`},
+			// Not documented (a handler returning {"error": {...}}): the
+			// object is kept as JSON; with no message key its text too.
+			name: "FAILED with object error",
+			body: `{"id":"j-u1","status":"FAILED","error":{"code":7,"msg":"x"}}`,
+			want: workflow.RunpodJob{ID: "j-u1", Status: workflow.RunpodFailed, Error: `{"code":7,"msg":"x"}`,
+				ErrorJSON: json.RawMessage(`{"code":7,"msg":"x"}`)},
 			terminal: true,
 		},
 		{
@@ -232,4 +234,13 @@ func TestDecodeRejectsBadNumbers(t *testing.T) {
 	}, func(c *Config) { c.MaxAttempts = 1 })
 	_, err = b.client.Status(context.Background(), "j")
 	require.ErrorIs(t, err, ErrBadResponse)
+}
+
+// compactJSON is s compacted: how the client keeps an error object.
+func compactJSON(s string) json.RawMessage {
+	var b bytes.Buffer
+	if err := json.Compact(&b, []byte(s)); err != nil {
+		panic(err)
+	}
+	return b.Bytes()
 }

@@ -109,10 +109,12 @@ func TestSimOperations(t *testing.T) {
 		st, err := b.client.Status(ctx, job.ID)
 		require.NoError(t, err)
 		require.Equal(t, workflow.RunpodFailed, st.Status)
-		// The Python worker's error: a JSON-encoded string.
+		// The Python worker's error: a JSON-encoded string, kept as the
+		// object it holds, with a readable text.
 		var pyErr map[string]any
-		require.NoError(t, json.Unmarshal([]byte(st.Error), &pyErr), "error %q", st.Error)
+		require.NoError(t, json.Unmarshal(st.ErrorJSON, &pyErr), "error %s", st.ErrorJSON)
 		require.Equal(t, "bad prompt", pyErr["error_message"])
+		require.Equal(t, "Exception: bad prompt", st.Error)
 
 		again, err := b.client.Retry(ctx, job.ID)
 		require.NoError(t, err)

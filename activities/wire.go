@@ -23,8 +23,10 @@ type StreamResult struct {
 	Stream []StreamChunk
 	// DelayTime and ExecutionTime are in milliseconds, when present.
 	DelayTime, ExecutionTime int64
-	// Error is the job's error text, when present (see workflow.RunpodJob.Error).
-	Error string
+	// Error is the job's error text, when present, and ErrorJSON the error
+	// as a JSON value (see workflow.RunpodError).
+	Error     string
+	ErrorJSON json.RawMessage
 }
 
 // StreamChunk is one value a generator handler yielded.
@@ -84,16 +86,17 @@ type wireJob struct {
 }
 
 func (w wireJob) job() workflow.RunpodJob {
-	return workflow.RunpodJob{
+	j := workflow.RunpodJob{
 		ID:            w.ID,
 		Status:        w.Status,
 		DelayTime:     int64(w.DelayTime),
 		ExecutionTime: int64(w.ExecutionTime),
 		WorkerID:      w.WorkerID,
 		Output:        nonNull(w.Output),
-		Error:         errorText(w.Error),
 		Retries:       int(w.Retries),
 	}
+	j.Error, j.ErrorJSON = workflow.RunpodError(w.Error)
+	return j
 }
 
 // decodeJob parses a job object.
@@ -128,8 +131,8 @@ func decodeStream(body []byte) (StreamResult, error) {
 		Stream:        make([]StreamChunk, 0, len(w.Stream)),
 		DelayTime:     int64(w.DelayTime),
 		ExecutionTime: int64(w.ExecutionTime),
-		Error:         errorText(w.Error),
 	}
+	r.Error, r.ErrorJSON = workflow.RunpodError(w.Error)
 	for _, raw := range w.Stream {
 		c := StreamChunk{Raw: raw}
 		var obj struct {
@@ -189,21 +192,6 @@ func (m *lenientInt) UnmarshalJSON(b []byte) error {
 	}
 	*m = lenientInt(f)
 	return nil
-}
-
-// errorText turns the job's "error" value into text: a JSON string is
-// unquoted; any other value (object, number) is kept as its JSON text;
-// null or absent is "".
-func errorText(raw json.RawMessage) string {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return ""
-	}
-	var s string
-	if raw[0] == '"' && json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	return string(raw)
 }
 
 // nonNull maps an absent or null JSON value to nil.

@@ -30,6 +30,10 @@ type Result struct {
 	Output json.RawMessage `json:"output,omitempty"`
 	// Error says why the job did not complete.
 	Error string `json:"error,omitempty"`
+	// ErrorJSON is Runpod's error as a JSON value when it sent an object
+	// (or a JSON string holding one, as the Python worker does); Error
+	// then holds its readable message.
+	ErrorJSON json.RawMessage `json:"errorJson,omitempty"`
 }
 
 // maxAliasHops bounds how many alias records AwaitResult follows. Aliases
@@ -89,6 +93,7 @@ func (c *Client) resultFromEvent(ctx context.Context, ev streams.Event) Result {
 		RunpodID:    ev.Payload.RunpodID,
 		Output:      rawJSON(ev.Payload.Output),
 		Error:       ev.Payload.Error,
+		ErrorJSON:   rawJSON(ev.Payload.ErrorJSON),
 	}
 	if r.Status == workflow.StateCompleted && len(r.Output) == 0 {
 		if job, err := c.Get(ctx, ev.JobID); err == nil && job.State == r.Status {

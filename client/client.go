@@ -151,6 +151,10 @@ type Job struct {
 	Output json.RawMessage `json:"output,omitempty"`
 	// Error says why the job ended FAILED, TIMED_OUT or CANCELED.
 	Error string `json:"error,omitempty"`
+	// ErrorJSON is Runpod's error as a JSON value, when Runpod sent an
+	// object (or a JSON string holding one, as the Python worker does);
+	// Error then holds its readable message.
+	ErrorJSON json.RawMessage `json:"errorJson,omitempty"`
 	// Attempts counts the /run calls started for the job.
 	Attempts int `json:"attempts"`
 	// Deliveries counts how often a worker took the job (first = 1).
@@ -196,7 +200,8 @@ func (j Job) Result() (r Result, ok bool) {
 	if !j.State.Terminal() {
 		return Result{}, false
 	}
-	return Result{ClientJobID: j.ID, Status: j.State, RunpodID: j.RunpodID, Output: j.Output, Error: j.Error}, true
+	return Result{ClientJobID: j.ID, Status: j.State, RunpodID: j.RunpodID, Output: j.Output, Error: j.Error,
+		ErrorJSON: j.ErrorJSON}, true
 }
 
 // Get returns the job record for id. A job that does not exist (never
@@ -290,6 +295,7 @@ func jobFromRecord(r streams.Record) Job {
 		RunpodStatus:    workflow.RunpodStatus(r.RunpodStatus),
 		Output:          rawJSON(r.Output),
 		Error:           r.Error,
+		ErrorJSON:       rawJSON(r.ErrorJSON),
 		Attempts:        r.Attempts,
 		Deliveries:      r.Deliveries,
 		Run:             r.Run,

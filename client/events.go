@@ -77,6 +77,13 @@ type Event struct {
 	Output json.RawMessage `json:"output,omitempty"`
 	// Error is the failure text of a terminal event.
 	Error string `json:"error,omitempty"`
+	// ErrorJSON is Runpod's error as a JSON value (an object, not JSON
+	// inside a string), when Runpod sent one; Error is its readable text.
+	ErrorJSON json.RawMessage `json:"errorJson,omitempty"`
+	// RunpodWorkerID (Runpod's workerId) and FinalizedBy (the worker that
+	// wrote the outcome) are set on terminal events.
+	RunpodWorkerID string `json:"runpodWorkerId,omitempty"`
+	FinalizedBy    string `json:"finalizedBy,omitempty"`
 	// Reason explains a rejection, a dead-letter or a cancel.
 	Reason string `json:"reason,omitempty"`
 	// AliasOf names the job a deduplicated raw submission points to.
@@ -101,22 +108,25 @@ func (e Event) MarshalJSON() ([]byte, error) {
 
 func eventFromStreams(ev streams.Event) Event {
 	e := Event{
-		ID:           ev.ID,
-		Type:         EventType(ev.Type),
-		JobID:        ev.JobID,
-		State:        workflow.State(ev.State),
-		Epoch:        ev.Epoch,
-		Run:          ev.Run,
-		Time:         msTime(ev.TS),
-		RunpodID:     ev.Payload.RunpodID,
-		RunpodStatus: workflow.RunpodStatus(ev.Payload.RunpodStatus),
-		Output:       rawJSON(ev.Payload.Output),
-		Error:        ev.Payload.Error,
-		Reason:       ev.Payload.Reason,
-		AliasOf:      ev.Payload.AliasOf,
-		Attempt:      ev.Payload.Attempt,
-		Delay:        time.Duration(ev.Payload.DelayMs) * time.Millisecond,
-		Execution:    time.Duration(ev.Payload.ExecMs) * time.Millisecond,
+		ID:             ev.ID,
+		Type:           EventType(ev.Type),
+		JobID:          ev.JobID,
+		State:          workflow.State(ev.State),
+		Epoch:          ev.Epoch,
+		Run:            ev.Run,
+		Time:           msTime(ev.TS),
+		RunpodID:       ev.Payload.RunpodID,
+		RunpodStatus:   workflow.RunpodStatus(ev.Payload.RunpodStatus),
+		Output:         rawJSON(ev.Payload.Output),
+		Error:          ev.Payload.Error,
+		ErrorJSON:      rawJSON(ev.Payload.ErrorJSON),
+		RunpodWorkerID: ev.Payload.RunpodWorkerID,
+		FinalizedBy:    ev.Payload.FinalizedBy,
+		Reason:         ev.Payload.Reason,
+		AliasOf:        ev.Payload.AliasOf,
+		Attempt:        ev.Payload.Attempt,
+		Delay:          time.Duration(ev.Payload.DelayMs) * time.Millisecond,
+		Execution:      time.Duration(ev.Payload.ExecMs) * time.Millisecond,
 	}
 	return e
 }
@@ -435,5 +445,6 @@ func (e Event) Result() Result {
 	if !e.Type.Terminal() {
 		return Result{}
 	}
-	return Result{ClientJobID: e.JobID, Status: e.State, RunpodID: e.RunpodID, Output: e.Output, Error: e.Error}
+	return Result{ClientJobID: e.JobID, Status: e.State, RunpodID: e.RunpodID, Output: e.Output, Error: e.Error,
+		ErrorJSON: e.ErrorJSON}
 }

@@ -45,3 +45,25 @@ func TestJobTimingsAndGPUStats(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, map[string]client.GPUUsage{"ep-a": {Seconds: 4.5, Runs: 2}}, st.GPU)
 }
+
+// TestErrorJSONInGetAndAwait: Runpod's error object reaches Get, AwaitResult
+// and the failed event as JSON, with the readable message in Error.
+func TestErrorJSONInGetAndAwait(t *testing.T) {
+	t.Parallel()
+	b := setup(t, client.Config{})
+	ctx := context.Background()
+	b.submit(t, "ej")
+	r := b.worker.admit(ctx, 1, streams.AdmitOpts{})["ej"]
+	obj := `{"code":"E42","message":"quota exceeded"}`
+	errs, err := b.worker.store.Finalize(ctx, []streams.Outcome{{JobID: "ej", Entry: r.Entry, Owner: r.Owner, Epoch: r.Epoch,
+		State: "FAILED", Error: "quota exceeded", ErrorJSON: []byte(obj), RunpodID: "rp-ej"}}, streams.FinalizeOpts{ResultTTL: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, errs[0])
+	j, err := b.client.Get(ctx, "ej")
+	require.NoError(t, err)
+	require.Equal(t, "quota exceeded", j.Error)
+	require.JSONEq(t, obj, string(j.ErrorJSON))
+	res, err := b.client.AwaitResult(ctx, "ej")
+	require.NoError(t, err)
+	require.JSONEq(t, obj, string(res.ErrorJSON))
+}

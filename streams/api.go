@@ -119,6 +119,9 @@ type Record struct {
 	Run                         int    // the run: 1, then +1 per retry (retry.lua); a record without the field is run 1
 	Output                      []byte // JSON, terminal COMPLETED (or progress output while running)
 	Error                       string // terminal FAILED/TIMED_OUT/CANCELED reason
+	// ErrorJSON is Runpod's error as a JSON value (an object, or what a
+	// JSON-encoded string held), beside the readable Error; nil when none.
+	ErrorJSON []byte
 	// Revealed lists Runpod jobs of this job whose ids were never learned
 	// from /run, revealed by their webhooks (RevealRunpodJob).
 	Revealed []string
@@ -179,6 +182,9 @@ type EventPayload struct {
 	// Both on terminal events.
 	RunpodWorkerID string
 	FinalizedBy    string
+	// ErrorJSON is Runpod's error as a JSON value (an object, not JSON
+	// inside a string), beside the readable Error (terminal events).
+	ErrorJSON []byte
 }
 
 // Event is one decoded entry of the events stream.
@@ -356,11 +362,14 @@ type Outcome struct {
 	JobID string
 	Entry string
 	// Owner and Epoch are the fence, as in Checkpoint.
-	Owner        string
-	Epoch        int64
-	State        string // COMPLETED, FAILED, TIMED_OUT or CANCELED
-	Output       []byte // JSON
-	Error        string
+	Owner  string
+	Epoch  int64
+	State  string // COMPLETED, FAILED, TIMED_OUT or CANCELED
+	Output []byte // JSON
+	Error  string
+	// ErrorJSON is Runpod's error as a JSON value, when it sent an object
+	// (or a string holding one); stored beside Error.
+	ErrorJSON    []byte
 	RunpodID     string
 	RunpodStatus string
 	DeadLetter   string // non-empty: also copy the submission to the dead stream with this reason

@@ -28,13 +28,17 @@ type payloadV1 struct {
 	// wrote the outcome (terminal events).
 	RunpodWorkerID string `msgpack:"runpod_worker_id,omitempty"`
 	FinalizedBy    string `msgpack:"finalized_by,omitempty"`
+	// ErrorJSON is Runpod's error as a JSON value (an object, not JSON
+	// inside a string), beside the readable Error.
+	ErrorJSON []byte `msgpack:"error_json,omitempty"`
 }
 
 // resultV1 is the msgpack form of the record's "result" field.
 type resultV1 struct {
-	V      int    `msgpack:"v"`
-	Output []byte `msgpack:"output,omitempty"`
-	Error  string `msgpack:"error,omitempty"`
+	V         int    `msgpack:"v"`
+	Output    []byte `msgpack:"output,omitempty"`
+	Error     string `msgpack:"error,omitempty"`
+	ErrorJSON []byte `msgpack:"error_json,omitempty"`
 }
 
 // versionOnly reads just the version, to refuse unknown ones before
@@ -49,7 +53,7 @@ func EncodePayload(p EventPayload) ([]byte, error) {
 		V: EnvelopeVersion, RunpodID: p.RunpodID, RunpodStatus: p.RunpodStatus,
 		Output: p.Output, Error: p.Error, Reason: p.Reason, AliasOf: p.AliasOf,
 		DelayMs: p.DelayMs, ExecMs: p.ExecMs, Attempt: p.Attempt,
-		RunpodWorkerID: p.RunpodWorkerID, FinalizedBy: p.FinalizedBy,
+		RunpodWorkerID: p.RunpodWorkerID, FinalizedBy: p.FinalizedBy, ErrorJSON: p.ErrorJSON,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("streams: encode event payload: %w", err)
@@ -71,13 +75,18 @@ func DecodePayload(b []byte) (EventPayload, error) {
 		RunpodID: e.RunpodID, RunpodStatus: e.RunpodStatus, Output: e.Output,
 		Error: e.Error, Reason: e.Reason, AliasOf: e.AliasOf,
 		DelayMs: e.DelayMs, ExecMs: e.ExecMs, Attempt: e.Attempt,
-		RunpodWorkerID: e.RunpodWorkerID, FinalizedBy: e.FinalizedBy,
+		RunpodWorkerID: e.RunpodWorkerID, FinalizedBy: e.FinalizedBy, ErrorJSON: e.ErrorJSON,
 	}, nil
 }
 
 // EncodeResult encodes a record's result (output and error) as a v1 envelope.
 func EncodeResult(output []byte, errText string) ([]byte, error) {
-	b, err := msgpack.Marshal(resultV1{V: EnvelopeVersion, Output: output, Error: errText})
+	return encodeResult(output, errText, nil)
+}
+
+// encodeResult is EncodeResult with Runpod's error as JSON (error_json).
+func encodeResult(output []byte, errText string, errJSON []byte) ([]byte, error) {
+	b, err := msgpack.Marshal(resultV1{V: EnvelopeVersion, Output: output, Error: errText, ErrorJSON: errJSON})
 	if err != nil {
 		return nil, fmt.Errorf("streams: encode result: %w", err)
 	}
@@ -87,14 +96,19 @@ func EncodeResult(output []byte, errText string) ([]byte, error) {
 // DecodeResult decodes a record's result envelope. ErrUnknownVersion if it
 // names another version (or none).
 func DecodeResult(b []byte) (output []byte, errText string, err error) {
+	r, err := decodeResult(b)
+	return r.Output, r.Error, err
+}
+
+func decodeResult(b []byte) (resultV1, error) {
 	if err := checkVersion(b, "result"); err != nil {
-		return nil, "", err
+		return resultV1{}, err
 	}
 	var r resultV1
 	if err := msgpack.Unmarshal(b, &r); err != nil {
-		return nil, "", fmt.Errorf("streams: decode result: %w", err)
+		return resultV1{}, fmt.Errorf("streams: decode result: %w", err)
 	}
-	return r.Output, r.Error, nil
+	return r, nil
 }
 
 func checkVersion(b []byte, what string) error {

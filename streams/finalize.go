@@ -58,13 +58,14 @@ func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts)
 	keys := []string{s.keys.Submissions(), s.keys.Events(), s.keys.Dead(), s.keys.GPU()}
 	args := []any{s.group, now.UnixMilli(), opts.ResultTTL.Milliseconds(), len(outs)}
 	for i, o := range outs {
-		result, err := EncodeResult(o.Output, o.Error)
+		result, err := encodeResult(o.Output, o.Error, o.ErrorJSON)
 		if err != nil {
 			return nil, err
 		}
 		payload, err := EncodePayload(EventPayload{RunpodID: o.RunpodID, RunpodStatus: o.RunpodStatus,
 			Output: o.Output, Error: o.Error, Reason: o.DeadLetter,
-			DelayMs: o.DelayMs, ExecMs: o.ExecMs, RunpodWorkerID: o.RunpodWorkerID, FinalizedBy: o.Owner})
+			DelayMs: o.DelayMs, ExecMs: o.ExecMs, RunpodWorkerID: o.RunpodWorkerID, FinalizedBy: o.Owner,
+			ErrorJSON: o.ErrorJSON})
 		if err != nil {
 			return nil, err
 		}

@@ -77,3 +77,26 @@ func TestFinalizeTimingsAndGPU(t *testing.T) {
 		require.Equal(t, map[string]GPUUsage{"ep1": {Ms: 5000, Runs: 2}}, usage)
 	})
 }
+
+// TestFinalizeErrorJSON: Runpod's error object is stored as JSON (not JSON
+// inside a string) in the record's result and the terminal event, beside
+// the readable error.
+func TestFinalizeErrorJSON(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		rec := b.admitted(t, "e")
+		obj := []byte(`{"code":"E42","message":"quota exceeded"}`)
+		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "e", Entry: rec.Entry, Owner: rec.Owner, Epoch: rec.Epoch,
+			State: "FAILED", Error: "quota exceeded", ErrorJSON: obj, RunpodID: "rp-e"}}, FinalizeOpts{ResultTTL: time.Hour, Now: b.now})
+		require.NoError(t, err)
+		require.NoError(t, errs[0])
+		got := b.get(t, "e")
+		require.Equal(t, "quota exceeded", got.Error)
+		require.JSONEq(t, string(obj), string(got.ErrorJSON))
+		evs := b.events(t)
+		last := evs[len(evs)-1]
+		require.Equal(t, EventFailed, last.Type)
+		require.Equal(t, "quota exceeded", last.Payload.Error)
+		require.JSONEq(t, string(obj), string(last.Payload.ErrorJSON))
+	})
+}

@@ -93,11 +93,11 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 	r.Attempts, r.Deliveries, r.Run = int(attempts), int(deliveries), max(1, int(run))
 	r.Uncertain, r.UncertainAttempt = int(uncertain), int(uncertainAt)
 	if res, ok := m[recResult]; ok && res != "" {
-		out, e, err := DecodeResult([]byte(res))
+		res, err := decodeResult([]byte(res))
 		if err != nil {
 			return Record{}, fmt.Errorf("streams: job %q: %w", jobID, err)
 		}
-		r.Output, r.Error = out, e
+		r.Output, r.Error, r.ErrorJSON = res.Output, res.Error, res.ErrorJSON
 	}
 	return r, nil
 }

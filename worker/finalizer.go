@@ -74,7 +74,7 @@ func (w *Worker) finalizeOnce(batch []*job, rnd *rand.Rand, refence bool) (again
 		o := j.wf.Outcome
 		outs = append(outs, streams.Outcome{
 			JobID: j.wf.ID, Entry: j.entry, Owner: w.cfg.InstanceID, Epoch: j.epoch, State: string(o.State),
-			Output: o.Output, Error: o.Error, RunpodID: j.wf.RunpodID,
+			Output: o.Output, Error: o.Error, ErrorJSON: o.ErrorJSON, RunpodID: j.wf.RunpodID,
 			RunpodStatus: string(o.RunpodStatus), InputHash: j.inputHash, InputHashKnown: true,
 			DelayMs: o.DelayMs, ExecMs: o.ExecMs, RunpodWorkerID: o.RunpodWorkerID, Endpoint: w.cfg.EndpointID,
 		})

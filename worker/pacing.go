@@ -58,6 +58,15 @@ func (w *Worker) pace(ctx context.Context, jobID string, a workflow.Action, rnd 
 	return ctx, w.now().Add(d), false
 }
 
+// RedactJSON forwards to the wrapped Runpod's Redactor (b unchanged
+// without one).
+func (o observedRunpod) RedactJSON(b []byte) []byte {
+	if r, ok := o.Runpod.(workflow.Redactor); ok {
+		return r.RedactJSON(b)
+	}
+	return b
+}
+
 // Reserve forwards to the wrapped Runpod's Pacer, so the exec-time wrapper
 // (pollest.go) does not hide pacing; a Runpod without one is never deferred.
 func (o observedRunpod) Reserve(ctx context.Context, op string) time.Duration {

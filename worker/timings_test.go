@@ -66,3 +66,51 @@ func TestOutcomeTimingsFromSimulator(t *testing.T) {
 	require.Equal(t, sum, usage["ep-t"].Ms)
 	require.EqualValues(t, 2, usage["ep-t"].Runs)
 }
+
+// TestErrorObjectFromSimulator: a job whose handler returned an error object
+// ends FAILED with that object as JSON on its record and its failed event
+// (not JSON inside a string), the readable message beside it, and the API
+// key the handler echoed inside the object redacted.
+func TestErrorObjectFromSimulator(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	srv, err := runpodsim.Serve("127.0.0.1:0", runpodsim.Config{EndpointID: "ep-e", APIKey: "sim-secret-key-1234", GPUWorkers: 2})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Close() })
+	httpClient := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(httpClient.CloseIdleConnections)
+	rp, err := activities.New(activities.Config{APIKey: "sim-secret-key-1234", EndpointID: "ep-e", BaseURL: srv.URL, HTTPClient: httpClient})
+	require.NoError(t, err)
+	cfg := b.config("errs")
+	cfg.Runpod = rp
+	b.start(t, cfg)
+
+	b.submit(t, "e-obj", `{"mock_delay":50,"mock_echo_key":true,"mock_error":{"code":"E42","message":"quota exceeded","env":"KEY=$RUNPOD_API_KEY"}}`, 0)
+	rec := b.waitState(t, "e-obj", workflow.StateFailed, time.Minute)
+	require.Equal(t, "quota exceeded", rec.Error)
+	require.JSONEq(t, `{"code":"E42","message":"quota exceeded","env":"KEY=[REDACTED]"}`, string(rec.ErrorJSON))
+	all, err := b.store.ReadEvents(t.Context(), "0", 1000, 0)
+	require.NoError(t, err)
+	last := all[len(all)-1]
+	require.Equal(t, streams.EventFailed, last.Type)
+	require.JSONEq(t, string(rec.ErrorJSON), string(last.Payload.ErrorJSON))
+	require.NotContains(t, string(last.Payload.ErrorJSON)+last.Payload.Error, "sim-secret-key-1234")
+}
+
+// TestWebhookBodyRedacted: what Runpod echoes back in a webhook delivery is
+// redacted as a /status answer is: the API key a handler put inside its
+// error object never reaches the record or the events.
+func TestWebhookBodyRedacted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, rp := simRunpod(t, runpodsim.Config{GPUWorkers: 4, DisableRateLimits: true})
+	b.webhookWorker(t, "whred", rp, func(c *Config) { c.MinIdle = time.Minute })
+	b.submit(t, "wr", `{"mock_delay":20,"mock_echo_key":true,"mock_error":{"message":"denied","env":"KEY=$RUNPOD_API_KEY"}}`, 0)
+	rec := b.waitState(t, "wr", workflow.StateFailed, time.Minute)
+	require.JSONEq(t, `{"message":"denied","env":"KEY=[REDACTED]"}`, string(rec.ErrorJSON))
+	all, err := b.store.ReadEvents(t.Context(), "0", 1000, 0)
+	require.NoError(t, err)
+	for _, ev := range all {
+		require.NotContains(t, string(ev.Payload.ErrorJSON)+ev.Payload.Error+string(ev.Payload.Output), "sim-key")
+	}
+}

@@ -189,21 +189,15 @@ type hookJob struct {
 	Status        workflow.RunpodStatus `json:"status"`
 	DelayTime     float64               `json:"delayTime"`
 	ExecutionTime float64               `json:"executionTime"`
+	WorkerID      string                `json:"workerId"`
 	Output        json.RawMessage       `json:"output"`
 	Error         json.RawMessage       `json:"error"`
 }
 
 func (h hookJob) runpodJob() workflow.RunpodJob {
 	rj := workflow.RunpodJob{ID: h.ID, Status: h.Status, DelayTime: int64(h.DelayTime),
-		ExecutionTime: int64(h.ExecutionTime), Output: h.Output}
-	if len(h.Error) > 0 && string(h.Error) != "null" {
-		var s string
-		if json.Unmarshal(h.Error, &s) == nil {
-			rj.Error = s
-		} else {
-			rj.Error = string(h.Error)
-		}
-	}
+		ExecutionTime: int64(h.ExecutionTime), WorkerID: h.WorkerID, Output: h.Output}
+	rj.Error, rj.ErrorJSON = workflow.RunpodError(h.Error)
 	if string(rj.Output) == "null" {
 		rj.Output = nil
 	}
@@ -236,6 +230,11 @@ func (w *Worker) serveWebhook(rw http.ResponseWriter, r *http.Request) {
 	var hj hookJob
 	body, err := io.ReadAll(io.LimitReader(r.Body, webhookBodyMax))
 	if err == nil {
+		if r, ok := w.cfg.Runpod.(workflow.Redactor); ok {
+			// Runpod echoes what the handler wrote (an error, an output):
+			// the same redaction as for the client's own answers.
+			body = r.RedactJSON(body)
+		}
 		err = json.Unmarshal(body, &hj)
 	}
 	if err != nil || hj.ID == "" {
@@ -349,7 +348,7 @@ func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, att
 		}
 		errs, err := w.store.Finalize(ctx, []streams.Outcome{{
 			JobID: jobID, Entry: rec.Entry, Owner: rec.Owner, Epoch: rec.Epoch, State: string(o.State), Output: o.Output,
-			Error: o.Error, RunpodID: rj.ID, RunpodStatus: string(o.RunpodStatus), InputHash: rec.InputHash, InputHashKnown: true,
+			Error: o.Error, ErrorJSON: o.ErrorJSON, RunpodID: rj.ID, RunpodStatus: string(o.RunpodStatus), InputHash: rec.InputHash, InputHashKnown: true,
 			DelayMs: o.DelayMs, ExecMs: o.ExecMs, RunpodWorkerID: o.RunpodWorkerID, Endpoint: w.cfg.EndpointID,
 		}}, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: now})
 		if err == nil && len(errs) != 1 {

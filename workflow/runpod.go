@@ -1,8 +1,10 @@
 package workflow
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -59,10 +61,89 @@ type RunpodJob struct {
 	// Output is the handler's output on COMPLETED, or its latest progress
 	// update while IN_PROGRESS.
 	Output json.RawMessage `json:"output,omitempty"`
-	// Error is the failure text. Runpod sends a string (often a JSON-encoded
-	// object from the Python worker); a non-string value is kept as its JSON text.
-	Error   string `json:"error,omitempty"`
-	Retries int    `json:"retries,omitempty"`
+	// Error is the failure text, readable (RunpodError): Runpod's string,
+	// or the message of an error object (the Python worker's JSON-encoded
+	// exception gives "ValueError: bad prompt").
+	Error string `json:"error,omitempty"`
+	// ErrorJSON is Runpod's error as a JSON value when it is an object or
+	// an array, or a string holding one (RunpodError); nil otherwise.
+	ErrorJSON json.RawMessage `json:"-"`
+	Retries int `json:"retries,omitempty"`
+}
+
+// RunpodError reads the "error" value of a Runpod job object. Runpod
+// documents a string, but the official Python worker sends an uncaught
+// exception as a JSON-encoded object inside that string, and a handler
+// that returns {"error": {...}} makes it an object. So:
+//
+//   - value is the error as JSON when it is an object or array, or a
+//     string whose text is one (decoded: an object, not JSON inside a
+//     string); nil for a plain string, a number, null or absent;
+//   - text is readable: the string itself, or for an object its
+//     "error_message" (with the Python exception class: "ValueError: bad
+//     prompt"), "message" or "error" string, else the value's JSON text.
+func RunpodError(raw json.RawMessage) (text string, value json.RawMessage) {
+	raw = json.RawMessage(bytes.TrimSpace(raw))
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	if raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return string(raw), nil
+		}
+		inner := bytes.TrimSpace([]byte(s))
+		if len(inner) == 0 || (inner[0] != '{' && inner[0] != '[') || !json.Valid(inner) {
+			return s, nil
+		}
+		raw = inner
+	}
+	if raw[0] != '{' && raw[0] != '[' {
+		return string(raw), nil
+	}
+	var buf bytes.Buffer
+	if json.Compact(&buf, raw) != nil {
+		return string(raw), nil
+	}
+	value = buf.Bytes()
+	return errorSummary(value), value
+}
+
+// errorSummary is the readable text of an error object (see RunpodError).
+func errorSummary(value json.RawMessage) string {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(value, &obj) != nil {
+		return string(value)
+	}
+	str := func(k string) string {
+		var s string
+		if json.Unmarshal(obj[k], &s) != nil {
+			return ""
+		}
+		return s
+	}
+	if msg := str("error_message"); msg != "" {
+		typ := strings.TrimSuffix(strings.TrimPrefix(str("error_type"), "<class '"), "'>")
+		if typ != "" {
+			return typ + ": " + msg
+		}
+		return msg
+	}
+	for _, k := range []string{"message", "error", "detail"} {
+		if s := str(k); s != "" {
+			return s
+		}
+	}
+	return string(value)
+}
+
+// Redactor is implemented by a Runpod activity that knows the secrets
+// (activities.Client: the API key and its extra secrets). RedactJSON
+// returns the JSON text b with every secret replaced, keeping its form
+// otherwise. The worker passes what Runpod sends it outside a call (webhook
+// deliveries) through it, as the client does for its own answers.
+type Redactor interface {
+	RedactJSON(b []byte) []byte
 }
 
 // Operation names of the Runpod calls the workflow makes; implementations

@@ -81,6 +81,9 @@ type Outcome struct {
 	// outcome; 0 or "" when Runpod did not report them.
 	DelayMs, ExecMs int64
 	RunpodWorkerID  string
+	// ErrorJSON is Runpod's error as a JSON value (RunpodJob.ErrorJSON),
+	// beside the readable Error; nil when Runpod sent none or plain text.
+	ErrorJSON json.RawMessage
 }
 
 // withTimings returns o with rj's delayTime, executionTime and workerId.
@@ -421,7 +424,7 @@ func applySubmit(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effec
 // terminalOutcome maps a terminal Runpod job to our outcome.
 func terminalOutcome(rj RunpodJob) Outcome {
 	st, _ := rj.Status.State()
-	o := Outcome{State: st, RunpodStatus: rj.Status, Output: rj.Output, Error: rj.Error}.withTimings(rj)
+	o := Outcome{State: st, RunpodStatus: rj.Status, Output: rj.Output, Error: rj.Error, ErrorJSON: rj.ErrorJSON}.withTimings(rj)
 	if o.Error == "" {
 		switch rj.Status {
 		case RunpodFailed:

@@ -54,7 +54,9 @@
 //	mock_delay             execution time in ms (default Config.MockDelay, 100 ms)
 //	mock_return            the output (default: the input echoed)
 //	mock_error             a string (or true): the job ends FAILED with the
-//	                       Python worker's JSON-string error
+//	                       Python worker's JSON-string error; an object: the
+//	                       handler returned {"error": {...}}, so the job's
+//	                       error is that object
 //	mock_progress          list of progress outputs, shown as output while
 //	                       IN_PROGRESS, spread evenly over the run
 //	mock_stream            list of outputs yielded as /stream chunks {"output": x}

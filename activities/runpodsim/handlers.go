@@ -17,7 +17,7 @@ import (
 // to the job's state are absent, never null.
 type jobView struct {
 	DelayTime     *int64                `json:"delayTime,omitempty"`
-	Error         string                `json:"error,omitempty"`
+	Error         json.RawMessage       `json:"error,omitempty"`
 	ExecutionTime *int64                `json:"executionTime,omitempty"`
 	ID            string                `json:"id"`
 	Output        json.RawMessage       `json:"output,omitempty"`
@@ -41,7 +41,7 @@ func (j *job) viewLocked() jobView {
 	}
 	v.WorkerID = j.workerID
 	v.Output = j.output
-	v.Error = j.errText
+	v.Error = j.errValueLocked()
 	return v
 }
 
@@ -279,7 +279,7 @@ type streamView struct {
 	ID     string                `json:"id"`
 	Status workflow.RunpodStatus `json:"status"`
 	Stream []json.RawMessage     `json:"stream"`
-	Error  string                `json:"error,omitempty"`
+	Error  json.RawMessage       `json:"error,omitempty"`
 }
 
 // stream hands out the chunks not yet delivered (each exactly once), holding
@@ -301,7 +301,7 @@ func (s *Sim) stream(r *http.Request, id string) response {
 	if j.removed != "" {
 		return s.errResponse(http.StatusNotFound, "job not found")
 	}
-	v := streamView{ID: j.id, Status: j.status, Stream: []json.RawMessage{}, Error: j.errText}
+	v := streamView{ID: j.id, Status: j.status, Stream: []json.RawMessage{}, Error: j.errValueLocked()}
 	v.Stream = append(v.Stream, j.chunks[j.chunkNext:]...)
 	j.chunkNext = len(j.chunks)
 	return jsonResponse(v)
@@ -343,7 +343,7 @@ func (s *Sim) retryJob(id string) response {
 	}
 	j.reten.Stop()
 	j.reten = nil
-	j.output, j.errText, j.workerID = nil, "", ""
+	j.output, j.errText, j.errObj, j.workerID = nil, "", nil, ""
 	j.hasDelay, j.hasExec = false, false
 	j.chunks, j.chunkNext = nil, 0
 	j.finishedAt = time.Time{}

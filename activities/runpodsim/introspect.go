@@ -120,7 +120,7 @@ type JobInfo struct {
 func (j *job) infoLocked() JobInfo {
 	return JobInfo{
 		ID: j.id, Input: j.input, Status: j.status, Sync: j.sync, Webhook: j.webhook,
-		WorkerID: j.workerID, Output: j.output, Error: j.errText,
+		WorkerID: j.workerID, Output: j.output, Error: j.errText + string(j.errObj),
 		CreatedAt: j.createdAt, StartedAt: j.startedAt, FinishedAt: j.finishedAt, ExpiresAt: j.expiresAt,
 		Executions: j.executions, Retries: j.retries, Crashes: j.crashes, CancelLost: j.cancelLost,
 		Removed: j.removed, RemovedAt: j.removedAt,

@@ -38,6 +38,7 @@ type job struct {
 	hasExec    bool
 	output     json.RawMessage // progress update while running, result when done
 	errText    string
+	errObj     json.RawMessage // an error object (mock_error given as one); then errText is ""
 	retries    int // re-runs: crash re-queues and /retry
 	executions int // executions started
 	crashes    int
@@ -87,6 +88,7 @@ type mockSpec struct {
 	hasDelay  bool
 	ret       json.RawMessage // mock_return; nil echoes the input
 	errMsg    string          // mock_error
+	errObj    json.RawMessage // mock_error given as an object: the handler returned {"error": {...}}
 	hasErr    bool
 	progress  []json.RawMessage
 	stream    []json.RawMessage
@@ -136,13 +138,16 @@ func parseMock(input json.RawMessage) (mockSpec, error) {
 	if raw, ok := fields["mock_error"]; ok {
 		var s string
 		var b bool
+		var obj map[string]json.RawMessage
 		switch {
 		case json.Unmarshal(raw, &s) == nil:
 			m.errMsg, m.hasErr = s, true
 		case json.Unmarshal(raw, &b) == nil:
 			m.errMsg, m.hasErr = "mock error", b
+		case json.Unmarshal(raw, &obj) == nil:
+			m.errObj, m.hasErr = bytes.Clone(raw), true
 		default:
-			return m, fmt.Errorf("mock_error must be a string or boolean, have %s", raw)
+			return m, fmt.Errorf("mock_error must be a string, boolean or object, have %s", raw)
 		}
 	}
 	if raw, ok := fields["mock_progress"]; ok {
@@ -341,7 +346,7 @@ func (s *Sim) completeExecutionLocked(j *job) {
 			j.retries++
 			s.stats.Retried++
 			j.queuedAt = s.clock.Now()
-			j.output, j.workerID, j.hasDelay = nil, "", false
+			j.output, j.workerID, j.hasDelay, j.errObj = nil, "", false, nil
 			j.chunks, j.chunkNext, j.progressNext = nil, 0, 0
 			s.enqueueLocked(j)
 			j.notifyLocked()
@@ -351,6 +356,10 @@ func (s *Sim) completeExecutionLocked(j *job) {
 			fmt.Sprintf("worker %s exited unexpectedly while running the job", j.workerID), true)
 	case j.mockErr != "":
 		s.finishLocked(j, workflow.RunpodFailed, nil, pythonError("ValueError", j.mockErr, j.workerID), false)
+	case m.errObj != nil:
+		// A handler returning {"error": {...}}: Runpod's error is that object.
+		j.errObj = m.errObj
+		s.finishLocked(j, workflow.RunpodFailed, nil, "", false)
 	case m.hasErr:
 		s.finishLocked(j, workflow.RunpodFailed, nil, pythonError("Exception", m.errMsg, j.workerID), false)
 	case m.isStream:
@@ -531,4 +540,17 @@ func (s *Sim) newWorkerIDLocked() string {
 		b.WriteByte(alphabet[s.rng.Intn(len(alphabet))])
 	}
 	return b.String()
+}
+
+// errValueLocked is the job object's "error": the error object, or the text
+// as a JSON string; nil when there is none.
+func (j *job) errValueLocked() json.RawMessage {
+	if j.errObj != nil {
+		return j.errObj
+	}
+	if j.errText == "" {
+		return nil
+	}
+	b, _ := json.Marshal(j.errText)
+	return b
 }
