@@ -68,7 +68,7 @@ type RunpodJob struct {
 	// ErrorJSON is Runpod's error as a JSON value when it is an object or
 	// an array, or a string holding one (RunpodError); nil otherwise.
 	ErrorJSON json.RawMessage `json:"-"`
-	Retries int `json:"retries,omitempty"`
+	Retries   int             `json:"retries,omitempty"`
 }
 
 // RunpodError reads the "error" value of a Runpod job object. Runpod

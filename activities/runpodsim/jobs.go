@@ -39,8 +39,8 @@ type job struct {
 	output     json.RawMessage // progress update while running, result when done
 	errText    string
 	errObj     json.RawMessage // an error object (mock_error given as one); then errText is ""
-	retries    int // re-runs: crash re-queues and /retry
-	executions int // executions started
+	retries    int             // re-runs: crash re-queues and /retry
+	executions int             // executions started
 	crashes    int
 	cancelLost bool  // a /cancel lost the race to completion (CancelRaceProb)
 	forget     Timer // drops the job from the ledger (Config.LedgerRetention)
