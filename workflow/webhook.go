@@ -22,11 +22,11 @@ func DeliveryOutcome(j Job, rj RunpodJob, now time.Time) (Outcome, bool) {
 	}
 	switch {
 	case j.CancelRequested:
-		o := j.stopOutcome(StateCanceled)
+		o := j.stopOutcome(StateCanceled).withTimings(rj)
 		o.RunpodStatus = rj.Status
 		return o, true
 	case j.deadlinePassed(now):
-		o := j.stopOutcome(StateTimedOut)
+		o := j.stopOutcome(StateTimedOut).withTimings(rj)
 		o.RunpodStatus = rj.Status
 		return o, true
 	}
