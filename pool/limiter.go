@@ -102,8 +102,14 @@ type Config struct {
 	OnThrottle func(op string, factor float64)
 	// Logger receives warnings about Redis failures. Defaults to a null logger.
 	Logger hclog.Logger
-	// Now is the clock, for tests. Defaults to time.Now.
+	// Now is this process's clock (batch expiry, waits), for tests.
+	// Defaults to time.Now. It never stamps the pool's bucket or breaker:
+	// other processes compare those times, so they come from Redis (TIME).
 	Now func() time.Time
+	// SharedNow, for tests only, overrides the clock of the pool's bucket
+	// and breaker (every process of the test must use the same). nil:
+	// Redis's own clock.
+	SharedNow func() time.Time
 }
 
 // Limiter is the pool-wide activities.SharedLimiter.
@@ -209,7 +215,7 @@ func (l *Limiter) reserve(ctx context.Context, op string) (time.Duration, bool) 
 		return s.notBefore.Sub(now), !closed
 	}
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
-	g, err := l.cfg.Store.BudgetTake(tctx, l.params[op], l.cfg.InstanceID, l.cfg.Batch, now)
+	g, err := l.cfg.Store.BudgetTake(tctx, l.params[op], l.cfg.InstanceID, l.cfg.Batch, l.sharedNow())
 	cancel()
 	if err != nil {
 		l.cfg.Logger.Warn("cannot take runpod budget from redis; deferring the call", "op", op, "error", err)
@@ -219,8 +225,9 @@ func (l *Limiter) reserve(ctx context.Context, op string) (time.Duration, bool) 
 	l.seeBreaker(g.Breaker, g.Failures, op, g.Probe)
 	s.factor.Store(math.Float64bits(g.Factor))
 	if g.Granted == 0 {
-		s.notBefore = g.RetryAt
-		return max(time.Millisecond, g.RetryAt.Sub(now)), g.Breaker != streams.BreakerClosed
+		// Wait is relative: the bucket's clock is Redis's, not ours.
+		s.notBefore = now.Add(g.Wait)
+		return max(time.Millisecond, g.Wait), g.Breaker != streams.BreakerClosed
 	}
 	s.tokens, s.grantedAt = g.Granted-1, now
 	return 0, false
@@ -285,7 +292,7 @@ func (l *Limiter) Observe(a activities.Attempt) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	st, err := l.cfg.Store.BudgetReport(ctx, p, kind, a.RetryAfter, l.cfg.Now())
+	st, err := l.cfg.Store.BudgetReport(ctx, p, kind, a.RetryAfter, l.sharedNow())
 	if err != nil {
 		l.cfg.Logger.Warn("cannot report a runpod answer to redis", "op", a.Op, "kind", kind, "error", err)
 		return
@@ -343,6 +350,15 @@ func (l *Limiter) seeBreaker(state string, failures int, op string, probe bool) 
 	if l.cfg.OnBreakerStateChange != nil {
 		l.cfg.OnBreakerStateChange(l.cfg.EndpointID, from, state)
 	}
+}
+
+// sharedNow is the time to stamp the pool's bucket and breaker with: the
+// zero time (Redis's clock) unless a test set SharedNow.
+func (l *Limiter) sharedNow() time.Time {
+	if l.cfg.SharedNow == nil {
+		return time.Time{}
+	}
+	return l.cfg.SharedNow()
 }
 
 func later(a, b time.Time) time.Time {

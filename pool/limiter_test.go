@@ -54,7 +54,7 @@ func newPoolEnv(t *testing.T, n int, mod func(*Config)) *poolEnv {
 	e := &poolEnv{t: t, clock: clock, srv: srv, store: store}
 	for i := range n {
 		cfg := Config{Store: store, EndpointID: "ep-pool", InstanceID: fmt.Sprintf("w%d", i),
-			Limits: scaledLimits, Now: clock.Now, BreakerFailures: 5, BreakerOpenTimeout: 10 * time.Second}
+			Limits: scaledLimits, Now: clock.Now, SharedNow: clock.Now, BreakerFailures: 5, BreakerOpenTimeout: 10 * time.Second}
 		if mod != nil {
 			mod(&cfg)
 		}

@@ -86,13 +86,9 @@ func (s *Store) AdmissionTake(ctx context.Context, p AdmissionParams, caller str
 			inQueue, idle = strconv.Itoa(max(0, reading.InQueue)), strconv.Itoa(max(0, reading.IdleWorkers))
 		}
 	}
-	at := ""
-	if !now.IsZero() {
-		at = strconv.FormatInt(now.UnixMilli(), 10)
-	}
 	v, err := s.runScript(ctx, "admission take", scriptAdmission,
 		[]string{s.keys.Admission(p.EndpointID), s.keys.AdmissionUnsent(p.EndpointID)},
-		at, p.Interval.Milliseconds(), caller, max(0, unsent), max(0, want), p.Depth,
+		scriptNow(now), p.Interval.Milliseconds(), caller, max(0, unsent), max(0, want), p.Depth,
 		inQueue, idle, p.Stale.Milliseconds(), p.ReadHold.Milliseconds())
 	if err != nil {
 		return AdmissionGrant{}, err

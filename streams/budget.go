@@ -72,8 +72,11 @@ func (p BudgetParams) Validate() error {
 type BudgetGrant struct {
 	// Granted tokens, each good for one request; 0 when none was left.
 	Granted int
-	// RetryAt is when to ask again when nothing was granted.
+	// RetryAt is when to ask again when nothing was granted, on the
+	// bucket's clock (Redis's unless overridden); Wait is how long from
+	// now that is, whatever the caller's clock says.
 	RetryAt time.Time
+	Wait    time.Duration
 	// Breaker is the endpoint circuit's state; Failures the pool's
 	// consecutive transient failures so far.
 	Breaker  string
@@ -92,7 +95,9 @@ type BudgetState struct {
 }
 
 // BudgetTake asks for up to want tokens of p's budget for caller (its
-// instance id: who holds a probe).
+// instance id: who holds a probe). now is a test override of the bucket's
+// clock; zero means Redis's own (TIME), which every process of the pool
+// must use: the bucket's and the breaker's times are compared pool-wide.
 func (s *Store) BudgetTake(ctx context.Context, p BudgetParams, caller string, want int, now time.Time) (BudgetGrant, error) {
 	if err := p.Validate(); err != nil {
 		return BudgetGrant{}, err
@@ -103,17 +108,17 @@ func (s *Store) BudgetTake(ctx context.Context, p BudgetParams, caller string, w
 	}
 	v, err := s.runScript(ctx, "budget take "+p.Op, scriptBudgetTake,
 		[]string{s.keys.Budget(p.EndpointID, p.Op), s.keys.Breaker(p.EndpointID), s.keys.Events()},
-		now.UnixMilli(), p.Limit, p.Window.Milliseconds(), max(1, want), fmtFloat(p.Recover),
+		scriptNow(now), p.Limit, p.Window.Milliseconds(), max(1, want), fmtFloat(p.Recover),
 		caller, p.BreakerOpen.Milliseconds(), p.ProbeHold.Milliseconds(), payload)
 	if err != nil {
 		return BudgetGrant{}, err
 	}
 	r, err := replyStrings("budget take", v)
-	if err != nil || len(r) != 6 {
+	if err != nil || len(r) != 7 {
 		return BudgetGrant{}, fmt.Errorf("streams: budget take: bad reply %v: %w", v, err)
 	}
-	n := make([]int64, 6)
-	for _, i := range []int{0, 2, 3, 4, 5} {
+	n := make([]int64, 7)
+	for _, i := range []int{0, 2, 3, 4, 5, 6} {
 		if n[i], err = strconv.ParseInt(r[i], 10, 64); err != nil {
 			return BudgetGrant{}, fmt.Errorf("streams: budget take: bad reply %v", r)
 		}
@@ -122,6 +127,7 @@ func (s *Store) BudgetTake(ctx context.Context, p BudgetParams, caller string, w
 		Factor: float64(n[3]) / 1000}
 	if n[2] > 0 {
 		g.RetryAt = time.UnixMilli(n[2])
+		g.Wait = time.Duration(max(0, n[2]-n[6])) * time.Millisecond
 	}
 	if g.Factor == 0 {
 		g.Factor = 1 // not computed (the circuit refused first)
@@ -130,7 +136,8 @@ func (s *Store) BudgetTake(ctx context.Context, p BudgetParams, caller string, w
 }
 
 // BudgetReport feeds back one outcome (ReportThrottled, ReportFailure or
-// ReportSuccess); retryAfter is Runpod's Retry-After on a 429, or 0.
+// ReportSuccess); retryAfter is Runpod's Retry-After on a 429, or 0. now:
+// as for BudgetTake (zero: Redis's clock).
 func (s *Store) BudgetReport(ctx context.Context, p BudgetParams, kind string, retryAfter time.Duration, now time.Time) (BudgetState, error) {
 	if err := p.Validate(); err != nil {
 		return BudgetState{}, err
@@ -150,7 +157,7 @@ func (s *Store) BudgetReport(ctx context.Context, p BudgetParams, kind string, r
 	}
 	v, err := s.runScript(ctx, "budget report "+p.Op, scriptBudgetRep,
 		[]string{s.keys.Budget(p.EndpointID, p.Op), s.keys.Breaker(p.EndpointID), s.keys.Events()},
-		now.UnixMilli(), kind, max(0, retryAfter.Milliseconds()), fmtFloat(p.Decrease), fmtFloat(p.MinFactor),
+		scriptNow(now), kind, max(0, retryAfter.Milliseconds()), fmtFloat(p.Decrease), fmtFloat(p.MinFactor),
 		p.DecreaseGap.Milliseconds(), p.Window.Milliseconds(), fmtFloat(p.Recover), p.BreakerFailures, open, closed)
 	if err != nil {
 		return BudgetState{}, err
@@ -173,6 +180,15 @@ func breakerReason(endpointID, from, to string) string {
 		return "endpoint " + endpointID + ": circuit " + to
 	}
 	return "endpoint " + endpointID + ": circuit " + from + " -> " + to
+}
+
+// scriptNow is the "now" ARGV of a script that reads Redis's TIME when it
+// is empty: a test override, or "" for the zero time.
+func scriptNow(now time.Time) string {
+	if now.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(now.UnixMilli(), 10)
 }
 
 func fmtFloat(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }

@@ -13,7 +13,8 @@
 -- KEYS[2] breaker of the endpoint (HASH)
 -- KEYS[3] events stream
 --
--- ARGV[1] now, unix ms
+-- ARGV[1] now, unix ms: "" (or "0") = Redis TIME; a value is a test override
+--         (see budget_take.lua)
 -- ARGV[2] kind: "throttled", "failure" or "success"
 -- ARGV[3] Retry-After, ms (0: none)
 -- ARGV[4] decrease: factor multiplier on a 429 (0 < decrease < 1)
@@ -28,7 +29,8 @@
 -- Returns {breaker_state, failures, factor_milli}.
 
 local bucket, brk, events = KEYS[1], KEYS[2], KEYS[3]
-local now = tonumber(ARGV[1])
+local now_s = clock_ms(ARGV[1])
+local now = tonumber(now_s)
 local kind = ARGV[2]
 local window = tonumber(ARGV[7])
 
@@ -56,14 +58,14 @@ if kind == 'throttled' then
 elseif kind == 'failure' then
   if state == 'half-open' then
     state = 'open'
-    redis.call('HSET', brk, 'state', 'open', 'opened_ms', ARGV[1], 'probe_until', '0', 'failures', tostring(failures))
-    emit(events, 'breaker', '', 'open', 0, ARGV[1], ARGV[10])
+    redis.call('HSET', brk, 'state', 'open', 'opened_ms', now_s, 'probe_until', '0', 'failures', tostring(failures))
+    emit(events, 'breaker', '', 'open', 0, now_s, ARGV[10])
   elseif state == 'closed' then
     failures = failures + 1
     if failures >= tonumber(ARGV[9]) then
       state = 'open'
-      redis.call('HSET', brk, 'state', 'open', 'opened_ms', ARGV[1], 'probe_until', '0', 'failures', tostring(failures))
-      emit(events, 'breaker', '', 'open', 0, ARGV[1], ARGV[10])
+      redis.call('HSET', brk, 'state', 'open', 'opened_ms', now_s, 'probe_until', '0', 'failures', tostring(failures))
+      emit(events, 'breaker', '', 'open', 0, now_s, ARGV[10])
     else
       redis.call('HSET', brk, 'failures', tostring(failures))
     end
@@ -73,7 +75,7 @@ elseif kind == 'success' then
   if state == 'half-open' then
     -- Only the probe is let through while half-open, so this is its answer.
     redis.call('HSET', brk, 'state', 'closed', 'failures', '0', 'probe_until', '0')
-    emit(events, 'breaker', '', 'closed', 0, ARGV[1], ARGV[11])
+    emit(events, 'breaker', '', 'closed', 0, now_s, ARGV[11])
     state = 'closed'
   elseif state == 'closed' and failures > 0 then
     redis.call('HSET', brk, 'failures', '0')

@@ -14,7 +14,9 @@
 -- KEYS[2] breaker of the endpoint (HASH: state, failures, opened_ms, probe_until, probe_holder)
 -- KEYS[3] events stream
 --
--- ARGV[1] now, unix ms
+-- ARGV[1] now, unix ms: "" (or "0") = Redis TIME; a value is a test override.
+--         Every process of the pool compares these times: one process's
+--         clock an hour ahead must not stamp the bucket or the breaker.
 -- ARGV[2] limit: requests allowed per window at factor 1 (headroom applied by the caller)
 -- ARGV[3] window, ms
 -- ARGV[4] want: tokens asked for (≥ 1)
@@ -24,14 +26,16 @@
 -- ARGV[8] probe hold, ms (how long a probe's grant blocks other probes)
 -- ARGV[9] event payload envelope for open → half-open (msgpack)
 --
--- Returns {granted, breaker_state, retry_at_ms, factor_milli, failures, probe}:
+-- Returns {granted, breaker_state, retry_at_ms, factor_milli, failures, probe, now_ms}:
 -- granted tokens (0 or more), the breaker's state ("closed", "open",
 -- "half-open"), when to ask again if nothing was granted (unix ms, else 0),
 -- the current factor × 1000, the pool's consecutive failures, and 1 when the
--- single granted token is the half-open probe.
+-- single granted token is the half-open probe, and the time used (so the
+-- caller turns retry_at_ms into a wait without comparing clocks).
 
 local bucket, brk, events = KEYS[1], KEYS[2], KEYS[3]
-local now = tonumber(ARGV[1])
+local now_s = clock_ms(ARGV[1])
+local now = tonumber(now_s)
 local limit = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])
@@ -49,12 +53,12 @@ local probe = false
 
 if state == 'open' or state == 'half-open' then
   if state == 'open' and now < opened + open_ms then
-    return { 0, state, opened + open_ms, 0, failures, 0 }
+    return { 0, state, opened + open_ms, 0, failures, 0, now_s }
   end
   if now < probe_until then
     -- Someone else holds the probe: come back when its hold expires, or
     -- sooner (a tenth of a window) to learn that it succeeded.
-    return { 0, 'half-open', math.min(probe_until, now + math.ceil(window / 10)), 0, failures, 0 }
+    return { 0, 'half-open', math.min(probe_until, now + math.ceil(window / 10)), 0, failures, 0, now_s }
   end
   probe = true
   want = 1
@@ -98,12 +102,12 @@ redis.call('PEXPIRE', bucket, window * 20)
 
 if probe then
   if granted == 0 then
-    return { 0, state, retry_at, math.floor(factor * 1000), failures, 0 }
+    return { 0, state, retry_at, math.floor(factor * 1000), failures, 0, now_s }
   end
   redis.call('HSET', brk, 'state', 'half-open', 'probe_until', tostring(now + probe_ms), 'probe_holder', me)
   if state == 'open' then
-    emit(events, 'breaker', '', 'half-open', 0, ARGV[1], ARGV[9])
+    emit(events, 'breaker', '', 'half-open', 0, now_s, ARGV[9])
   end
   state = 'half-open'
 end
-return { granted, state, retry_at, math.floor(factor * 1000), failures, probe and 1 or 0 }
+return { granted, state, retry_at, math.floor(factor * 1000), failures, probe and 1 or 0, now_s }
