@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"github.com/yourscope/runpod-orchestrator/activities"
+	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -134,4 +136,52 @@ func TestAdmissionGateOnRedisClock(t *testing.T) {
 		return err == nil && rec.Owner == "adm-b"
 	}, 20*time.Second, 10*time.Millisecond,
 		"a worker with the right clock reads /health again and admits the job (reads since: %d)", reads.Load()-before)
+}
+
+// TestWorkerFaultRunLeavesNoUncertainIntent (review break7, finding 5): a
+// /run that Runpod refuses as a worker fault (401: wrong API key) created
+// nothing, so the worker steps the record back from SUBMITTING to SUBMIT
+// before it hands its jobs off: the peer must send them as never sent. That
+// write named no owner, so checkpoint.lua refused it as fenced and the
+// record stayed SUBMITTING: the peer took it for a takeover inside the /run
+// window and, under SubmitUncertainFail, failed the job "submit outcome
+// uncertain" (under the default policy it recorded a false possible
+// duplicate and resubmitted).
+func TestWorkerFaultRunLeavesNoUncertainIntent(t *testing.T) {
+	t.Parallel()
+	srv, err := runpodsim.Serve("127.0.0.1:0", runpodsim.Config{EndpointID: "ep-good", APIKey: "good-key"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Close() })
+	httpClient := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(httpClient.CloseIdleConnections)
+	client := func(key string) workflow.Runpod {
+		rp, err := activities.New(activities.Config{APIKey: key, EndpointID: "ep-good", BaseURL: srv.URL, HTTPClient: httpClient})
+		require.NoError(t, err)
+		return rp
+	}
+	b := setup(t)
+	b.submit(t, "wf", `{"mock_delay":5,"mock_return":{"ok":1}}`, 0)
+	cfg := b.config("bad")
+	cfg.Runpod = client("wrong-key")
+	bad := b.start(t, cfg)
+	select {
+	case err := <-bad.done:
+		require.ErrorIs(t, err, workflow.ErrWorkerFault)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the misconfigured worker kept running")
+	}
+	bad.once.Do(func() {})
+	rec := b.get(t, "wf")
+	require.Equal(t, string(workflow.StepSubmit), rec.Step, "a refused /run created nothing: the intent is taken back")
+
+	good := b.config("good")
+	good.Runpod = client("good-key")
+	good.SubmitUncertain = workflow.SubmitUncertainFail
+	g := b.start(t, good)
+	rec = b.waitRecord(t, "wf", 30*time.Second, func(r streams.Record) bool {
+		_, _ = g.w.RecoverNow(t.Context())
+		return workflow.State(r.State).Terminal()
+	})
+	require.Equal(t, string(workflow.StateCompleted), rec.State, "error %q", rec.Error)
+	require.Zero(t, rec.Uncertain, "no /run had an unknown outcome")
 }

@@ -386,7 +386,9 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 		// exists. Step back to SUBMIT so whoever takes the job over sends it
 		// without applying SubmitUncertainPolicy.
 		w.fault(err)
-		_, _ = w.checkpointOwned(ctx, s.j, streams.Checkpoint{JobID: wf.ID, Epoch: r.epoch, Step: string(workflow.StepSubmit)}, w.now())
+		// Fenced by owner and epoch like every write: it must name us.
+		_, _ = w.checkpointOwned(ctx, s.j, streams.Checkpoint{JobID: wf.ID, Owner: w.cfg.InstanceID, Epoch: r.epoch,
+			Step: string(workflow.StepSubmit)}, w.now())
 	}
 	if abandoned(w.execCtx, err) {
 		// Shutdown cut the /run short: it may have reached Runpod; the record
