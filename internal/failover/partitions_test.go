@@ -162,6 +162,21 @@ func TestClusterPartitionedFailover(t *testing.T) {
 		return true
 	}, 3*time.Minute, 200*time.Millisecond, "not every job finished after the failover")
 
+	// List walks every partition's records, each on its own master.
+	listed := map[string]bool{}
+	for cursor, pages := uint64(0), 0; ; pages++ {
+		require.Less(t, pages, 10_000)
+		page, err := cl.List(tctx, client.ListOptions{Limit: 500, Cursor: cursor})
+		require.NoError(t, err)
+		for _, j := range page.Jobs {
+			listed[j.ID] = true
+		}
+		if cursor = page.NextCursor; cursor == 0 {
+			break
+		}
+	}
+	require.Len(t, listed, partitionedJobs+1, "List saw every job of every partition (and the probe)")
+
 	// The audit reads every partition's events: one terminal outcome per
 	// job, no violation.
 	rep, err := cl.Audit(tctx, client.AuditOptions{})
