@@ -214,3 +214,47 @@ func TestFetchSharesCapacityAcrossPartitions(t *testing.T) {
 	}
 	require.True(t, seen[1] && seen[2], "partitions 1 and 2 starved behind partition 0: %v", seen)
 }
+
+// TestReclaimAcrossPartitions: a worker that died holding jobs in every
+// partition (admitted, never run) leaves them pending in each partition's
+// group; a peer's claim passes (XAUTOCLAIM per partition) take over all of
+// them, and each runs once.
+func TestReclaimAcrossPartitions(t *testing.T) {
+	t.Parallel()
+	const p = 3
+	b, ps := partsSetup(t, p)
+	ctx := context.Background()
+	ids := jobIDs("rc", 30)
+	for _, id := range ids {
+		submitTo(t, ps, id, `{}`)
+	}
+	// The ghost reads and admits every entry of every partition, then dies.
+	for i, st := range ps.All() {
+		require.NoError(t, st.EnsureGroup(ctx))
+		msgs, err := st.Read(ctx, "ghost", 100, 0)
+		require.NoError(t, err)
+		require.NotEmpty(t, msgs, "partition %d", i)
+		reqs := make([]streams.AdmitRequest, len(msgs))
+		for k, m := range msgs {
+			reqs[k] = streams.NewAdmitRequest(m, 1<<20)
+		}
+		_, err = st.Admit(ctx, reqs, streams.AdmitOpts{Consumer: "ghost", MaxDeliveries: 5, ResultTTL: time.Hour})
+		require.NoError(t, err)
+	}
+	cfg := b.config("heir")
+	cfg.Partitions = p
+	r := b.start(t, cfg)
+	require.Eventually(t, func() bool {
+		_, _ = r.w.RecoverNow(ctx) // entries become claimable after MinIdle (1 s)
+		for _, id := range ids {
+			rec, err := ps.For(id).Get(ctx, id)
+			if err != nil || rec.State != string(workflow.StateCompleted) {
+				return false
+			}
+		}
+		return true
+	}, time.Minute, 200*time.Millisecond, "not every partition's jobs were reclaimed")
+	runs, _, _ := b.rp.counts()
+	require.Equal(t, len(ids), runs, "one /run per job")
+	require.GreaterOrEqual(t, r.w.Stats().Reclaimed, uint64(len(ids)))
+}
