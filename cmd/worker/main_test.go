@@ -192,6 +192,10 @@ func TestBadConfiguration(t *testing.T) {
 		{"dev with redis url", []string{"--dev", "--redis-url", "redis://localhost:6379"}, nil, `--redis-url: cannot be combined with --dev`},
 		{"dev flag without dev", append([]string{"--dev-redis-addr", "127.0.0.1:0"}, ok...), nil, `--dev-redis-addr: only applies with --dev`},
 		{"http addr", append([]string{"--http-addr", "256.0.0.1:x"}, ok...), nil, `--http-addr: cannot listen`},
+		{"partitions out of range", []string{"--partitions", "0"}, nil, `--partitions: 0 is out of range (want 1..1024)`},
+		{"serve partitions not a list", []string{"--serve-partitions", "0;1"}, nil, `--serve-partitions: invalid partition "0;1"`},
+		{"serve partitions beyond P (library rule)", append([]string{"--partitions", "3", "--serve-partitions", "0,5"}, ok...), nil, `--serve-partitions: [0 5]: want distinct partitions in 0..2`},
+		{"max in flight under the served partitions (library rule)", append([]string{"--partitions", "4", "--max-in-flight", "2"}, ok...), nil, `--max-in-flight: 2 is less than the 4 partitions served`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
