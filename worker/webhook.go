@@ -400,9 +400,11 @@ func (w *Worker) webhookFinalized(ctx context.Context, jobID string, rec streams
 	// the job. Another worker's owner finds out at its next poll.
 	w.wakeForCancel(jobID)
 	if rec.RunpodID != "" && rec.RunpodID != rj.ID {
-		if _, err := w.cfg.Runpod.Cancel(ctx, rec.RunpodID); err != nil && !errors.Is(err, workflow.ErrRunpodJobNotFound) {
-			w.log.Warn("an unlearned runpod job won; canceling the recorded one failed", "job_id", jobID,
-				"runpod_id", rec.RunpodID, "error", err)
-		}
+		// The losing Runpod job goes through the orphan path: the record now
+		// names the winner, so it is canceled, and a cancel Runpod does not
+		// confirm is recorded in {ns}:orphans and retried until it does,
+		// never left running on a GPU.
+		w.cancelOrphan(ctx, w.log.With("job_id", jobID), jobID, rec.RunpodID,
+			errors.New("an unlearned runpod job of the same job finished first and won"))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -334,4 +335,51 @@ func TestWebhookConfigValidate(t *testing.T) {
 	for _, s := range []string{fmt.Sprint(c.Webhook.Key), fmt.Sprintf("%v %+v %#v %s %x", c.Webhook, c.Webhook, c.Webhook, c.Webhook.Key, c.Webhook.Key)} {
 		require.NotContains(t, s, testWebhookKey)
 	}
+}
+
+// cancelFailsOnce makes the first /cancel fail as Runpod being unreachable.
+type cancelFailsOnce struct {
+	*uncertainOnce
+	mu      sync.Mutex
+	cancels int
+}
+
+func (c *cancelFailsOnce) Cancel(ctx context.Context, id string) (workflow.RunpodJob, error) {
+	c.mu.Lock()
+	c.cancels++
+	first := c.cancels == 1
+	c.mu.Unlock()
+	if first {
+		return workflow.RunpodJob{}, &workflow.ActivityError{Op: "cancel", StatusCode: 503, Transient: true,
+			Err: errors.New("test: runpod unavailable")}
+	}
+	return c.uncertainOnce.Cancel(ctx, id)
+}
+
+// TestWebhookRevealWinCancelsLoserAfterAFailedCancel: an unlearned Runpod
+// job (attempt 1) wins through its webhook, and the first /cancel of the
+// recorded one (attempt 2) fails. The losing Runpod job is still canceled:
+// it goes through the orphan path (recorded in {ns}:orphans, retried until
+// Runpod confirms) instead of being left running on a GPU. Before, the
+// cancel was tried once and its failure only logged.
+func TestWebhookRevealWinCancelsLoserAfterAFailedCancel(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	srv, rp := simRunpod(t, runpodsim.Config{GPUWorkers: 4, DisableRateLimits: true})
+	w := b.webhookWorker(t, "whloser", &cancelFailsOnce{uncertainOnce: &uncertainOnce{Runpod: rp}}, nil)
+
+	b.submit(t, "loser", `{"mock_delay":600000}`, 0)
+	second := b.waitRecord(t, "loser", 30*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
+	require.Equal(t, 2, second.Attempts)
+	first, err := rp.Run(t.Context(), workflow.RunRequest{
+		Input: json.RawMessage(`{"mock_delay":50,"mock_return":{"from":"attempt-1"}}`), Webhook: w.webhookURL("loser", second.Entry, 1)})
+	require.NoError(t, err)
+
+	rec := b.waitState(t, "loser", workflow.StateCompleted, 30*time.Second)
+	require.Equal(t, first.ID, rec.RunpodID)
+	require.Eventually(t, func() bool {
+		info, ok := srv.Sim.Job(second.RunpodID)
+		return ok && info.Status == workflow.RunpodCancelled
+	}, 2*time.Minute, 50*time.Millisecond, "the losing Runpod job is canceled although the first /cancel failed")
+	require.GreaterOrEqual(t, w.Stats().OrphansCanceled, uint64(1))
 }
