@@ -27,22 +27,32 @@ import (
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
 
-// The pool at scale (issue 8, "Done when"): Runpod's proportions with its
-// limits cut tenfold, real cmd/worker processes sharing one Redis.
+// The pool at scale (issue 8, "Done when"): Runpod's proportions, real
+// cmd/worker processes sharing one Redis.
 const (
-	scaleJobs       = 1000
-	scaleWorkers    = 4 // cmd/worker processes
-	scaleGPUs       = 100
-	scaleDepth      = 20 // --admission-depth
-	scaleProbe      = 10 * time.Second
-	scaleOutage     = 30 * time.Second
-	scaleOutageFrom = 300 // jobs completed when the outage starts
-	scaleEndpoint   = "ep-scale"
-	scaleKey        = "rpa_SCALE_SECRET_KEY"
+	scaleWorkers  = 4 // cmd/worker processes
+	scaleProbe    = 10 * time.Second
+	scaleOutage   = 30 * time.Second
+	scaleEndpoint = "ep-scale"
+	scaleKey      = "rpa_SCALE_SECRET_KEY"
 )
 
-// scaleLimit is the simulator's limit per 10 s, per budgeted operation.
-var scaleLimit = map[string]int{runpodsim.OpRun: 100, runpodsim.OpStatus: 200, runpodsim.OpCancel: 10}
+// scaleRun is one size of the run.
+type scaleRun struct {
+	jobs, gpus, depth int
+	outageFrom        int            // jobs completed on Runpod when the outage starts
+	limit             map[string]int // the simulator's limit per 10 s, per budgeted operation
+	within            time.Duration  // for every job to end
+}
+
+// scaleTenth is the run of `go test`: Runpod's limits cut tenfold.
+var scaleTenth = scaleRun{jobs: 1000, gpus: 100, depth: 20, outageFrom: 300, within: 10 * time.Minute,
+	limit: map[string]int{runpodsim.OpRun: 100, runpodsim.OpStatus: 200, runpodsim.OpCancel: 10}}
+
+// scaleFull is Runpod's real limits (POOL_SCALE=full, docs/performance.md):
+// twenty times the jobs, ten times the GPU workers and the depth.
+var scaleFull = scaleRun{jobs: 20000, gpus: 1000, depth: 200, outageFrom: 6000, within: 40 * time.Minute,
+	limit: map[string]int{runpodsim.OpRun: 1000, runpodsim.OpStatus: 2000, runpodsim.OpCancel: 100}}
 
 // request is one request the simulator received, on its clock (the wall
 // clock: the simulator runs unscaled, because the worker processes pace
@@ -148,9 +158,16 @@ func buildWorker(t *testing.T) string {
 //
 // No assertion depends on the machine's speed except the resume bound,
 // measured on the simulator's clock with a generous margin.
+//
+// POOL_SCALE=full runs it at Runpod's real limits instead (20,000 jobs,
+// 1,000 GPU workers, depth 200): the figures of docs/performance.md.
 func TestPoolAtScale(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a few minutes with four worker processes")
+	}
+	run := scaleTenth
+	if os.Getenv("POOL_SCALE") == "full" {
+		run = scaleFull
 	}
 	bin := buildWorker(t)
 	rdb, ns := redistest.New(t)
@@ -158,8 +175,8 @@ func TestPoolAtScale(t *testing.T) {
 	require.NoError(t, err)
 
 	sim, err := runpodsim.New(runpodsim.Config{
-		EndpointID: scaleEndpoint, APIKey: scaleKey, GPUWorkers: scaleGPUs,
-		RateLimits: scaleLimit, RateLimitRetryAfter: "auto", Seed: 8,
+		EndpointID: scaleEndpoint, APIKey: scaleKey, GPUWorkers: run.gpus,
+		RateLimits: run.limit, RateLimitRetryAfter: "auto", Seed: 8,
 	})
 	require.NoError(t, err)
 	t.Cleanup(sim.Close)
@@ -176,7 +193,7 @@ func TestPoolAtScale(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	rnd := rand.New(rand.NewPCG(8, 8))
-	ids := make([]string, scaleJobs)
+	ids := make([]string, run.jobs)
 	ctx := context.Background()
 	for i := range ids {
 		ids[i] = fmt.Sprintf("scale-%04d", i)
@@ -196,9 +213,11 @@ func TestPoolAtScale(t *testing.T) {
 			"--instance-id", fmt.Sprintf("scale-w%d", i),
 			"--runpod-endpoint-id", scaleEndpoint,
 			"--runpod-base-url", simURL,
-			"--runpod-limit-run", "100", "--runpod-limit-status", "200", "--runpod-limit-cancel", "10",
+			"--runpod-limit-run", fmt.Sprint(run.limit[runpodsim.OpRun]),
+			"--runpod-limit-status", fmt.Sprint(run.limit[runpodsim.OpStatus]),
+			"--runpod-limit-cancel", fmt.Sprint(run.limit[runpodsim.OpCancel]),
 			"--runpod-breaker-open-timeout", scaleProbe.String(),
-			"--admission-depth", fmt.Sprint(scaleDepth),
+			"--admission-depth", fmt.Sprint(run.depth),
 			"--concurrency", "16",
 			"--job-timeout", "0",
 			"--http-addr", "",
@@ -231,28 +250,22 @@ func TestPoolAtScale(t *testing.T) {
 	var outageStart, outageEnd time.Time
 	lastBacklogged := ids[len(ids)-1]
 	var heldRecord streams.Record
-	done := func() int {
-		n := 0
-		for _, id := range ids {
-			r, err := store.Get(ctx, id)
-			if err == nil && workflow.State(r.State).Terminal() {
-				n++
-			}
-		}
-		return n
-	}
-	deadline := time.Now().Add(10 * time.Minute)
-	finished := 0
-	for finished < scaleJobs {
-		if time.Now().After(deadline) {
-			dumpLogs()
-			t.Fatalf("%d of %d jobs ended within 10 minutes; sim %+v", finished, scaleJobs, sim.Stats())
-		}
+	// A job's entry is deleted when its outcome is written: an empty
+	// stream means every job ended.
+	deadline := time.Now().Add(run.within)
+	for {
 		q, err := store.QueueInfo(ctx)
 		require.NoError(t, err)
+		if q.Length == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			dumpLogs()
+			t.Fatalf("%d of %d jobs not ended within %s; sim %+v", q.Length, run.jobs, run.within, sim.Stats())
+		}
 		st := sim.Stats()
 		samples = append(samples, sample{at: time.Now(), backlog: int(q.Backlog), queued: st.Queued})
-		if heldRecord.JobID == "" && q.Backlog > scaleJobs/2 {
+		if heldRecord.JobID == "" && q.Backlog > int64(run.jobs/2) {
 			r, err := store.Get(ctx, lastBacklogged)
 			require.NoError(t, err)
 			if r.RunpodID == "" {
@@ -260,7 +273,7 @@ func TestPoolAtScale(t *testing.T) {
 			}
 		}
 		switch {
-		case outageStart.IsZero() && st.JobsCompleted >= scaleOutageFrom:
+		case outageStart.IsZero() && st.JobsCompleted >= int64(run.outageFrom):
 			outageStart = time.Now()
 			require.NoError(t, sim.SetFaults(runpodsim.AllOps, runpodsim.Faults{Status: map[int]float64{503: 1}}))
 			t.Logf("outage starts: %d jobs completed on Runpod", st.JobsCompleted)
@@ -270,7 +283,6 @@ func TestPoolAtScale(t *testing.T) {
 			t.Log("outage ends")
 		}
 		time.Sleep(500 * time.Millisecond)
-		finished = done()
 	}
 	for i, p := range procs {
 		_ = p.Process.Signal(syscall.SIGTERM)
@@ -290,7 +302,7 @@ func TestPoolAtScale(t *testing.T) {
 		require.Equal(t, string(workflow.StateCompleted), r.State, "job %s: %+v", id, r)
 		require.Contains(t, string(r.Output), fmt.Sprintf(`"i":%d`, i), "job %s", id)
 	}
-	require.EqualValues(t, scaleJobs, st.JobsCreated, "one Runpod job per job")
+	require.EqualValues(t, run.jobs, st.JobsCreated, "one Runpod job per job")
 	require.Zero(t, st.JobsRemoved, "no result removed by retention before it was read")
 
 	// Limits, from the simulator's log.
@@ -314,7 +326,7 @@ func TestPoolAtScale(t *testing.T) {
 			polls[r.runID]++
 		}
 	}
-	for op, limit := range scaleLimit {
+	for op, limit := range run.limit {
 		peak := maxInWindow(byOp[op], runpodsim.RateLimitWindow)
 		t.Logf("%s: %d requests, at most %d in any 10 s window (limit %d)", op, len(byOp[op]), peak, limit)
 		require.LessOrEqual(t, peak, limit, "%s within its limit in every sliding 10 s window", op)
@@ -331,7 +343,7 @@ func TestPoolAtScale(t *testing.T) {
 		sum += n
 	}
 	sort.Ints(counts)
-	require.Len(t, counts, scaleJobs, "every job was polled")
+	require.Len(t, counts, run.jobs, "every job was polled")
 	p99 := counts[len(counts)*99/100]
 	t.Logf("polls per job: mean %.2f, median %d, p99 %d, max %d", float64(sum)/float64(len(counts)),
 		counts[len(counts)/2], p99, counts[len(counts)-1])
@@ -342,9 +354,9 @@ func TestPoolAtScale(t *testing.T) {
 	for _, s := range samples {
 		maxBacklog = max(maxBacklog, s.backlog)
 	}
-	t.Logf("Runpod's queue peaked at %d (depth %d, %d GPU workers); the stream's backlog at %d", st.PeakQueued, scaleDepth, scaleGPUs, maxBacklog)
-	require.LessOrEqual(t, st.PeakQueued, 2*scaleDepth, "Runpod's queue stays at the pool's depth (plus the grants in transit)")
-	require.Greater(t, maxBacklog, scaleJobs/2, "the backlog was held in the stream")
+	t.Logf("Runpod's queue peaked at %d (depth %d, %d GPU workers); the stream's backlog at %d", st.PeakQueued, run.depth, run.gpus, maxBacklog)
+	require.LessOrEqual(t, st.PeakQueued, 2*run.depth, "Runpod's queue stays at the pool's depth (plus the grants in transit)")
+	require.Greater(t, maxBacklog, run.jobs/2, "the backlog was held in the stream")
 	require.Equal(t, string(workflow.StateSubmitted), heldRecord.State, "a job of the backlog is SUBMITTED, not on Runpod")
 	require.Empty(t, heldRecord.Owner, "a job of the backlog has no owner: it waits in the stream")
 
