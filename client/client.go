@@ -51,6 +51,7 @@ type Client struct {
 	parts *streams.Partitions
 	base  *streams.Store // the namespace's own keys: worker reports ({ns}:workers)
 	hubs  []*hub         // one events reader per partition
+	now   func() time.Time // this process's clock (tests skew it)
 }
 
 // store returns the store of job id's partition.
@@ -107,7 +108,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("client: new: %w", err)
 	}
 	parts.SetDurability(cfg.Durability)
-	c := &Client{cfg: cfg, parts: parts, base: base}
+	c := &Client{cfg: cfg, parts: parts, base: base, now: time.Now}
 	for i, st := range parts.All() {
 		log := cfg.Logger.Named("reader")
 		if parts.Count() > 1 {

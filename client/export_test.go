@@ -1,5 +1,7 @@
 package client
 
+import "time"
+
 // ReaderStarts returns how many times c started its shared readers (one
 // per partition).
 func ReaderStarts(c *Client) int64 {
@@ -20,3 +22,6 @@ func Waiters(c *Client) int {
 	}
 	return n
 }
+
+// SetClock replaces c's clock (a producer whose clock is off).
+func SetClock(c *Client, now func() time.Time) { c.now = now }

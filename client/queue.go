@@ -133,7 +133,7 @@ func (c *Client) Stats(ctx context.Context, opts StatsOptions) (Stats, error) {
 	if opts.Window <= 0 {
 		opts.Window = time.Minute
 	}
-	now := time.Now()
+	now := c.now()
 	q, err := c.parts.QueueInfo(ctx)
 	if err != nil {
 		return Stats{}, fmt.Errorf("client: stats: %w", err)
@@ -394,13 +394,14 @@ type RetryResult struct {
 // dead-letter copy's; without either it is ErrNoInput. A job that does not
 // exist is workflow.ErrJobNotFound.
 func (c *Client) Retry(ctx context.Context, id string) (RetryResult, error) {
-	res, err := c.store(id).Retry(ctx, id, nil, time.Now())
+	// The zero time: the new run's times come from Redis's clock, never ours.
+	res, err := c.store(id).Retry(ctx, id, nil, time.Time{})
 	fromDead := false
 	if errors.Is(err, streams.ErrNoInput) {
 		if in, ok, derr := c.deadInput(ctx, id); derr != nil {
 			return RetryResult{}, fmt.Errorf("client: retry %q: %w", id, derr)
 		} else if ok {
-			res, err = c.store(id).Retry(ctx, id, in, time.Now())
+			res, err = c.store(id).Retry(ctx, id, in, time.Time{})
 			fromDead = true
 		}
 	}
@@ -465,7 +466,7 @@ func (c *Client) RetryDead(ctx context.Context, opts DeadOptions) ([]RetryResult
 			continue
 		}
 		seen[d.JobID] = true
-		res, err := c.store(d.JobID).Retry(ctx, d.JobID, []byte(d.Fields["input"]), time.Now())
+		res, err := c.store(d.JobID).Retry(ctx, d.JobID, []byte(d.Fields["input"]), time.Time{})
 		if err != nil {
 			skipped[d.JobID] = err
 			continue

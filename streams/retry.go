@@ -32,6 +32,9 @@ type RetryResult struct {
 // Retry runs a finished (FAILED, TIMED_OUT or CANCELED) job again under the
 // same id as a new run (retry.lua). input is the job's input when the
 // caller has it (a dead-letter copy); nil uses the record's persisted input.
+// now is a test override of the script's clock; the zero time (what the
+// client passes) means Redis's own: the new run's deadline is compared by
+// every worker.
 func (s *Store) Retry(ctx context.Context, jobID string, input []byte, now time.Time) (RetryResult, error) {
 	payload, err := EncodePayload(EventPayload{Reason: "retry"})
 	if err != nil {
@@ -39,7 +42,7 @@ func (s *Store) Retry(ctx context.Context, jobID string, input []byte, now time.
 	}
 	v, err := s.runScript(ctx, "retry "+jobID, scriptRetry,
 		[]string{s.keys.Job(jobID), s.keys.Submissions(), s.keys.Events()},
-		jobID, strconv.FormatInt(now.UnixMilli(), 10), string(input), payload)
+		jobID, scriptNow(now), string(input), payload)
 	if err != nil {
 		return RetryResult{}, err
 	}

@@ -12,7 +12,9 @@
 -- KEYS[3] events stream
 --
 -- ARGV[1] job id
--- ARGV[2] now, unix ms
+-- ARGV[2] now, unix ms: "" (or "0") = Redis TIME; a value is a test override.
+--         The new run's deadline is compared by every worker: it must not
+--         come from the caller's clock (an operator's laptop hours off)
 -- ARGV[3] the input (JSON) when the caller has it (a dead-letter copy);
 --         "" = the record's persisted input
 -- ARGV[4] event payload envelope (msgpack) of the retried event
@@ -43,15 +45,16 @@ if input == nil then
   return { 'no_input' }
 end
 local run = (tonumber(nz(rec[4]) or '1') or 1) + 1
-local now = tonumber(ARGV[2])
+local now_s = clock_ms(ARGV[2])
+local now = tonumber(now_s)
 local entry = redis.call('XADD', subs, '*', 'job_id', ARGV[1], 'input', input, 'v', '1')
 local f = { 'HSET', job, 'state', 'SUBMITTED', 'step', 'SUBMIT', 'run', tostring(run), 'entry', entry,
-  'updated_ms', ARGV[2], 'attempts', '0', 'deliveries', '0' }
+  'updated_ms', now_s, 'attempts', '0', 'deliveries', '0' }
 local deadline, created = tonumber(nz(rec[5]) or ''), tonumber(nz(rec[6]) or '')
 if deadline and created and deadline > 0 then
   -- The same time budget as the first run, counted from the retry.
   f[#f + 1] = 'deadline_ms'
-  f[#f + 1] = tostring(now + (deadline - created))
+  f[#f + 1] = itoa(now + (deadline - created))
 end
 redis.call(unpack(f))
 redis.call('HDEL', job, 'runpod_id', 'runpod_status', 'result', 'finished_ms', 'owner', 'cancel', 'handoff',
@@ -59,5 +62,5 @@ redis.call('HDEL', job, 'runpod_id', 'runpod_status', 'result', 'finished_ms', '
 redis.call('PERSIST', job)
 local epoch = nz(rec[7]) or '0'
 redis.call('XADD', events, '*', 'type', 'retried', 'job_id', ARGV[1], 'state', 'SUBMITTED',
-  'epoch', epoch, 'ts', ARGV[2], 'payload', ARGV[4], 'run', tostring(run))
+  'epoch', epoch, 'ts', now_s, 'payload', ARGV[4], 'run', tostring(run))
 return { 'retried', run, entry, state }
