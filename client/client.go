@@ -49,8 +49,8 @@ var (
 type Client struct {
 	cfg   Config
 	parts *streams.Partitions
-	base  *streams.Store // the namespace's own keys: worker reports ({ns}:workers)
-	hubs  []*hub         // one events reader per partition
+	base  *streams.Store   // the namespace's own keys: worker reports ({ns}:workers)
+	hubs  []*hub           // one events reader per partition
 	now   func() time.Time // this process's clock (tests skew it)
 }
 
