@@ -29,6 +29,8 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 			leases = append(leases, j.lease())
 		}
 		w.mu.Unlock()
+		// Batches of neighbouring entries: one PEL read and one XCLAIM each.
+		streams.SortLeases(leases)
 		for start := 0; start < len(leases); start += heartbeatBatch {
 			batch := leases[start:min(start+heartbeatBatch, len(leases))]
 			lost, err := w.store.Heartbeat(ctx, w.cfg.InstanceID, batch)

@@ -94,34 +94,14 @@ local function read_record(job)
 end
 
 -- The PEL owners of this batch's entries: one XPENDING over their id range,
--- filtered to this consumer, instead of one per entry. An entry missing
--- from a complete answer is not ours; when the answer may be cut (as many
--- rows as asked for) or the call failed, held() asks per entry as before.
-local function id_less(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-  return am < bm or (am == bm and as < bs)
-end
-
-local mine, mine_complete = {}, false
+-- filtered to this consumer, instead of one per entry (pel_mine). An entry
+-- missing from a complete answer is not ours; otherwise held() asks per
+-- entry as before.
+local mine, mine_complete
 do
-  local lo, hi
-  local ok = pcall(function()
-    for i = 0, n - 1 do
-      local id = ARGV[9 + 12 * i + 1]
-      if lo == nil or id_less(id, lo) then lo = id end
-      if hi == nil or id_less(hi, id) then hi = id end
-    end
-  end)
-  if ok and lo then
-    local want = n + 16
-    local ok2, rows = pcall(redis.call, 'XPENDING', subs, group, lo, hi, want, consumer)
-    if ok2 then
-      for _, row in ipairs(rows) do mine[row[1]] = true end
-      mine_complete = #rows < want
-    end
-  end
+  local ids = {}
+  for i = 0, n - 1 do ids[#ids + 1] = ARGV[9 + 12 * i + 1] end
+  mine, mine_complete = pel_mine(subs, group, consumer, ids)
 end
 
 -- An entry this script acknowledged is no longer pending: a second copy of

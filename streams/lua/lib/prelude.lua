@@ -164,6 +164,36 @@ local function pel_owner(subs, group, entry_id)
   return nil
 end
 
+-- entry_id_less orders two stream entry ids ("<ms>-<seq>") as Redis does.
+local function entry_id_less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+
+-- pel_mine reads, with one XPENDING over the id range of ids filtered to
+-- consumer, which of ids the PEL names consumer for. complete is false when
+-- the answer may be cut (as many rows as asked for) or the call failed:
+-- the caller then asks pel_owner per id for those not found.
+local function pel_mine(subs, group, consumer, ids)
+  local mine = {}
+  if #ids == 0 then return mine, true end
+  local lo, hi
+  local ok = pcall(function()
+    for _, id in ipairs(ids) do
+      if lo == nil or entry_id_less(id, lo) then lo = id end
+      if hi == nil or entry_id_less(hi, id) then hi = id end
+    end
+  end)
+  if not ok then return mine, false end
+  local want = #ids + 64
+  local ok2, rows = pcall(redis.call, 'XPENDING', subs, group, lo, hi, want, consumer)
+  if not ok2 then return mine, false end
+  for _, row in ipairs(rows) do mine[row[1]] = true end
+  return mine, #rows < want
+end
+
 -- itoa formats an integral number without exponent notation.
 local function itoa(n)
   return string.format('%d', n)
