@@ -104,7 +104,9 @@ func TestLimiterHoldsStatusBurst(t *testing.T) {
 	require.GreaterOrEqual(t, elapsed, minElapsed-10*time.Millisecond)
 
 	mu.Lock()
-	require.Len(t, arrived, calls)
+	// Every call reached the server; on a loaded machine a request may time
+	// out (setup's 2 s RequestTimeout) and be retried, so more may arrive.
+	require.GreaterOrEqual(t, len(arrived), calls)
 	mu.Unlock()
 }
 
