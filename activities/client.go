@@ -253,6 +253,22 @@ func (c *Client) Stream(ctx context.Context, id string) (StreamResult, error) {
 	return res, err
 }
 
+// StreamChunks implements workflow.Streamer with Stream: the chunks'
+// outputs and the job's status.
+func (c *Client) StreamChunks(ctx context.Context, id string) (workflow.RunpodStream, error) {
+	res, err := c.Stream(ctx, id)
+	if err != nil {
+		return workflow.RunpodStream{}, err
+	}
+	out := workflow.RunpodStream{Status: res.Status, Outputs: make([]json.RawMessage, len(res.Stream))}
+	for i, ch := range res.Stream {
+		out.Outputs[i] = ch.Output
+	}
+	return out, nil
+}
+
+var _ workflow.Streamer = (*Client)(nil)
+
 // CheckEndpoint implements workflow.EndpointChecker with GET /health: nil
 // when Runpod accepts the key and knows the endpoint, an error wrapping
 // workflow.ErrWorkerFault when it refuses either (401/403, or 404), and the

@@ -122,6 +122,12 @@ type Record struct {
 	// ErrorJSON is Runpod's error as a JSON value (an object, or what a
 	// JSON-encoded string held), beside the readable Error; nil when none.
 	ErrorJSON []byte
+	// Chunks is how many /stream chunks of a streaming job are recorded
+	// (AppendChunks); ChunkData holds them, a JSON array of their outputs.
+	// ChunkData is read by Get only, not in an admitted record (it can be
+	// large, and a worker needs only the count to resume).
+	Chunks    int
+	ChunkData []byte
 	// Revealed lists Runpod jobs of this job whose ids were never learned
 	// from /run, revealed by their webhooks (RevealRunpodJob).
 	Revealed []string
@@ -185,6 +191,9 @@ type EventPayload struct {
 	// ErrorJSON is Runpod's error as a JSON value (an object, not JSON
 	// inside a string), beside the readable Error (terminal events).
 	ErrorJSON []byte
+	// Chunk is, on the progress event of a /stream chunk (Output), the
+	// chunk's index from 0; nil on every other event.
+	Chunk *int
 }
 
 // Event is one decoded entry of the events stream.

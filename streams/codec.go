@@ -31,6 +31,9 @@ type payloadV1 struct {
 	// ErrorJSON is Runpod's error as a JSON value (an object, not JSON
 	// inside a string), beside the readable Error.
 	ErrorJSON []byte `msgpack:"error_json,omitempty"`
+	// Chunk is the index (from 0) of the /stream chunk a progress event
+	// carries as its output (chunks.lua writes it).
+	Chunk *int `msgpack:"chunk,omitempty"`
 }
 
 // resultV1 is the msgpack form of the record's "result" field.
@@ -54,6 +57,7 @@ func EncodePayload(p EventPayload) ([]byte, error) {
 		Output: p.Output, Error: p.Error, Reason: p.Reason, AliasOf: p.AliasOf,
 		DelayMs: p.DelayMs, ExecMs: p.ExecMs, Attempt: p.Attempt,
 		RunpodWorkerID: p.RunpodWorkerID, FinalizedBy: p.FinalizedBy, ErrorJSON: p.ErrorJSON,
+		Chunk: p.Chunk,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("streams: encode event payload: %w", err)
@@ -76,6 +80,7 @@ func DecodePayload(b []byte) (EventPayload, error) {
 		Error: e.Error, Reason: e.Reason, AliasOf: e.AliasOf,
 		DelayMs: e.DelayMs, ExecMs: e.ExecMs, Attempt: e.Attempt,
 		RunpodWorkerID: e.RunpodWorkerID, FinalizedBy: e.FinalizedBy, ErrorJSON: e.ErrorJSON,
+		Chunk: e.Chunk,
 	}, nil
 }
 

@@ -38,6 +38,10 @@ const (
 	recExecMs       = "exec_ms"
 	recRunpodWorker = "runpod_worker_id"
 	recFinalizedBy  = "finalized_by"
+	recChunks       = "chunks"
+	// fieldChunkData holds the chunks themselves; not a rec* constant on
+	// purpose: admit.lua's reply leaves it out (TestAdmitFieldsCoverRecord).
+	fieldChunkData = "chunk_data"
 )
 
 // Get loads a job record. ErrNotFound if absent, or if the key holds only a
@@ -68,7 +72,10 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 	if rv := m[recRevealed]; rv != "" {
 		r.Revealed = strings.Fields(rv)
 	}
-	var attempts, deliveries, run, uncertain, uncertainAt int64
+	if cd, ok := m[fieldChunkData]; ok {
+		r.ChunkData = []byte(cd)
+	}
+	var attempts, deliveries, run, uncertain, uncertainAt, chunks int64
 	ints := []struct {
 		name string
 		dst  *int64
@@ -77,7 +84,7 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 		{recUpdatedMs, &r.UpdatedMs}, {recFinishedMs, &r.FinishedMs},
 		{recAttempts, &attempts}, {recDeliveries, &deliveries}, {recRun, &run},
 		{recRevealedGPU, &r.RevealedGPUMs}, {recDelayMs, &r.DelayMs}, {recExecMs, &r.ExecMs},
-		{recUncertain, &uncertain}, {recUncertainAt, &uncertainAt},
+		{recUncertain, &uncertain}, {recUncertainAt, &uncertainAt}, {recChunks, &chunks},
 	}
 	for _, f := range ints {
 		v, ok := m[f.name]
@@ -91,7 +98,7 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 		*f.dst = n
 	}
 	r.Attempts, r.Deliveries, r.Run = int(attempts), int(deliveries), max(1, int(run))
-	r.Uncertain, r.UncertainAttempt = int(uncertain), int(uncertainAt)
+	r.Uncertain, r.UncertainAttempt, r.Chunks = int(uncertain), int(uncertainAt), int(chunks)
 	if res, ok := m[recResult]; ok && res != "" {
 		res, err := decodeResult([]byte(res))
 		if err != nil {

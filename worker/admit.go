@@ -136,6 +136,7 @@ func (w *Worker) jobFromRecord(rec streams.Record) workflow.Job {
 		ID: rec.JobID, State: workflow.State(rec.State), Step: workflow.Step(rec.Step),
 		RunpodID: rec.RunpodID, RunpodStatus: workflow.RunpodStatus(rec.RunpodStatus),
 		Attempts: rec.Attempts, UncertainAttempt: rec.UncertainAttempt, CancelRequested: rec.Cancel, OutputSum: workflow.SumOutput(rec.Output),
+		Streaming: w.streaming(), Chunks: rec.Chunks,
 	}
 	if wf.State == "" {
 		wf.State = workflow.StateSubmitted

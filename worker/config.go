@@ -76,6 +76,11 @@ type Config struct {
 	// InstanceID is this worker's consumer name in the group; unique per
 	// process. Defaults to hostname:pid:random.
 	InstanceID string
+	// Streaming is the seed's polling.enableStreaming: jobs Runpod runs are
+	// read with /stream (when Runpod implements workflow.Streamer), each
+	// new chunk recorded on the job with a progress event (in order, once,
+	// across takeovers), and a final output of [] replaced by the chunks.
+	Streaming bool
 	// EndpointID names the Runpod endpoint Runpod calls this worker's jobs
 	// on; finished runs add their executionTime to its GPU counter
 	// (streams.Store.GPUUsage, `submitter stats`). Optional: "" counts

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -282,7 +283,7 @@ func (w *Worker) step(ctx context.Context, s snapshot, rnd *rand.Rand) stepResul
 		return r
 	case workflow.ActRecordUncertain:
 		return w.recordUncertain(ctx, log, r, s, a, rnd)
-	case workflow.ActSubmit, workflow.ActPoll, workflow.ActCancel:
+	case workflow.ActSubmit, workflow.ActPoll, workflow.ActCancel, workflow.ActStream:
 		// Budget first (pacing.go): without it the job is rescheduled and
 		// the slot freed; for /run, before the intent is recorded.
 		pctx, at, ok := w.pace(ctx, wf.ID, a, rnd)
@@ -514,10 +515,15 @@ func (w *Worker) callRunpod(ctx context.Context, log hclog.Logger, r stepResult,
 		rj  workflow.RunpodJob
 		err error
 	)
-	if a.Kind == workflow.ActPoll {
+	var st workflow.RunpodStream
+	switch a.Kind {
+	case workflow.ActStream:
+		w.stepHook(wf.ID, PointPolling)
+		st, err = w.cfg.Runpod.(workflow.Streamer).StreamChunks(ctx, wf.RunpodID)
+	case workflow.ActPoll:
 		w.stepHook(wf.ID, PointPolling)
 		rj, err = w.cfg.Runpod.Status(ctx, wf.RunpodID)
-	} else {
+	default:
 		log.Debug("canceling on runpod", "reason", a.Reason)
 		rj, err = w.cfg.Runpod.Cancel(ctx, wf.RunpodID)
 	}
@@ -526,10 +532,28 @@ func (w *Worker) callRunpod(ctx context.Context, log hclog.Logger, r stepResult,
 		return w.abandon(ctx, r)
 	}
 	now := w.now()
-	wf2, eff := workflow.Apply(wf, a, workflow.Result{Job: rj, Err: err}, now, w.policy, rnd)
+	wf2, eff := workflow.Apply(wf, a, workflow.Result{Job: rj, Stream: st, Err: err}, now, w.policy, rnd)
 	r.wf = wf2
 	if err != nil {
 		log.Debug("runpod call failed", "action", a.Kind.String(), "error", err, "decided", wf2.Outcome != nil)
+	}
+	if len(eff.Chunks) > 0 {
+		n, err := w.appendChunks(ctx, s.j, streams.Chunks{JobID: wf2.ID, Owner: w.cfg.InstanceID, Epoch: r.epoch,
+			First: eff.ChunkBase, Outputs: rawList(eff.Chunks), RunpodID: wf2.RunpodID, RunpodStatus: string(wf2.RunpodStatus)}, now)
+		if err != nil {
+			if refused(err) {
+				return w.storeFailed(log, r, err, "record stream chunks", rnd)
+			}
+			// Runpod handed these chunks out once: they are lost from the
+			// events (the final output falls back to Runpod's, or to the
+			// chunks recorded). Never block the job on it.
+			log.Warn("cannot record stream chunks; they are lost from the events", "chunks", len(eff.Chunks), "error", err)
+			wf2.Chunks = eff.ChunkBase
+			r.wf = wf2
+		} else {
+			wf2.Chunks = n // the record's count is the truth
+			r.wf = wf2
+		}
 	}
 	if !eff.Checkpoint {
 		return w.next(r, now)
@@ -567,4 +591,42 @@ func (w *Worker) next(r stepResult, now time.Time) stepResult {
 	}
 	r.due = a.At
 	return r
+}
+
+// appendChunks records stream chunks (streams.AppendChunks) under a persist
+// ctx, trying a transient failure again a few times (a retry adds nothing
+// twice: chunks are recorded by index) and redoing a write fenced only by
+// our own re-admit with the new epoch.
+func (w *Worker) appendChunks(ctx context.Context, j *job, c streams.Chunks, now time.Time) (int, error) {
+	var err error
+	for i := 0; i < 3; i++ {
+		pctx, cancel := w.persistCtx(ctx)
+		var n int
+		n, err = w.store.AppendChunks(pctx, c, now)
+		cancel()
+		if err == nil {
+			return n, nil
+		}
+		if errors.Is(err, streams.ErrFenced) {
+			epoch, ok := w.reAdmitted(j, c.Epoch)
+			if !ok {
+				return 0, err
+			}
+			c.Epoch = epoch
+			continue
+		}
+		if refused(err) {
+			return 0, err
+		}
+	}
+	return 0, err
+}
+
+// rawList converts JSON values to the byte slices streams takes.
+func rawList(in []json.RawMessage) [][]byte {
+	out := make([][]byte, len(in))
+	for i, b := range in {
+		out[i] = b
+	}
+	return out
 }

@@ -66,6 +66,7 @@ func (w *Worker) finalizeOnce(batch []*job, rnd *rand.Rand, refence bool) (again
 	now := w.now()
 	outs := make([]streams.Outcome, 0, len(batch))
 	live := batch[:0]
+	var fromChunks []int // outcomes whose output is the job's recorded stream chunks
 	w.mu.Lock()
 	for _, j := range batch {
 		if j.dropped || j.wf.Outcome == nil {
@@ -78,6 +79,9 @@ func (w *Worker) finalizeOnce(batch []*job, rnd *rand.Rand, refence bool) (again
 			RunpodStatus: string(o.RunpodStatus), InputHash: j.inputHash, InputHashKnown: true,
 			DelayMs: o.DelayMs, ExecMs: o.ExecMs, RunpodWorkerID: o.RunpodWorkerID, Endpoint: w.cfg.EndpointID,
 		})
+		if o.OutputFromChunks {
+			fromChunks = append(fromChunks, len(outs)-1)
+		}
 		live = append(live, j)
 	}
 	w.mu.Unlock()
@@ -86,7 +90,22 @@ func (w *Worker) finalizeOnce(batch []*job, rnd *rand.Rand, refence bool) (again
 	}
 
 	ctx, cancel := context.WithTimeout(w.baseCtx, persistTimeout)
-	errs, err := w.store.Finalize(ctx, outs, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: now})
+	var err error
+	for _, i := range fromChunks {
+		// The chunks are in the record (only this owner appends them, and
+		// the finalize below is fenced like every write).
+		var rec streams.Record
+		if rec, err = w.store.Get(ctx, outs[i].JobID); err != nil {
+			break
+		}
+		if len(rec.ChunkData) > 0 {
+			outs[i].Output = rec.ChunkData
+		}
+	}
+	var errs []error
+	if err == nil {
+		errs, err = w.store.Finalize(ctx, outs, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: now})
+	}
 	cancel()
 	if err == nil && len(errs) != len(outs) {
 		err = errors.New("finalize returned a result count that does not match the batch")

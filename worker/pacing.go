@@ -22,6 +22,7 @@ var paceOps = [...]string{
 	workflow.ActSubmit: workflow.OpRun,
 	workflow.ActPoll:   workflow.OpStatus,
 	workflow.ActCancel: workflow.OpCancel,
+	workflow.ActStream: workflow.OpStream,
 }
 
 // paceIndex is the index of op in the deferred counters.
@@ -29,8 +30,8 @@ func paceIndex(op string) int {
 	switch op {
 	case workflow.OpRun:
 		return 0
-	case workflow.OpStatus:
-		return 1
+	case workflow.OpStatus, workflow.OpStream:
+		return 1 // /stream is a read of the job, counted with /status
 	}
 	return 2
 }
@@ -67,6 +68,12 @@ func (o observedRunpod) RedactJSON(b []byte) []byte {
 	return b
 }
 
+// StreamChunks forwards to the wrapped Runpod's Streamer (the worker only
+// asks when it has one: Worker.streaming).
+func (o observedRunpod) StreamChunks(ctx context.Context, id string) (workflow.RunpodStream, error) {
+	return o.Runpod.(workflow.Streamer).StreamChunks(ctx, id)
+}
+
 // Reserve forwards to the wrapped Runpod's Pacer, so the exec-time wrapper
 // (pollest.go) does not hide pacing; a Runpod without one is never deferred.
 func (o observedRunpod) Reserve(ctx context.Context, op string) time.Duration {
@@ -74,4 +81,18 @@ func (o observedRunpod) Reserve(ctx context.Context, op string) time.Duration {
 		return p.Reserve(ctx, op)
 	}
 	return 0
+}
+
+// streaming reports whether jobs are read with /stream: Config.Streaming
+// and a Runpod that can.
+func (w *Worker) streaming() bool {
+	if !w.cfg.Streaming {
+		return false
+	}
+	if o, ok := w.cfg.Runpod.(observedRunpod); ok {
+		_, ok = o.Runpod.(workflow.Streamer)
+		return ok
+	}
+	_, ok := w.cfg.Runpod.(workflow.Streamer)
+	return ok
 }

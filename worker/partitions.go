@@ -51,6 +51,10 @@ func (p *parts) RevealRunpodJob(ctx context.Context, r streams.Reveal, now time.
 	return p.of(r.JobID).RevealRunpodJob(ctx, r, now)
 }
 
+func (p *parts) AppendChunks(ctx context.Context, c streams.Chunks, now time.Time) (int, error) {
+	return p.of(c.JobID).AppendChunks(ctx, c, now)
+}
+
 func (p *parts) AddOrphan(ctx context.Context, runpodID, jobID string) error {
 	return p.of(jobID).AddOrphan(ctx, runpodID, jobID)
 }

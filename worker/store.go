@@ -32,6 +32,7 @@ type store interface {
 	Orphans(ctx context.Context, max int) (map[string]string, error)
 	CheckDurability(ctx context.Context) error
 	RevealRunpodJob(ctx context.Context, r streams.Reveal, now time.Time) (streams.RevealResult, error)
+	AppendChunks(ctx context.Context, c streams.Chunks, now time.Time) (int, error)
 	AdmissionTake(ctx context.Context, p streams.AdmissionParams, caller string, unsent, want int,
 		reading *streams.AdmissionReading, now time.Time) (streams.AdmissionGrant, error)
 }

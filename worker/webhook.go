@@ -346,6 +346,9 @@ func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, att
 			w.wakeForCancel(jobID)
 			return hookDeferred, nil
 		}
+		if o.OutputFromChunks && len(rec.ChunkData) > 0 {
+			o.Output = rec.ChunkData // the stream's chunks recorded so far
+		}
 		errs, err := w.store.Finalize(ctx, []streams.Outcome{{
 			JobID: jobID, Entry: rec.Entry, Owner: rec.Owner, Epoch: rec.Epoch, State: string(o.State), Output: o.Output,
 			Error: o.Error, ErrorJSON: o.ErrorJSON, RunpodID: rj.ID, RunpodStatus: string(o.RunpodStatus), InputHash: rec.InputHash, InputHashKnown: true,

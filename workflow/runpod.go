@@ -152,7 +152,26 @@ const (
 	OpRun    = "run"
 	OpStatus = "status"
 	OpCancel = "cancel"
+	OpStream = "stream"
 )
+
+// RunpodStream is one answer of /stream/{id}: the chunks a generator job
+// yielded since the previous call (Runpod hands each out once) and the
+// job's status then.
+type RunpodStream struct {
+	Status RunpodStatus
+	// Outputs are the chunks' outputs, in the order they were yielded.
+	Outputs []json.RawMessage
+}
+
+// Streamer is implemented by a Runpod activity that can read /stream
+// (activities.Client). A worker with streaming on uses it for jobs Runpod
+// runs (ActStream); without it, jobs are polled with Status only.
+type Streamer interface {
+	// StreamChunks calls /stream/{id}; it may hold the request for a while
+	// when nothing is buffered.
+	StreamChunks(ctx context.Context, runpodID string) (RunpodStream, error)
+}
 
 // Pacer is optionally implemented by a Runpod whose calls draw on a rate
 // budget (activities.Client does). The worker asks it before each call, so

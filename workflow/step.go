@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"time"
 )
 
@@ -65,6 +66,15 @@ type Job struct {
 	CancelErr string
 	// OutputSum is SumOutput of the last recorded progress output.
 	OutputSum uint64
+	// Streaming: read the job's /stream chunks while Runpod runs it
+	// (ActStream) instead of only polling /status. Chunks counts the chunks
+	// recorded (the record's `chunks`): the index the next one gets.
+	Streaming bool
+	Chunks    int
+	// StreamDone: /stream reported a terminal status (its last chunks
+	// recorded); StreamOff: /stream refused the job (a permanent error).
+	// Either way /status decides the outcome from then on.
+	StreamDone, StreamOff bool
 	// Outcome is the terminal outcome once decided. From then on Next
 	// always returns Finalize with it and Apply changes nothing.
 	Outcome *Outcome
@@ -84,6 +94,11 @@ type Outcome struct {
 	// ErrorJSON is Runpod's error as a JSON value (RunpodJob.ErrorJSON),
 	// beside the readable Error; nil when Runpod sent none or plain text.
 	ErrorJSON json.RawMessage
+	// OutputFromChunks: a streaming job whose final output from Runpod is
+	// empty (no aggregate: the Python worker reports []) ends with its
+	// recorded chunks as the output; the worker reads them from the record
+	// when it writes the outcome.
+	OutputFromChunks bool
 }
 
 // withTimings returns o with rj's delayTime, executionTime and workerId.
@@ -107,15 +122,20 @@ const (
 	ActCancel
 	// ActFinalize: write Action.Outcome (streams.Finalize). Nothing to Apply.
 	ActFinalize
+	// ActStream (below) reads /stream for a streaming job.
+
 	// ActRecordUncertain: /run attempt Action.Attempt may have created a
 	// Runpod job whose id was never learned (an uncertain answer, or a
 	// takeover inside the /run window). Record it on the job (event
 	// submit_uncertain, counted once per attempt), then RecordedUncertain.
 	// Nothing to Apply.
 	ActRecordUncertain
+	// ActStream: call the Streamer's StreamChunks(RunpodID) and Apply its
+	// result (Result.Stream); record Effect.Chunks (streams.AppendChunks).
+	ActStream
 )
 
-var actionNames = [...]string{"none", "submit", "poll", "cancel", "finalize", "record_uncertain"}
+var actionNames = [...]string{"none", "submit", "poll", "cancel", "finalize", "record_uncertain", "stream"}
 
 func (k ActionKind) String() string {
 	if k >= 0 && int(k) < len(actionNames) {
@@ -141,7 +161,9 @@ type Action struct {
 // Result is the outcome of an activity (ActSubmit, ActPoll, ActCancel).
 type Result struct {
 	Job RunpodJob
-	Err error
+	// Stream is the answer of an ActStream.
+	Stream RunpodStream
+	Err    error
 }
 
 // EventKind is the non-terminal event an Effect asks the worker to append.
@@ -162,6 +184,10 @@ type Effect struct {
 	Event      EventKind
 	// Output is the new progress output to record; nil means unchanged.
 	Output json.RawMessage
+	// Chunks are new /stream chunks to record, the first at index
+	// ChunkBase (streams.AppendChunks, one progress event each).
+	Chunks    []json.RawMessage
+	ChunkBase int
 }
 
 // Reasons written as the error of non-COMPLETED outcomes decided here.
@@ -266,6 +292,9 @@ func Next(j Job, now time.Time, p Policy) Action {
 		return finalize(now, Outcome{State: StateCanceled, Error: j.unsentReason(ReasonCanceledUnsent, ReasonCanceledUncertain)})
 	}
 	if j.RunpodID != "" {
+		if j.streams() {
+			return Action{Kind: ActStream, At: j.due(now)}
+		}
 		return Action{Kind: ActPoll, At: j.due(now)}
 	}
 	switch j.Step {
@@ -292,6 +321,14 @@ func (j Job) unsentReason(unsent, uncertain string) string {
 		return uncertain
 	}
 	return unsent
+}
+
+// streams reports whether j's next read is /stream: streaming is on, and
+// Runpod runs the job (chunks come while it runs) or has just finished it
+// (the chunks not handed out yet are drained before /status decides).
+func (j Job) streams() bool {
+	return j.Streaming && !j.StreamOff && !j.StreamDone &&
+		(j.RunpodStatus == RunpodInProgress || j.RunpodStatus.Terminal())
 }
 
 func finalize(now time.Time, o Outcome) Action {
@@ -358,8 +395,64 @@ func Apply(j Job, a Action, r Result, now time.Time, p Policy, rnd Rand) (Job, E
 		return applyPoll(j, r, now, p, rnd)
 	case ActCancel:
 		return applyCancel(j, a.Reason, r, now, p, rnd)
+	case ActStream:
+		return applyStream(j, r, now, p, rnd)
 	}
 	return j, Effect{}
+}
+
+// applyStream records a /stream answer: new chunks (to record, in order),
+// the status. A terminal status ends streaming: /status then decides the
+// outcome. A permanent error (a job or endpoint /stream does not serve)
+// turns streaming off for the job; a transient one retries with backoff.
+func applyStream(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect) {
+	if r.Err != nil {
+		if IsTransient(r.Err) {
+			return j.retry(r.Err, now, p, rnd), Effect{}
+		}
+		j.StreamOff = true
+		j.NextAt = now
+		return j, Effect{}
+	}
+	j.Retries = 0
+	var eff Effect
+	if n := len(r.Stream.Outputs); n > 0 {
+		eff.Chunks, eff.ChunkBase = r.Stream.Outputs, j.Chunks
+		j.Chunks += n
+	}
+	if r.Stream.Status.Terminal() {
+		j.StreamDone = true
+		j.NextAt = now
+		return j, eff
+	}
+	j2, e2 := j.observe(RunpodJob{Status: r.Stream.Status}, now)
+	eff.Checkpoint, eff.Event = e2.Checkpoint, e2.Event
+	if len(eff.Chunks) > 0 {
+		// More may be buffered: ask again at once (Runpod holds an empty
+		// /stream for its wait, which paces the loop).
+		j2.Polls = 0
+		j2.NextAt = now
+	} else {
+		j2.NextAt = now.Add(p.nextPoll(j2, now, rnd))
+	}
+	return j2, eff
+}
+
+// emptyOutput reports a final output that carries nothing: absent, null,
+// or the [] a generator handler reports without return_aggregate_stream.
+func emptyOutput(b json.RawMessage) bool {
+	s := strings.TrimSpace(string(b))
+	return s == "" || s == "null" || strings.ReplaceAll(s, " ", "") == "[]"
+}
+
+// terminalFor is terminalOutcome for j: a streaming job whose final output
+// is empty ends with its recorded chunks.
+func (j Job) terminalFor(rj RunpodJob) Outcome {
+	o := terminalOutcome(rj)
+	if j.Streaming && j.Chunks > 0 && o.State == StateCompleted && emptyOutput(o.Output) {
+		o.OutputFromChunks = true
+	}
+	return o
 }
 
 func (j Job) decide(o Outcome) Job {
@@ -459,7 +552,14 @@ func applyPoll(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effect)
 		return j.decide(o), Effect{}
 	}
 	if r.Job.Status.Terminal() {
-		return j.decide(terminalOutcome(r.Job)), Effect{}
+		if j.Streaming && !j.StreamOff && !j.StreamDone {
+			// Finished between two reads: drain the chunks not handed out
+			// yet with /stream first; /status decides after it.
+			j.RunpodStatus = r.Job.Status
+			j.NextAt = now
+			return j, Effect{}
+		}
+		return j.decide(j.terminalFor(r.Job)), Effect{}
 	}
 	j, eff := j.observe(r.Job, now)
 	j.NextAt = now.Add(p.nextPoll(j, now, rnd))
@@ -544,7 +644,7 @@ func applyConfirm(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effe
 		want.RunpodStatus = r.Job.Status
 		return j.decide(want), Effect{}
 	case r.Job.Status.Terminal():
-		return j.decide(terminalOutcome(r.Job)), Effect{}
+		return j.decide(j.terminalFor(r.Job)), Effect{}
 	default:
 		j, eff = j.observe(r.Job, now)
 		j.CancelErr = fmt.Sprintf(reasonCancelIgnored, j.RunpodStatus, j.CancelAttempts)

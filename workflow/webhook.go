@@ -18,7 +18,7 @@ func DeliveryOutcome(j Job, rj RunpodJob, now time.Time) (Outcome, bool) {
 		return Outcome{}, false
 	}
 	if rj.Status != RunpodCancelled {
-		return terminalOutcome(rj), true
+		return j.terminalFor(rj), true
 	}
 	switch {
 	case j.CancelRequested:

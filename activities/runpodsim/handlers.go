@@ -296,6 +296,11 @@ func (s *Sim) stream(r *http.Request, id string) response {
 	s.waitFor(r.Context(), j, wait, func(j *job) bool {
 		return j.chunkNext < len(j.chunks) || j.status.Terminal()
 	})
+	if r.Context().Err() != nil {
+		// The client went away while held: hand nothing out, or the
+		// chunks would be drained into an answer nobody reads.
+		return s.errResponse(http.StatusServiceUnavailable, "client gone")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if j.removed != "" {

@@ -89,6 +89,7 @@ type options struct {
 	deadRetention   time.Duration
 	consumerRetain  time.Duration
 	persistInput    bool
+	streaming       bool
 	durReplicas     int
 	durAOF          bool
 	durTimeout      time.Duration
@@ -260,6 +261,9 @@ func newFlagTable(o *options) *flagTable {
 		worker.ConsumerRetentionDefault.String(), &durationValue{p: &o.consumerRetain, min: time.Minute, zeroOK: true})
 	t.add(groupWorker, "persist-input", "",
 		"keep each job's input in its record", "false", &boolValue{p: &o.persistInput})
+	t.add(groupWorker, "enable-streaming", "",
+		"read running jobs' chunks with Runpod's /stream: each chunk a progress event, the output the chunks when Runpod reports []",
+		"false", &boolValue{p: &o.streaming})
 	t.add(groupWorker, "dedupe", "",
 		"deduplicate raw submissions by their input_hash", "false", &boolValue{p: &o.dedupe})
 	t.add(groupWorker, "submit-uncertain", "POLICY",
@@ -440,6 +444,7 @@ func (o *options) workerConfig(rp workflow.Runpod, log hclog.Logger, hooks worke
 		JobTimeout:        o.jobTimeout,
 		ResultTTL:         o.resultTTL,
 		PersistInput:      o.persistInput,
+		Streaming:         o.streaming,
 		Dedupe:            o.dedupe,
 		SubmitUncertain:   workflow.SubmitUncertainPolicy(o.submitUncertain),
 		MaxInputBytes:     o.maxInputBytes,

@@ -79,7 +79,7 @@ local n = tonumber(ARGV[9])
 local REC_FIELDS = { 'state', 'step', 'epoch', 'owner', 'prev_owner', 'entry', 'runpod_id', 'runpod_status',
   'attempts', 'uncertain', 'uncertain_attempt', 'deliveries', 'input_hash', 'input', 'cancel', 'alias_of',
   'deadline_ms', 'created_ms', 'updated_ms', 'finished_ms', 'result', 'stub', 'run', 'revealed',
-  'revealed_gpu_ms', 'delay_ms', 'exec_ms', 'runpod_worker_id', 'finalized_by', 'handoff' }
+  'revealed_gpu_ms', 'delay_ms', 'exec_ms', 'runpod_worker_id', 'finalized_by', 'handoff', 'chunks' }
 
 local function read_record(job)
   local vals = redis.call('HMGET', job, unpack(REC_FIELDS))

@@ -58,7 +58,8 @@ if deadline and created and deadline > 0 then
 end
 redis.call(unpack(f))
 redis.call('HDEL', job, 'runpod_id', 'runpod_status', 'result', 'finished_ms', 'owner', 'cancel', 'handoff',
-  'uncertain', 'uncertain_attempt', 'delay_ms', 'exec_ms', 'runpod_worker_id', 'finalized_by')
+  'uncertain', 'uncertain_attempt', 'delay_ms', 'exec_ms', 'runpod_worker_id', 'finalized_by',
+  'chunks', 'chunk_data')
 redis.call('PERSIST', job)
 local epoch = nz(rec[7]) or '0'
 redis.call('XADD', events, '*', 'type', 'retried', 'job_id', ARGV[1], 'state', 'SUBMITTED',
