@@ -19,7 +19,6 @@ import (
 	"github.com/yourscope/runpod-orchestrator/client"
 	"github.com/yourscope/runpod-orchestrator/internal/dashboard"
 	"github.com/yourscope/runpod-orchestrator/internal/redistest"
-	"github.com/yourscope/runpod-orchestrator/workflow"
 )
 
 type testBundle struct {
@@ -196,37 +195,29 @@ func TestEventsStream(t *testing.T) {
 	defer res.Body.Close()
 	require.Equal(t, "text/event-stream", res.Header.Get("Content-Type"))
 	sc := bufio.NewScanner(res.Body)
-	// The stream is open once its first comment arrived; the submit after
-	// it is seen by the shared subscription (positioned before Run's loop).
-	for sc.Scan() && !strings.HasPrefix(sc.Text(), ": connected") {
-	}
-	submitted := make(chan struct{})
-	go func() {
-		defer close(submitted)
-		// Each sample also says "changed"; submit until the job's own
-		// event shows, since Run's subscription may start after this.
-		for ctx.Err() == nil {
-			_, err := b.cli.Submit(ctx, client.SubmitOptions{ClientJobID: "ev-1", Input: json.RawMessage(`{}`)})
-			if err == nil {
-				return
+	next := func() (m struct{ Kind, Job, Type string }) {
+		for sc.Scan() {
+			if line, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				require.NoError(t, json.Unmarshal([]byte(line), &m))
+				return m
 			}
 		}
-	}()
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		var m struct{ Kind, Job, Type string }
-		require.NoError(t, json.Unmarshal([]byte(line), &m))
+		t.Fatalf("stream ended: %v", sc.Err())
+		return m
+	}
+	// A sample is announced after Run positioned its subscription, so the
+	// job submitted after one is seen.
+	for next().Kind != "sample" {
+	}
+	_, err = b.cli.Submit(ctx, client.SubmitOptions{ClientJobID: "ev-1", Input: json.RawMessage(`{}`)})
+	require.NoError(t, err)
+	for {
+		m := next()
 		if m.Kind == "event" && m.Job == "ev-1" {
 			require.Equal(t, "submitted", m.Type)
-			cancel()
-			<-submitted
 			return
 		}
 	}
-	t.Fatalf("stream ended without the job's event: %v", sc.Err())
 }
 
 // TestPagesShowNoSecrets: with Redis unreachable through a URL that holds
@@ -256,5 +247,4 @@ func TestPagesShowNoSecrets(t *testing.T) {
 		require.NotContains(t, body, fmt.Sprint(port), p)
 		require.Contains(t, body, "Could not read", p)
 	}
-	_ = workflow.StateFailed
 }

@@ -232,8 +232,19 @@ func (s *Server) jobs(w http.ResponseWriter, r *http.Request) {
 		Data: jobsData{State: state, States: allStates, Jobs: pg.Jobs, Next: pg.NextCursor}})
 }
 
-// jobEventsMax bounds the events one job page shows.
-const jobEventsMax = 500
+// jobEventsMax bounds the events one job page shows, jobScanMax the
+// events it reads to find them.
+const (
+	jobEventsMax = 500
+	jobScanMax   = 200_000
+)
+
+// streamMs is the milliseconds part of a stream entry id.
+func streamMs(id string) int64 {
+	ms, _, _ := strings.Cut(id, "-")
+	n, _ := strconv.ParseInt(ms, 10, 64)
+	return n
+}
 
 type jobData struct {
 	Job       client.Job
@@ -269,15 +280,30 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) {
 	if !j.CreatedAt.IsZero() {
 		from = strconv.FormatInt(max(j.CreatedAt.UnixMilli()-1000, 0), 10)
 	}
+	// A finished job wrote nothing after its terminal event (a retry sets
+	// a new finish time), so the read stops a minute past it (clock skew
+	// between the worker that stamped finished_ms and Redis) instead of
+	// reading the stream to its end; and it reads at most jobScanMax.
+	var until int64
+	if j.State.Terminal() && !j.FinishedAt.IsZero() {
+		until = j.FinishedAt.UnixMilli() + time.Minute.Milliseconds()
+	}
 	seen := map[string]bool{}
-	for ev, err := range s.cli.Events(r.Context(), client.EventsOptions{From: from, JobID: id, StopAtEnd: true}) {
+	scanned := 0
+	for ev, err := range s.cli.Events(r.Context(), client.EventsOptions{From: from, StopAtEnd: true}) {
 		if err != nil {
 			s.fail(w, r, "the job's events", err)
 			return
 		}
-		if len(d.Events) == jobEventsMax {
+		if scanned++; scanned > jobScanMax || len(d.Events) == jobEventsMax {
 			d.Truncated = true
 			break
+		}
+		if until > 0 && streamMs(ev.ID) > until {
+			break
+		}
+		if ev.JobID != id {
+			continue
 		}
 		d.Events = append(d.Events, ev)
 		if ev.RunpodID != "" && !seen[ev.RunpodID] {

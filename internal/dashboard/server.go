@@ -178,11 +178,17 @@ func (s *Server) hostAllowed(hostport string) bool {
 // ends; it returns nil then. Redis errors are logged and retried.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.hub.close()
+	// The subscription is positioned before the first sample is announced,
+	// so a page (or test) that saw a sample sees every event after it.
+	sub, err := s.cli.NewSubscription(ctx, client.EventsOptions{From: client.FromNow})
+	if err != nil {
+		sub = nil // follow positions one itself
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.follow(ctx)
+		s.follow(ctx, sub)
 	}()
 	s.sample(ctx)
 	t := time.NewTicker(s.cfg.SampleInterval)
@@ -201,24 +207,28 @@ func (s *Server) Run(ctx context.Context) error {
 // sample appends one point to the history and tells the pages.
 func (s *Server) sample(ctx context.Context) {
 	st, err := s.cli.Stats(ctx, client.StatsOptions{})
-	completed, failed := s.hist.takeOutcomes()
 	if err != nil {
+		// The outcomes counted so far go into the next sample.
 		if ctx.Err() == nil {
 			s.log.Warn("sample stats", "error", err)
 		}
 		return
 	}
+	completed, failed := s.hist.takeOutcomes()
 	s.hist.add(point{At: st.At, Backlog: st.Backlog, Pending: st.Pending, Dead: st.DeadLetters,
 		Completed: completed, Failed: failed})
 	s.hub.publish(message{Kind: "sample"})
 }
 
-// follow reads the events stream from now on, resuming after the last
-// event read when a read fails.
-func (s *Server) follow(ctx context.Context) {
+// follow reads the events stream with sub (nil: from now on), resuming
+// after the last event read when a read fails.
+func (s *Server) follow(ctx context.Context, sub *client.Subscription) {
 	from := client.FromNow
 	for ctx.Err() == nil {
-		sub, err := s.cli.NewSubscription(ctx, client.EventsOptions{From: from})
+		var err error
+		if sub == nil {
+			sub, err = s.cli.NewSubscription(ctx, client.EventsOptions{From: from})
+		}
 		if err == nil {
 			err = sub.Run(ctx, func(ev client.Event) error {
 				s.hist.countEvent(ev)
@@ -227,6 +237,7 @@ func (s *Server) follow(ctx context.Context) {
 			})
 			from = sub.Position()
 		}
+		sub = nil
 		if ctx.Err() != nil {
 			return
 		}
