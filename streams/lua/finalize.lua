@@ -69,84 +69,84 @@ end
 -- the acks and counters: what the outcomes before it wrote (their acks and
 -- GPU counts included) stays written, so a retry answers them "ours".
 local ok, failure = pcall(function()
-for i = 0, n - 1 do
-  local b = 4 + 16 * i
-  local job_id, entry, epoch, state = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
-  local job = KEYS[tonumber(ARGV[b + 10])]
-  local di = tonumber(ARGV[b + 11]) or 0
-  local dedupe = nil
-  if di > 0 then dedupe = KEYS[di] end
+  for i = 0, n - 1 do
+    local b = 4 + 16 * i
+    local job_id, entry, epoch, state = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+    local job = KEYS[tonumber(ARGV[b + 10])]
+    local di = tonumber(ARGV[b + 11]) or 0
+    local dedupe = nil
+    if di > 0 then dedupe = KEYS[di] end
 
-  -- One HMGET, no EXISTS: every record holds some of these fields (a stub
-  -- has cancel and stub), so all nil = no record.
-  local rec = redis.call('HMGET', job, 'state', 'epoch', 'entry', 'alias_of', 'result', 'owner', 'runpod_id',
-    'run', 'cancel', 'stub')
-  local found = false
-  for j = 1, 10 do
-    if rec[j] then found = true break end
-  end
-  if not found then
-    ack_later(acks, entry)
-    out[#out + 1] = 'not_found'
-  else
-    if entry == '' then entry = nz(rec[3]) or '' end
-    if is_terminal(nz(rec[1])) or nz(rec[4]) then
+    -- One HMGET, no EXISTS: every record holds some of these fields (a stub
+    -- has cancel and stub), so all nil = no record.
+    local rec = redis.call('HMGET', job, 'state', 'epoch', 'entry', 'alias_of', 'result', 'owner', 'runpod_id',
+      'run', 'cancel', 'stub')
+    local found = false
+    for j = 1, 10 do
+      if rec[j] then found = true break end
+    end
+    if not found then
       ack_later(acks, entry)
-      if nz(rec[1]) == state and (nz(rec[2]) or '0') == epoch and nz(rec[6]) == ARGV[b + 12]
-        and nz(rec[5]) == ARGV[b + 5] then
-        out[#out + 1] = 'ours'
-      else
-        out[#out + 1] = 'terminal'
-      end
-    elseif (nz(rec[2]) or '0') ~= epoch or nz(rec[6]) ~= ARGV[b + 12] then
-      out[#out + 1] = 'fenced'
+      out[#out + 1] = 'not_found'
     else
-      local f = { 'HSET', job, 'state', state, 'step', 'DONE', 'finished_ms', now, 'updated_ms', now,
-        'result', ARGV[b + 5], 'finalized_by', ARGV[b + 12] }
-      for k, name in pairs({ [13] = 'delay_ms', [14] = 'exec_ms', [15] = 'runpod_worker_id' }) do
-        if ARGV[b + k] ~= '' then
-          f[#f + 1] = name
-          f[#f + 1] = ARGV[b + k]
+      if entry == '' then entry = nz(rec[3]) or '' end
+      if is_terminal(nz(rec[1])) or nz(rec[4]) then
+        ack_later(acks, entry)
+        if nz(rec[1]) == state and (nz(rec[2]) or '0') == epoch and nz(rec[6]) == ARGV[b + 12]
+          and nz(rec[5]) == ARGV[b + 5] then
+          out[#out + 1] = 'ours'
+        else
+          out[#out + 1] = 'terminal'
         end
-      end
-      if ARGV[b + 6] ~= '' then
-        f[#f + 1] = 'runpod_id'
-        f[#f + 1] = ARGV[b + 6]
-      end
-      if ARGV[b + 7] ~= '' then
-        f[#f + 1] = 'runpod_status'
-        f[#f + 1] = ARGV[b + 7]
-      end
-      redis.call(unpack(f))
-      if ARGV[b + 6] ~= '' or nz(rec[7]) or ARGV[b + 14] ~= '' then
-        -- The run reached Runpod (an id, or an executionTime): its GPU time
-        -- counts, here and only here (added up per endpoint, written once
-        -- per batch below).
-        gpu_add('runs:' .. ARGV[b + 16], 1)
-        if ARGV[b + 14] ~= '' then
-          gpu_add('ms:' .. ARGV[b + 16], tonumber(ARGV[b + 14]))
+      elseif (nz(rec[2]) or '0') ~= epoch or nz(rec[6]) ~= ARGV[b + 12] then
+        out[#out + 1] = 'fenced'
+      else
+        local f = { 'HSET', job, 'state', state, 'step', 'DONE', 'finished_ms', now, 'updated_ms', now,
+          'result', ARGV[b + 5], 'finalized_by', ARGV[b + 12] }
+        for k, name in pairs({ [13] = 'delay_ms', [14] = 'exec_ms', [15] = 'runpod_worker_id' }) do
+          if ARGV[b + k] ~= '' then
+            f[#f + 1] = name
+            f[#f + 1] = ARGV[b + k]
+          end
         end
-      end
-      emit(events, EVENT[state], job_id, state, epoch, now, ARGV[b + 8], job, rec[8])
-      if ARGV[b + 9] ~= '' then
-        dead_letter(subs, dead, entry, job_id, ARGV[b + 9], now)
-      end
-      ack_later(acks, entry)
-      if ttl > 0 then
-        redis.call('PEXPIRE', job, ttl)
-      end
-      if dedupe then
-        if state ~= 'COMPLETED' then
-          release_dedupe(dedupe, job_id)
-        elseif ttl > 0 and redis.call('GET', dedupe) == job_id then
-          -- A completed job keeps answering dedupe hits as long as its record lives.
-          redis.call('PEXPIRE', dedupe, ttl)
+        if ARGV[b + 6] ~= '' then
+          f[#f + 1] = 'runpod_id'
+          f[#f + 1] = ARGV[b + 6]
         end
+        if ARGV[b + 7] ~= '' then
+          f[#f + 1] = 'runpod_status'
+          f[#f + 1] = ARGV[b + 7]
+        end
+        redis.call(unpack(f))
+        if ARGV[b + 6] ~= '' or nz(rec[7]) or ARGV[b + 14] ~= '' then
+          -- The run reached Runpod (an id, or an executionTime): its GPU time
+          -- counts, here and only here (added up per endpoint, written once
+          -- per batch below).
+          gpu_add('runs:' .. ARGV[b + 16], 1)
+          if ARGV[b + 14] ~= '' then
+            gpu_add('ms:' .. ARGV[b + 16], tonumber(ARGV[b + 14]))
+          end
+        end
+        emit(events, EVENT[state], job_id, state, epoch, now, ARGV[b + 8], job, rec[8])
+        if ARGV[b + 9] ~= '' then
+          dead_letter(subs, dead, entry, job_id, ARGV[b + 9], now)
+        end
+        ack_later(acks, entry)
+        if ttl > 0 then
+          redis.call('PEXPIRE', job, ttl)
+        end
+        if dedupe then
+          if state ~= 'COMPLETED' then
+            release_dedupe(dedupe, job_id)
+          elseif ttl > 0 and redis.call('GET', dedupe) == job_id then
+            -- A completed job keeps answering dedupe hits as long as its record lives.
+            redis.call('PEXPIRE', dedupe, ttl)
+          end
+        end
+        out[#out + 1] = 'ok'
       end
-      out[#out + 1] = 'ok'
     end
   end
-end
 end)
 ack_flush(subs, group, acks)
 for _, field in ipairs(gpu_fields) do
