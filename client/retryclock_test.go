@@ -39,3 +39,28 @@ func TestRetryDeadlineOnRedisClock(t *testing.T) {
 		"the retried run has its hour from Redis's now (deadline %s, Redis now %s)",
 		time.UnixMilli(rec.DeadlineMs).UTC(), redisNow.UTC())
 }
+
+// TestRetriedJobHoldsItsDedupeKey (review break7, finding 7): with dedupe,
+// a FAILED job releases its input hash (it may run again), and Retry makes
+// it live again, but did not take the hash back: a new submission of the
+// same input then created a second job running beside the retried one
+// (guarantee 4: the same input hash answers the live job), and that
+// second job, not the retried one, held the hash afterwards. The retried
+// run takes its hash back when nobody else holds it.
+func TestRetriedJobHoldsItsDedupeKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t, client.Config{PersistInput: true, Dedupe: true})
+	ctx := context.Background()
+	in := map[string]any{"p": "same"}
+	_, err := b.client.Submit(ctx, client.SubmitOptions{ClientJobID: "dd-a", Input: in, InputHash: "h-same"})
+	require.NoError(t, err)
+	recs := b.worker.admit(ctx, 1, streams.AdmitOpts{Dedupe: true})
+	b.worker.finish(ctx, recs["dd-a"], workflow.StateFailed, "", "boom")
+
+	_, err = b.client.Retry(ctx, "dd-a")
+	require.NoError(t, err)
+	res, err := b.client.Submit(ctx, client.SubmitOptions{ClientJobID: "dd-b", Input: in, InputHash: "h-same"})
+	require.NoError(t, err)
+	require.True(t, res.Deduplicated, "dd-a runs again with this input: the same hash answers it (got %+v)", res)
+	require.Equal(t, "dd-a", res.ClientJobID)
+}

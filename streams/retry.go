@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Errors of Retry. Match with errors.Is.
@@ -40,8 +42,17 @@ func (s *Store) Retry(ctx context.Context, jobID string, input []byte, now time.
 	if err != nil {
 		return RetryResult{}, err
 	}
-	v, err := s.runScript(ctx, "retry "+jobID, scriptRetry,
-		[]string{s.keys.Job(jobID), s.keys.Submissions(), s.keys.Events()},
+	keys := []string{s.keys.Job(jobID), s.keys.Submissions(), s.keys.Events()}
+	// The record's input hash (it never changes) names the dedupe key the
+	// new run takes back.
+	hash, err := s.rdb.HGet(ctx, s.keys.Job(jobID), recInputHash).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return RetryResult{}, fmt.Errorf("streams: retry %q: read the input hash: %w", jobID, err)
+	}
+	if hash != "" {
+		keys = append(keys, s.keys.Dedupe(hash))
+	}
+	v, err := s.runScript(ctx, "retry "+jobID, scriptRetry, keys,
 		jobID, scriptNow(now), string(input), payload)
 	if err != nil {
 		return RetryResult{}, err

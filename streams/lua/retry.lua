@@ -10,6 +10,11 @@
 -- KEYS[1] job record (HASH)
 -- KEYS[2] submissions stream
 -- KEYS[3] events stream
+-- KEYS[4] dedupe key of the record's input hash (optional: present when the
+--         caller read one). The FAILED/TIMED_OUT/CANCELED run released it;
+--         the new run is live with the same input, so it takes the key back
+--         unless another job holds it now (guarantee 4: the same hash
+--         answers the live job)
 --
 -- ARGV[1] job id
 -- ARGV[2] now, unix ms: "" (or "0") = Redis TIME; a value is a test override.
@@ -57,6 +62,9 @@ if deadline and created and deadline > 0 then
   f[#f + 1] = itoa(now + (deadline - created))
 end
 redis.call(unpack(f))
+if KEYS[4] and nz(redis.call('HGET', job, 'input_hash')) then
+  redis.call('SET', KEYS[4], ARGV[1], 'NX')
+end
 redis.call('HDEL', job, 'runpod_id', 'runpod_status', 'result', 'finished_ms', 'owner', 'cancel', 'handoff',
   'uncertain', 'uncertain_attempt', 'delay_ms', 'exec_ms', 'runpod_worker_id', 'finalized_by',
   'chunks', 'chunk_data')
