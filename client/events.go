@@ -84,6 +84,10 @@ type Event struct {
 	// wrote the outcome) are set on terminal events.
 	RunpodWorkerID string `json:"runpodWorkerId,omitempty"`
 	FinalizedBy    string `json:"finalizedBy,omitempty"`
+	// Chunk is, on a progress event of a streaming job, the index (from 0,
+	// in the order the handler yielded them, each once) of the /stream
+	// chunk Output holds; nil on every other event.
+	Chunk *int `json:"chunk,omitempty"`
 	// Reason explains a rejection, a dead-letter or a cancel.
 	Reason string `json:"reason,omitempty"`
 	// AliasOf names the job a deduplicated raw submission points to.
@@ -122,6 +126,7 @@ func eventFromStreams(ev streams.Event) Event {
 		ErrorJSON:      rawJSON(ev.Payload.ErrorJSON),
 		RunpodWorkerID: ev.Payload.RunpodWorkerID,
 		FinalizedBy:    ev.Payload.FinalizedBy,
+		Chunk:          ev.Payload.Chunk,
 		Reason:         ev.Payload.Reason,
 		AliasOf:        ev.Payload.AliasOf,
 		Attempt:        ev.Payload.Attempt,

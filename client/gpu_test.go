@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -66,4 +67,27 @@ func TestErrorJSONInGetAndAwait(t *testing.T) {
 	res, err := b.client.AwaitResult(ctx, "ej")
 	require.NoError(t, err)
 	require.JSONEq(t, obj, string(res.ErrorJSON))
+}
+
+// TestStreamChunkEvents: the progress events of a streaming job's chunks
+// reach subscribers with their index, in order.
+func TestStreamChunkEvents(t *testing.T) {
+	t.Parallel()
+	b := setup(t, client.Config{})
+	ctx := context.Background()
+	b.submit(t, "sc")
+	r := b.worker.admit(ctx, 1, streams.AdmitOpts{})["sc"]
+	n, err := b.worker.store.AppendChunks(ctx, streams.Chunks{JobID: "sc", Owner: r.Owner, Epoch: r.Epoch, RunpodID: "rp-sc",
+		Outputs: [][]byte{[]byte(`"tok1"`), []byte(`"tok2"`)}}, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	evs := collect(t, b.client, client.EventsOptions{From: client.FromStart, JobID: "sc"})
+	require.Len(t, evs, 3)
+	for i, ev := range evs[1:] {
+		require.Equal(t, client.EventProgress, ev.Type)
+		require.NotNil(t, ev.Chunk)
+		require.Equal(t, i, *ev.Chunk)
+		require.JSONEq(t, fmt.Sprintf(`"tok%d"`, i+1), string(ev.Output))
+	}
+	require.Nil(t, evs[0].Chunk)
 }
