@@ -89,6 +89,7 @@ func TestStreamingTakeoverNoDuplicates(t *testing.T) {
 	require.Equal(t, "second", rec.FinalizedBy)
 
 	outs, idx := b.chunkEvents(t, "tk")
+	t.Logf("%d of %d chunks evented across the takeover", len(outs), n)
 	require.GreaterOrEqual(t, len(outs), 2)
 	seen := map[string]bool{}
 	for i, o := range outs {
