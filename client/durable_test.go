@@ -36,8 +36,7 @@ func TestSubmitDurableSurvivesFailover(t *testing.T) {
 		return err == nil && m["Replication"]["master_link_status"] == "up"
 	}, 10*time.Second, 20*time.Millisecond)
 
-	dur := streams.Durability{Replicas: 1, Timeout: 200 * time.Millisecond}
-	newClient := func() *client.Client {
+	newClient := func(dur streams.Durability) *client.Client {
 		rdb := redis.NewClient(&redis.Options{Addr: primary.Addr})
 		t.Cleanup(func() { _ = rdb.Close() })
 		c, err := client.New(rdb, client.Config{Namespace: "dsub", Durability: dur})
@@ -45,9 +44,14 @@ func TestSubmitDurableSurvivesFailover(t *testing.T) {
 		t.Cleanup(func() { _ = c.Close() })
 		return c
 	}
-	c := newClient()
-	_, err = c.Submit(ctx, client.SubmitOptions{ClientJobID: "before", Input: map[string]any{"n": 1}})
+	// A live replica confirms within the generous timeout however loaded the
+	// machine; a stalled one never does, so its short timeout only bounds
+	// the test's time.
+	confirm := streams.Durability{Replicas: 1, Timeout: time.Minute}
+	stalled := streams.Durability{Replicas: 1, Timeout: 200 * time.Millisecond}
+	_, err = newClient(confirm).Submit(ctx, client.SubmitOptions{ClientJobID: "before", Input: map[string]any{"n": 1}})
 	require.NoError(t, err, "the replica is up: confirmed")
+	c := newClient(stalled)
 
 	replica.Pause()
 	acked := map[string]bool{"before": true}
@@ -58,7 +62,7 @@ func TestSubmitDurableSurvivesFailover(t *testing.T) {
 	}
 	// A producer restarted after that error submits the same id again: the
 	// job exists on the primary, but the replica still lacks it.
-	_, err = newClient().Submit(ctx, client.SubmitOptions{ClientJobID: "stalled", Input: map[string]any{"n": 2}})
+	_, err = newClient(stalled).Submit(ctx, client.SubmitOptions{ClientJobID: "stalled", Input: map[string]any{"n": 2}})
 	require.ErrorIs(t, err, client.ErrNotDurable, "an existing id is confirmed only once the replica has it")
 	if err == nil {
 		acked["stalled"] = true
