@@ -3,12 +3,14 @@ package worker
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/yourscope/runpod-orchestrator/activities"
 	"github.com/yourscope/runpod-orchestrator/activities/runpodsim"
+	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
 
@@ -103,4 +105,45 @@ func TestAdmissionDepthIsPoolWide(t *testing.T) {
 		}
 	}
 	require.Equal(t, n-int(st.JobsCreated), held, "the backlog waits in our stream as SUBMITTED")
+}
+
+// TestAdmissionBacklogCancelNeedsNoRunpodCall: while Runpod's queue has no
+// room, jobs wait in the stream as SUBMITTED with no owner; one of them is
+// canceled there. Once room opens it ends CANCELED without any /run, and the
+// others run.
+func TestAdmissionBacklogCancelNeedsNoRunpodCall(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	srv, rp := simRunpod(t, runpodsim.Config{GPUWorkers: 4, DisableRateLimits: true})
+	var full atomic.Bool
+	full.Store(true)
+	cfg := b.config("admcancel")
+	cfg.Runpod = rp
+	cfg.Admission = Admission{Depth: 2, Interval: 20 * time.Millisecond,
+		Health: func(ctx context.Context) (EndpointLoad, error) {
+			if full.Load() {
+				return EndpointLoad{InQueue: 1000}, nil // a queue far past the depth
+			}
+			return EndpointLoad{IdleWorkers: 4}, nil
+		}}
+	for _, id := range []string{"held-a", "held-b", "held-c"} {
+		b.submit(t, id, `{"mock_delay":10}`, 0)
+	}
+	w := b.start(t, cfg)
+	require.Eventually(t, func() bool { return w.w.Stats().AdmissionWaits >= 5 }, 30*time.Second, 10*time.Millisecond,
+		"the fetcher found no room several times")
+	for _, id := range []string{"held-a", "held-b", "held-c"} {
+		r := b.get(t, id)
+		require.Equal(t, string(workflow.StateSubmitted), r.State, id)
+		require.Empty(t, r.Owner, "%s waits in the stream, owned by nobody", id)
+	}
+	_, err := b.store.Cancel(context.Background(), "held-b", streams.CancelOpts{})
+	require.NoError(t, err)
+	require.Zero(t, srv.Sim.Stats().JobsCreated, "nothing reached Runpod while it had no room")
+
+	full.Store(false)
+	b.waitState(t, "held-b", workflow.StateCanceled, 30*time.Second)
+	b.waitState(t, "held-a", workflow.StateCompleted, 30*time.Second)
+	b.waitState(t, "held-c", workflow.StateCompleted, 30*time.Second)
+	require.EqualValues(t, 2, srv.Sim.Stats().JobsCreated, "the canceled job never reached Runpod")
 }
