@@ -23,19 +23,35 @@ import (
 // until nearly every cancel had gone out (220 s).
 func TestCancelStormDoesNotStarveOtherCalls(t *testing.T) {
 	t.Parallel()
+	// Only /cancel is tight (Runpod's 100 per 10 s cut tenfold), so the
+	// storm jobs reach Runpod quickly.
+	cancelStorm(t, map[string]activities.RateLimit{
+		activities.OpRun:    {Requests: 1000, Per: 10 * time.Second},
+		activities.OpStatus: {Requests: 2000, Per: 10 * time.Second},
+		activities.OpCancel: {Requests: 10, Per: 10 * time.Second},
+	}, workflow.PollPolicy{Initial: 2 * time.Second, Max: 2 * time.Second}) // 100 polls/s for 200 jobs, within the budget
+}
+
+// TestCancelStormAtScaledLimits: the same storm with every limit cut
+// tenfold (/run 100, /status 200, /cancel 10 per 10 s), as in the issue.
+func TestCancelStormAtScaledLimits(t *testing.T) {
+	t.Parallel()
+	cancelStorm(t, map[string]activities.RateLimit{
+		activities.OpRun:    {Requests: 100, Per: 10 * time.Second},
+		activities.OpStatus: {Requests: 200, Per: 10 * time.Second},
+		activities.OpCancel: {Requests: 10, Per: 10 * time.Second},
+	}, workflow.PollPolicy{Initial: 2 * time.Second, Max: 15 * time.Second}) // about 13 polls/s for 200 jobs: within the 19 granted
+}
+
+// cancelStorm: 200 jobs reach a shared deadline under limits; an unrelated
+// short job submitted during the storm completes after a few polls.
+func cancelStorm(t *testing.T, limits map[string]activities.RateLimit, poll workflow.PollPolicy) {
 	b := setup(t)
 	srv, err := runpodsim.Serve("127.0.0.1:0", runpodsim.Config{EndpointID: "ep-test", APIKey: "sim-key", GPUWorkers: 256})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = srv.Close() })
 	httpClient := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(httpClient.CloseIdleConnections)
-	// Only /cancel is tight (Runpod's 100 per 10 s cut tenfold), so the
-	// storm jobs reach Runpod quickly.
-	limits := map[string]activities.RateLimit{
-		activities.OpRun:    {Requests: 1000, Per: 10 * time.Second},
-		activities.OpStatus: {Requests: 2000, Per: 10 * time.Second},
-		activities.OpCancel: {Requests: 10, Per: 10 * time.Second},
-	}
 	rp, err := activities.New(activities.Config{APIKey: "sim-key", EndpointID: "ep-test", BaseURL: srv.URL,
 		HTTPClient: httpClient, Limiter: activities.NewLocalLimiter(limits)})
 	require.NoError(t, err)
@@ -45,7 +61,7 @@ func TestCancelStormDoesNotStarveOtherCalls(t *testing.T) {
 	cfg := b.config("w1")
 	cfg.Runpod = rp
 	cfg.Concurrency = 4
-	cfg.Poll = workflow.PollPolicy{Initial: 2 * time.Second, Max: 2 * time.Second} // 100 polls/s for 200 jobs, within the budget
+	cfg.Poll = poll
 	cfg.StepHook = func(id, point string) {
 		if point == PointPolling {
 			mu.Lock()
@@ -64,12 +80,14 @@ func TestCancelStormDoesNotStarveOtherCalls(t *testing.T) {
 	ids := jobIDs("storm", n)
 	// Far enough for all of them to be on Runpod first (a job still unsent
 	// at its deadline ends TIMED_OUT without a /cancel: fewer in the storm).
-	deadline := 10 * time.Second
+	run := limits[activities.OpRun]
+	send := time.Duration(n) * run.Per / time.Duration(run.Requests) // the /run budget's pace for the storm
+	deadline := 10*time.Second + 2*send
 	for _, id := range ids {
 		b.submit(t, id, `{"mock_delay":600000}`, deadline)
 	}
 	for _, id := range ids {
-		b.waitRecord(t, id, 30*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
+		b.waitRecord(t, id, deadline+30*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
 	}
 	// The storm: wait for the first /cancel of a deadline.
 	require.Eventually(t, func() bool { return srv.Sim.Stats().Requests[runpodsim.OpCancel] > 0 },
