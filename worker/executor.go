@@ -544,12 +544,15 @@ func (w *Worker) callRunpod(ctx context.Context, log hclog.Logger, r stepResult,
 			if refused(err) {
 				return w.storeFailed(log, r, err, "record stream chunks", rnd)
 			}
-			// Runpod handed these chunks out once: they are lost from the
-			// events (the final output falls back to Runpod's, or to the
-			// chunks recorded). Never block the job on it.
-			log.Warn("cannot record stream chunks; they are lost from the events", "chunks", len(eff.Chunks), "error", err)
-			wf2.Chunks = eff.ChunkBase
-			r.wf = wf2
+			// Runpod handed these chunks out once: if no attempt was
+			// applied they are lost from the events (the final output falls
+			// back to Runpod's, or to the chunks recorded). Never block the
+			// job on it. The count stays past them (applyStream's): an
+			// attempt may have been applied with its reply lost, and the
+			// next chunks sent at the old count would be taken for these
+			// and skipped; sent past the record's count, chunks.lua records
+			// them at its next free index.
+			log.Warn("cannot record stream chunks; they may be lost from the events", "chunks", len(eff.Chunks), "error", err)
 		} else {
 			wf2.Chunks = n // the record's count is the truth
 			r.wf = wf2
