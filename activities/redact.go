@@ -65,7 +65,9 @@ func (r redactor) String(s string) string {
 
 // JSON returns the JSON text b with every secret replaced inside its string
 // literals (keys included), however the literal escapes it; a number or
-// literal token holding a secret becomes the string "[REDACTED]". Anything
+// literal token holding a secret becomes the string "[REDACTED]"; a string
+// literal whose text is JSON is redacted as JSON too (a secret escaped
+// inside the inner JSON is found). Anything
 // without a secret is returned byte for byte, so outputs keep their exact
 // form. b that is not valid JSON is redacted as plain text.
 func (r redactor) JSON(b []byte) []byte {
@@ -94,7 +96,14 @@ func (r redactor) JSON(b []byte) []byte {
 			lit := b[i:end]
 			var s string
 			if json.Unmarshal(lit, &s) == nil {
-				if clean := r.String(s); clean != s {
+				clean := s
+				if t := strings.TrimSpace(s); t != "" && (t[0] == '{' || t[0] == '[' || t[0] == '"') && json.Valid([]byte(t)) {
+					// JSON text inside a string (Runpod's error often is one,
+					// and workflow.RunpodError decodes it again): a secret
+					// escaped at the inner level is not in s verbatim.
+					clean = string(r.JSON([]byte(s)))
+				}
+				if clean = r.String(clean); clean != s {
 					enc, _ := json.Marshal(clean)
 					replace(i, end, enc)
 				}

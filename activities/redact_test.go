@@ -25,6 +25,7 @@ func TestRedactorJSON(t *testing.T) {
 		`["q\"uote\\d", 2]`:                    `["[REDACTED]", 2]`,
 		`{"keep":  1.50, "order":[true,null]}`: `{"keep":  1.50, "order":[true,null]}`,
 		`"plain"`:                              `"plain"`,
+		`{"e":"{\"m\":\"\\u0073ekrit\"}"}`:     `{"e":"{\"m\":\"[REDACTED]\"}"}`,
 		`not json sekrit`:                      `not json [REDACTED]`,
 	} {
 		require.Equal(t, want, string(r.JSON([]byte(in))), in)
