@@ -24,6 +24,8 @@ import (
 type testBundle struct {
 	cli *client.Client
 	srv *httptest.Server
+	rdb *redis.Client
+	ns  string
 }
 
 // setup serves a dashboard over a fresh namespace, with Run going.
@@ -50,7 +52,7 @@ func setup(t *testing.T, mod ...func(*dashboard.Config)) testBundle {
 		cancel()
 		require.NoError(t, <-done)
 	})
-	return testBundle{cli: cli, srv: srv}
+	return testBundle{cli: cli, srv: srv, rdb: rdb, ns: ns}
 }
 
 func (b testBundle) submit(t *testing.T, id string, input string) {

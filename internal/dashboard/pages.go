@@ -280,13 +280,16 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) {
 	if !j.CreatedAt.IsZero() {
 		from = strconv.FormatInt(max(j.CreatedAt.UnixMilli()-1000, 0), 10)
 	}
-	// A finished job wrote nothing after its terminal event (a retry sets
-	// a new finish time), so the read stops a minute past it (clock skew
-	// between the worker that stamped finished_ms and Redis) instead of
-	// reading the stream to its end; and it reads at most jobScanMax.
+	// A finished job writes nothing after its current run's terminal
+	// event (a retry opens a new run), so the read stops there instead of
+	// reading the stream to its end; and it reads at most jobScanMax. A
+	// terminal event trimmed away stops it an hour past finished_ms: that
+	// is the finalizing worker's clock, the ids Redis's, and a worker
+	// minutes behind once made the page stop before every event of the job.
 	var until int64
-	if j.State.Terminal() && !j.FinishedAt.IsZero() {
-		until = j.FinishedAt.UnixMilli() + time.Minute.Milliseconds()
+	terminal := j.State.Terminal()
+	if terminal && !j.FinishedAt.IsZero() {
+		until = j.FinishedAt.UnixMilli() + time.Hour.Milliseconds()
 	}
 	seen := map[string]bool{}
 	scanned := 0
@@ -309,6 +312,9 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) {
 		if ev.RunpodID != "" && !seen[ev.RunpodID] {
 			seen[ev.RunpodID] = true
 			d.RunpodIDs = append(d.RunpodIDs, ev.RunpodID)
+		}
+		if terminal && ev.Type.Terminal() && max(ev.Run, 1) == max(j.Run, 1) {
+			break
 		}
 	}
 	d.timings()
