@@ -260,7 +260,7 @@ func lastText(last *attemptError) string {
 
 // attempt sends one HTTP request and classifies what happened.
 func (c *Client) attempt(ctx context.Context, r *request) *attemptError {
-	actx, cancel := context.WithTimeoutCause(ctx, r.timeout, ErrAttemptTimeout)
+	actx, cancel := c.attemptContext(ctx, r.timeout)
 	defer cancel()
 
 	// wrote is set once the whole request has left this process: from then

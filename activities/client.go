@@ -75,6 +75,10 @@ type Client struct {
 	// backoff wait); tests replace both with a fake clock.
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) bool
+	// attemptContext bounds one attempt: d, then cancel with cause
+	// ErrAttemptTimeout. Tests replace it to expire an attempt at a chosen
+	// point rather than after a real-time delay.
+	attemptContext func(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc)
 }
 
 var (
@@ -100,6 +104,9 @@ func New(cfg Config) (*Client, error) {
 		redact:  newRedactor(append([]string{cfg.APIKey}, cfg.Secrets...)...),
 		now:     time.Now,
 		sleep:   sleepCtx,
+		attemptContext: func(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+			return context.WithTimeoutCause(ctx, d, ErrAttemptTimeout)
+		},
 		jitter: func(ceiling time.Duration) time.Duration {
 			if ceiling <= 0 {
 				return 0

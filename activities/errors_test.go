@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -65,6 +66,9 @@ func TestErrorClasses(t *testing.T) {
 			statusHits: attempts, statusIs: ErrBadResponse, runHits: 1, runUncertain: true, runIs: ErrBadResponse},
 		{name: "200 without id", handler: answer(200, `{"status":"IN_QUEUE"}`), statusCode: 0,
 			statusHits: 1, runHits: 1, runUncertain: true, runIs: ErrBadResponse},
+		// The hung request's attempts time out once the server holds them
+		// (expireOnArrival), not after a real delay that could end before
+		// the request arrived.
 		{name: "hung request", handler: hang, timeout: 100 * time.Millisecond, statusTransient: true,
 			statusHits: attempts, statusIs: ErrAttemptTimeout, runHits: 1, runUncertain: true, runIs: ErrAttemptTimeout},
 		{name: "dropped connection", handler: dropConnection, statusTransient: true,
@@ -74,7 +78,20 @@ func TestErrorClasses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t, tt.handler, func(c *Config) {
+			handler := tt.handler
+			var arrived chan struct{}
+			if tt.timeout != 0 {
+				arrived = make(chan struct{})
+				handler = func(w http.ResponseWriter, r *http.Request) {
+					_, _ = io.ReadAll(r.Body)
+					select {
+					case arrived <- struct{}{}:
+					case <-r.Context().Done():
+					}
+					tt.handler(w, r)
+				}
+			}
+			b := setup(t, handler, func(c *Config) {
 				c.MaxAttempts = attempts
 				// Only the hung request may time out: on a loaded machine an
 				// answered request can take seconds, and a timeout would change
@@ -87,6 +104,9 @@ func TestErrorClasses(t *testing.T) {
 					c.BaseURL = refusedURL(t)
 				}
 			})
+			if arrived != nil {
+				expireOnArrival(b.client, arrived)
+			}
 			hits := func() int64 {
 				if b.server == nil {
 					return 0
@@ -226,4 +246,23 @@ func TestWorkerFaultClasses(t *testing.T) {
 	_, err = b.client.Status(t.Context(), "job-1")
 	require.ErrorIs(t, err, workflow.ErrRunpodJobNotFound)
 	require.NotErrorIs(t, err, workflow.ErrWorkerFault, "404 on a job: the job (the worker confirms with CheckEndpoint)")
+}
+
+// expireOnArrival makes each of c's attempts time out (cause
+// ErrAttemptTimeout) as soon as the server signals on arrived that it holds
+// the request, never before: a real 100 ms timeout could expire while the
+// request was still being dialed or read on a loaded machine, so the server
+// would count fewer hits and a /run would not be uncertain.
+func expireOnArrival(c *Client, arrived <-chan struct{}) {
+	c.attemptContext = func(ctx context.Context, _ time.Duration) (context.Context, context.CancelFunc) {
+		actx, cancel := context.WithCancelCause(ctx)
+		go func() {
+			select {
+			case <-arrived:
+				cancel(ErrAttemptTimeout)
+			case <-actx.Done():
+			}
+		}()
+		return actx, func() { cancel(context.Canceled) }
+	}
 }
