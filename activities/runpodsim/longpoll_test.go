@@ -63,16 +63,39 @@ func TestRunsync(t *testing.T) {
 
 func TestRunsyncClientDisconnectKeepsJob(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *Config) { c.TimeScale = 10 })
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	// A manual clock, and the client hangs up only once the sim holds the
+	// request: a real-time client timeout could fire before the request
+	// arrived (no job) on a loaded machine.
+	var mc *ManualClock
+	b := setup(t, func(c *Config) { mc = manual(c) })
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "POST", b.base+"/runsync",
 		strings.NewReader(`{"input":{"mock_delay":1500,"mock_return":"kept"}}`))
 	req.Header.Set("Authorization", testKey)
-	_, err := b.hc.Do(req)
-	require.ErrorIs(t, err, context.DeadlineExceeded)
+	p := b.clock.PendingTimers()
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := b.hc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	b.waitTimers(t, p+4) // ttl, execution end, execution timeout, the request's wait
+	cancel()
+	select {
+	case err := <-errc:
+		require.ErrorIs(t, err, context.Canceled, "the client hung up before the job ended")
+	case <-time.After(time.Minute):
+		t.Fatal("the canceled request did not return")
+	}
+	// The handler saw the hang-up and dropped its wait; the job did not end.
+	require.Eventually(t, func() bool { return b.clock.PendingTimers() == p+3 }, time.Minute, time.Millisecond)
 	jobs := b.sim.Jobs()
 	require.Len(t, jobs, 1)
+	require.Equal(t, "IN_PROGRESS", b.status(t, jobs[0].ID)["status"])
+	mc.Advance(1500 * time.Millisecond)
 	m := b.eventually(t, jobs[0].ID, "COMPLETED")
 	require.Equal(t, "kept", m["output"])
 }
