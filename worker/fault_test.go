@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"github.com/yourscope/runpod-orchestrator/activities"
 	"github.com/yourscope/runpod-orchestrator/activities/runpodsim"
@@ -58,12 +59,25 @@ func TestMisconfiguredWorkerLeavesJobsAlone(t *testing.T) {
 				require.False(t, workflow.State(rec.State).Terminal(), "job %s ended %s: %s", id, rec.State, rec.Error)
 			}
 
+			// Entries the bad worker read but never admitted wait MinIdle;
+			// the handed-off ones are taken at once. Age the former here
+			// instead of waiting, so the good worker can have a MinIdle no
+			// loaded machine outlasts between two heartbeats: with 1 s, a
+			// late beat let the claim passes below re-admit one of its own
+			// jobs before its /run was recorded, a second counted delivery.
+			keys := b.store.Keys()
+			pend, err := b.rdb.XPendingExt(t.Context(), &redis.XPendingExtArgs{Stream: keys.Submissions(),
+				Group: b.store.Group(), Start: "-", End: "+", Count: 10 * n, Consumer: cfg.InstanceID}).Result()
+			require.NoError(t, err)
+			for _, p := range pend {
+				require.NoError(t, b.rdb.Do(t.Context(), "XCLAIM", keys.Submissions(), b.store.Group(), cfg.InstanceID, 0, p.ID,
+					"IDLE", 3600000, "JUSTID").Err())
+			}
 			good := b.config("good-" + tc.name)
 			good.Runpod = client("good-key", "ep-good")
+			good.MinIdle = time.Minute
 			g := b.start(t, good)
-			// Entries the bad worker read but never admitted wait MinIdle;
-			// the handed-off ones are taken at once.
-			_, err := g.w.RecoverNow(t.Context())
+			_, err = g.w.RecoverNow(t.Context())
 			require.NoError(t, err)
 			for _, id := range ids {
 				rec := b.waitRecord(t, id, 30*time.Second, func(r streams.Record) bool {
