@@ -178,10 +178,13 @@ func TestOutcomeCountedAfterALostReply(t *testing.T) {
 	t.Cleanup(func() { r.stop(t) })
 
 	b.submit(t, "lr1", `{"mock_delay":5,"mock_return":{"ok":1}}`, 0)
-	b.waitState(t, "lr1", workflow.StateCompleted, 10*time.Second)
+	b.waitState(t, "lr1", workflow.StateCompleted, time.Minute)
 	<-lost
-	require.Eventually(t, func() bool { return w.Stats().InFlight == 0 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return w.Stats().InFlight == 0 }, time.Minute, 5*time.Millisecond)
+	// Finalized is counted with the drop (Stats reads both under one lock);
+	// OnOutcome runs just after it, on the finalizer's goroutine.
 	require.EqualValues(t, 1, w.Stats().Finalized[workflow.StateCompleted], "our outcome, counted")
+	require.Eventually(t, func() bool { return outcomes.Load() > 0 }, time.Minute, 5*time.Millisecond)
 	require.EqualValues(t, 1, outcomes.Load())
 	cnt, _ := terminalEvents(b.events(t)["lr1"])
 	require.Equal(t, 1, cnt)

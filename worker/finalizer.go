@@ -135,19 +135,23 @@ func (w *Worker) finalizeOnce(batch []*job, rnd *rand.Rand, refence bool) (again
 				continue
 			}
 		}
+		st := workflow.State(out.State)
 		w.mu.Lock()
 		from := j.wf.State
 		lost := w.dropLocked(j, errors.Is(errs[i], streams.ErrFenced))
-		w.mu.Unlock()
-		w.hookLeaseLost(out.JobID, lost)
-		switch {
-		case errs[i] == nil:
-			st := workflow.State(out.State)
+		if errs[i] == nil {
+			// Counted under mu with the drop: Stats never shows the job
+			// neither in flight nor finalized.
 			for k, ts := range terminalStates {
 				if ts == st {
 					w.stats.finalized[k].Add(1)
 				}
 			}
+		}
+		w.mu.Unlock()
+		w.hookLeaseLost(out.JobID, lost)
+		switch {
+		case errs[i] == nil:
 			log.Info("job finished", "state", st, "error", out.Error)
 			if w.cfg.Hooks.OnTransition != nil {
 				w.cfg.Hooks.OnTransition(out.JobID, from, st)

@@ -232,6 +232,12 @@ func (w *Worker) Stats() Stats {
 	for _, j := range w.jobs {
 		byState[j.wf.State]++
 	}
+	// Read with the jobs (the finalizer counts under mu as it drops a job),
+	// so a finished job is always in one of InFlight and Finalized.
+	var finalized [statesFinalizedCount]uint64
+	for i := range finalized {
+		finalized[i] = w.stats.finalized[i].Load()
+	}
 	w.mu.Unlock()
 	s := Stats{
 		InFlight:             inFlight,
@@ -251,7 +257,7 @@ func (w *Worker) Stats() Stats {
 		AdmissionWaits:       w.admission.waits.Load(),
 	}
 	for i, st := range terminalStates {
-		s.Finalized[st] = w.stats.finalized[i].Load()
+		s.Finalized[st] = finalized[i]
 	}
 	s.Deferred = map[string]uint64{}
 	for _, op := range []string{workflow.OpRun, workflow.OpStatus, workflow.OpCancel} {
