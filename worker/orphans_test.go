@@ -25,9 +25,27 @@ func (f *flakyCancel) Cancel(ctx context.Context, id string) (workflow.RunpodJob
 	return f.fakeRunpod.Cancel(ctx, id)
 }
 
+// gatedOrphans lets the orphan loop list the recorded orphans only when the
+// test opens the gate, one pass per value sent.
+type gatedOrphans struct {
+	*streams.Store
+	gate chan struct{}
+}
+
+func (s *gatedOrphans) Orphans(ctx context.Context, max int) (map[string]string, error) {
+	select {
+	case <-s.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.Store.Orphans(ctx, max)
+}
+
 // A worker is fenced after /run (another worker took the job over) and
 // Runpod refuses the orphan's cancel: the orphan is recorded in Redis and
-// the next retry pass cancels it.
+// the next retry pass cancels it. The retry pass is the worker's own orphan
+// loop, let through a gate: a pass the test ran itself could overlap the
+// loop's (its first one, late under load, or a tick) and cancel twice.
 func TestFailedOrphanCancelIsRetried(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -55,7 +73,8 @@ func TestFailedOrphanCancelIsRetried(t *testing.T) {
 		}
 		stole <- struct{}{}
 	}
-	w := newWorker(b.store, cfg.WithDefaults())
+	st := &gatedOrphans{Store: b.store, gate: make(chan struct{})}
+	w := newWorker(st, cfg.WithDefaults())
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(runCtx) }()
@@ -64,23 +83,29 @@ func TestFailedOrphanCancelIsRetried(t *testing.T) {
 	b.submit(t, "o1", `{"mock_delay":60000}`, 0)
 	select {
 	case <-stole:
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("the job was never submitted")
 	}
-	require.Eventually(t, func() bool { return w.Stats().OrphanCancelFailures == 1 }, 10*time.Second, 10*time.Millisecond)
-	orphans, err := b.store.Orphans(ctx, 10)
-	require.NoError(t, err)
+	require.Eventually(t, func() bool { return w.Stats().OrphanCancelFailures == 1 }, time.Minute, 10*time.Millisecond)
+	var orphans map[string]string
+	require.Eventually(t, func() bool {
+		var err error
+		orphans, err = b.store.Orphans(ctx, 10)
+		return err == nil && len(orphans) > 0
+	}, time.Minute, 10*time.Millisecond, "the failed cancel is recorded")
 	require.Equal(t, map[string]string{"rp-1": "o1"}, orphans, "the failed cancel is recorded")
 	require.False(t, b.rp.canceled("rp-1"))
 
-	w.retryOrphans(ctx)
-	require.True(t, b.rp.canceled("rp-1"), "the retry cancels the orphan")
-	orphans, err = b.store.Orphans(ctx, 10)
-	require.NoError(t, err)
-	require.Empty(t, orphans)
-	st := w.Stats()
-	require.EqualValues(t, 1, st.OrphansCanceled)
-	require.EqualValues(t, 1, st.OrphanCancelFailures)
+	st.gate <- struct{}{} // one retry pass
+	require.Eventually(t, func() bool { return b.rp.canceled("rp-1") }, time.Minute, 10*time.Millisecond,
+		"the retry cancels the orphan")
+	require.Eventually(t, func() bool {
+		orphans, err := b.store.Orphans(ctx, 10)
+		return err == nil && len(orphans) == 0
+	}, time.Minute, 10*time.Millisecond, "the canceled orphan is forgotten")
+	stats := w.Stats()
+	require.EqualValues(t, 1, stats.OrphansCanceled)
+	require.EqualValues(t, 1, stats.OrphanCancelFailures)
 	require.EqualValues(t, 1, hooked.Load())
 	require.EqualValues(t, 1, hookedFailed.Load())
 }
