@@ -45,6 +45,9 @@ func TestMisconfiguredWorkerLeavesJobsAlone(t *testing.T) {
 			}
 			cfg := b.config("bad-" + tc.name)
 			cfg.Runpod = client(tc.key, tc.endpoint)
+			// No lease of its own may lapse, however slow the machine: a
+			// claim pass would re-admit the entry (a second counted delivery).
+			cfg.MinIdle = time.Minute
 			bad := b.start(t, cfg)
 			var runErr error
 			select {
@@ -61,10 +64,12 @@ func TestMisconfiguredWorkerLeavesJobsAlone(t *testing.T) {
 
 			// Entries the bad worker read but never admitted wait MinIdle;
 			// the handed-off ones are taken at once. Age the former here
-			// instead of waiting, so the good worker can have a MinIdle no
-			// loaded machine outlasts between two heartbeats: with 1 s, a
-			// late beat let the claim passes below re-admit one of its own
-			// jobs before its /run was recorded, a second counted delivery.
+			// instead of waiting, so both workers can have a MinIdle no
+			// loaded machine outlasts: with 1 s, an entry of a worker's own
+			// (read but not yet admitted, or a beat late) could go idle
+			// past it before its /run was recorded, and a claim pass (its
+			// own first one, or the test's below) re-admitted it: a second
+			// counted delivery.
 			keys := b.store.Keys()
 			pend, err := b.rdb.XPendingExt(t.Context(), &redis.XPendingExtArgs{Stream: keys.Submissions(),
 				Group: b.store.Group(), Start: "-", End: "+", Count: 10 * n, Consumer: cfg.InstanceID}).Result()
