@@ -220,6 +220,11 @@ type ListOptions struct {
 	Limit int
 	// Cursor continues a previous List (its NextCursor); 0 starts.
 	Cursor uint64
+	// MaxScan bounds the records one call reads (0 = none): past it List
+	// returns at the end of a SCAN page with fewer than Limit jobs and a
+	// NextCursor to go on. A filter no record matches otherwise reads the
+	// whole namespace in one call.
+	MaxScan int
 }
 
 // ListPage is one page of List.
@@ -242,11 +247,13 @@ func (c *Client) List(ctx context.Context, opts ListOptions) (ListPage, error) {
 	}
 	page := ListPage{Jobs: []Job{}}
 	cursor := opts.Cursor
+	scanned := 0
 	for {
 		st, ids, next, err := c.scanJobs(ctx, cursor)
 		if err != nil {
 			return ListPage{}, fmt.Errorf("client: list: %w", err)
 		}
+		scanned += len(ids)
 		recs, err := st.GetMany(ctx, ids)
 		if err != nil {
 			return ListPage{}, fmt.Errorf("client: list: %w", err)
@@ -257,7 +264,7 @@ func (c *Client) List(ctx context.Context, opts ListOptions) (ListPage, error) {
 			}
 		}
 		cursor = next
-		if cursor == 0 || len(page.Jobs) >= opts.Limit {
+		if cursor == 0 || len(page.Jobs) >= opts.Limit || (opts.MaxScan > 0 && scanned >= opts.MaxScan) {
 			break
 		}
 	}

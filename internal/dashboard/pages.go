@@ -223,7 +223,9 @@ func (s *Server) jobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cursor, _ := strconv.ParseUint(r.URL.Query().Get("cursor"), 10, 64)
-	pg, err := s.cli.List(r.Context(), client.ListOptions{State: state, Limit: 100, Cursor: cursor})
+	// Bounded: the page refreshes live, and a filter on a rare state would
+	// read every record of a huge namespace each time.
+	pg, err := s.cli.List(r.Context(), client.ListOptions{State: state, Limit: 100, Cursor: cursor, MaxScan: s.cfg.MaxScan})
 	if err != nil {
 		s.fail(w, r, "the job records", err)
 		return

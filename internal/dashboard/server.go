@@ -40,6 +40,7 @@ type Config struct {
 	History int
 	// MaxScan bounds the job records read to count jobs by state; a larger
 	// namespace shows counts of the first MaxScan records, marked partial.
+	// A view of the jobs list reads at most as many (then "more…").
 	// Default 20,000.
 	MaxScan int
 	// AllowedHosts are DNS names a request's Host may carry besides IP

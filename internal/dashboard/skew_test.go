@@ -2,11 +2,14 @@ package dashboard_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/yourscope/runpod-orchestrator/internal/dashboard"
 
 	"github.com/yourscope/runpod-orchestrator/streams"
 )
@@ -42,4 +45,20 @@ func TestJobPageWorkerClockBehind(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.Contains(t, body, `data-event-type="submitted"`)
 	require.Contains(t, body, `data-event-type="completed"`)
+}
+
+// TestJobsPageScanIsBounded: the jobs page filtered on a state no job is in
+// reads at most MaxScan records per view (and offers "more…" to go on)
+// instead of every record of the namespace: the page refreshes live, so a
+// filter on a rare state scanned a huge namespace once a second.
+func TestJobsPageScanIsBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *dashboard.Config) { c.MaxScan = 500 })
+	for i := range 1200 {
+		b.submit(t, fmt.Sprintf("many-%04d", i), `{}`)
+	}
+	code, body := get(t, b.srv.URL+"/jobs?state=FAILED")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, "no job")
+	require.Contains(t, body, "more…", "the view stopped after MaxScan records, with a cursor to go on")
 }
