@@ -50,7 +50,13 @@ func (w *Worker) controlLoop(ctx context.Context, part int) {
 }
 
 // wakeForCancel makes an owned job due now with a cancel re-check.
-func (w *Worker) wakeForCancel(jobID string) {
+func (w *Worker) wakeForCancel(jobID string) { w.wake(jobID, false) }
+
+// wakeToRead is wakeForCancel whose step also reads Runpod at once (a
+// webhook left the outcome to the owner's read).
+func (w *Worker) wakeToRead(jobID string) { w.wake(jobID, true) }
+
+func (w *Worker) wake(jobID string, read bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	j := w.jobs[jobID]
@@ -58,6 +64,7 @@ func (w *Worker) wakeForCancel(jobID string) {
 		return
 	}
 	j.checkCancel = true
+	j.readNow = j.readNow || read
 	j.hints++
 	if j.running {
 		j.wake = true

@@ -30,6 +30,7 @@ type snapshot struct {
 	input        []byte
 	pending      *streams.Checkpoint
 	checkCancel  bool
+	readNow      bool
 	hints        uint64
 	lastCheck    time.Time
 	storeRetries int
@@ -70,7 +71,8 @@ func (w *Worker) execute(j *job, rnd *rand.Rand) {
 	ctx, cancel := context.WithCancelCause(w.execCtx)
 	j.cancel = cancel
 	s := snapshot{j: j, wf: j.wf, epoch: j.epoch, input: j.input, pending: j.pending,
-		checkCancel: j.checkCancel, hints: j.hints, lastCheck: j.lastCheck, storeRetries: j.storeRetries}
+		checkCancel: j.checkCancel, readNow: j.readNow, hints: j.hints, lastCheck: j.lastCheck, storeRetries: j.storeRetries}
+	j.readNow = false
 	w.mu.Unlock()
 	defer cancel(nil)
 
@@ -239,6 +241,9 @@ func (w *Worker) step(ctx context.Context, s snapshot, rnd *rand.Rand) stepResul
 
 	now := w.now()
 	a := workflow.Next(wf, now, w.policy)
+	if s.readNow && (a.Kind == workflow.ActPoll || a.Kind == workflow.ActStream) && a.At.After(now) {
+		a.At = now
+	}
 	recheck := a.Kind == workflow.ActPoll && now.Sub(s.lastCheck) >= cancelRecheckEvery
 	if s.checkCancel || recheck {
 		// The record's cancel flag is the truth; control messages are hints.

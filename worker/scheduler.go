@@ -38,6 +38,10 @@ type job struct {
 	checkCancel bool
 	hints       uint64
 	lastCheck   time.Time
+	// readNow asks the next step to read Runpod at once rather than at its
+	// slow webhook-fallback poll: a delivery said the job finished but
+	// left the outcome to us (a streaming job's chunks to drain first).
+	readNow bool
 	// cancel aborts the running action (lease lost, shutdown).
 	cancel context.CancelCauseFunc
 	// pending is a checkpoint a step could not write (Redis down); the

@@ -340,10 +340,11 @@ func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, att
 		// What the delivery means depends on the record: a CANCELLED job is
 		// the outcome of whoever asked for the cancel (the flag, or our
 		// deadline), as a poll decides it; one nobody asked for is left to
-		// the owner's poll.
+		// the owner's poll, and so is a streaming job's end (its chunks may
+		// still be on Runpod: the owner drains /stream first).
 		o, decided := workflow.DeliveryOutcome(w.jobFromRecord(rec), rj, now)
 		if !decided {
-			w.wakeForCancel(jobID)
+			w.wakeToRead(jobID)
 			return hookDeferred, nil
 		}
 		if o.OutputFromChunks && len(rec.ChunkData) > 0 {

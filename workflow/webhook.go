@@ -12,9 +12,17 @@ import "time"
 // nothing: it may be our own orphan cancel of a Runpod job the record does
 // not name, or a deadline /cancel sent by an owner whose clock is ahead of
 // the receiver's; the owner's poll reads that job with what it knows.
-// A job that has not ended decides nothing either.
+// A job that has not ended decides nothing either, nor does a streaming
+// job COMPLETED with an empty output (a generator without an aggregate):
+// its output is its /stream chunks, which Runpod may still hold (the owner
+// reads the job only at the slow fallback poll with webhooks on, so often
+// none at all yet); the owner drains /stream, then /status decides, as a
+// poll that finds the job finished does.
 func DeliveryOutcome(j Job, rj RunpodJob, now time.Time) (Outcome, bool) {
 	if !rj.Status.Terminal() {
+		return Outcome{}, false
+	}
+	if j.Streaming && !j.StreamOff && !j.StreamDone && rj.Status == RunpodCompleted && emptyOutput(rj.Output) {
 		return Outcome{}, false
 	}
 	if rj.Status != RunpodCancelled {
