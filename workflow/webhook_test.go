@@ -35,4 +35,14 @@ func TestDeliveryOutcome(t *testing.T) {
 	o, ok = DeliveryOutcome(flagged, cancelled, t0.Add(2*time.Hour))
 	require.True(t, ok)
 	require.Equal(t, Outcome{State: StateCanceled, Error: ReasonCanceled, RunpodStatus: RunpodCancelled}, o)
+
+	// A streaming job's empty COMPLETED output is its /stream chunks, which
+	// the owner drains first; a real output decides.
+	streaming := live
+	streaming.Streaming = true
+	_, ok = DeliveryOutcome(streaming, RunpodJob{ID: "rp", Status: RunpodCompleted, Output: json.RawMessage(`[]`)}, t0)
+	require.False(t, ok, "the owner drains /stream first")
+	o, ok = DeliveryOutcome(streaming, RunpodJob{ID: "rp", Status: RunpodCompleted, Output: json.RawMessage(`["a"]`)}, t0)
+	require.True(t, ok, "an aggregate output decides")
+	require.JSONEq(t, `["a"]`, string(o.Output))
 }
