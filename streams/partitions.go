@@ -97,6 +97,19 @@ func (ps *Partitions) StoredPartitions(ctx context.Context) (int, error) {
 // counts. Without record (producers) an unrecorded count is accepted.
 func (ps *Partitions) CheckPartitions(ctx context.Context, record bool) error {
 	if record {
+		stored, err := ps.StoredPartitions(ctx)
+		if err != nil {
+			return err
+		}
+		if stored == 0 {
+			// Nothing recorded: a new namespace, or entries written by
+			// producers before any worker ran (they do not record), or a
+			// Redis rollback that lost the meta hash. Recording our count
+			// over entries of another layout would strand them.
+			if err := ps.checkLayout(ctx); err != nil {
+				return err
+			}
+		}
 		if err := ps.rdb.HSetNX(ctx, ps.meta, MetaPartitions, len(ps.stores)).Err(); err != nil {
 			return fmt.Errorf("streams: record partitions in %s: %w", ps.meta, err)
 		}
@@ -149,4 +162,48 @@ func (ps *Partitions) QueueInfo(ctx context.Context) (QueueInfo, error) {
 		}
 	}
 	return sum, nil
+}
+
+// checkLayout looks for submissions written under another partition count:
+// entries in {ns}:submissions when P > 1, or in a {ns:j}:submissions that
+// is not one of this count's streams (j >= P, up to MaxPartitions). One
+// pipelined XLEN per possible stream, only when no count is recorded. An
+// entry in one of our streams is ours (if its id hashes elsewhere it is
+// dead-lettered as in the wrong partition); a smaller count P' > 1 uses
+// only our streams' names and is not detected.
+func (ps *Partitions) checkLayout(ctx context.Context) error {
+	p := len(ps.stores)
+	var keys []string
+	if p > 1 {
+		k, _ := NewKeys(ps.ns)
+		keys = append(keys, k.Submissions())
+	}
+	first := p
+	if p == 1 {
+		first = 0
+	}
+	for j := first; j < MaxPartitions; j++ {
+		k, err := NewKeys(PartitionNamespace(ps.ns, 2, j))
+		if err != nil {
+			return err
+		}
+		keys = append(keys, k.Submissions())
+	}
+	pipe := ps.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.XLen(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("streams: check the namespace's layout: %w", err)
+	}
+	for i, c := range cmds {
+		if c.Val() > 0 {
+			return fmt.Errorf("%w: namespace %q has no partition count recorded ({ns}:meta %s) but %s holds %d entries "+
+				"written under another count; this process is configured with %d: "+
+				"set the count the producers used, or drain that stream (docs/operations.md, Partitions)",
+				ErrPartitionsMismatch, ps.ns, MetaPartitions, keys[i], c.Val(), p)
+		}
+	}
+	return nil
 }

@@ -258,3 +258,65 @@ func TestReclaimAcrossPartitions(t *testing.T) {
 	require.Equal(t, len(ids), runs, "one /run per job")
 	require.GreaterOrEqual(t, r.w.Stats().Reclaimed, uint64(len(ids)))
 }
+
+// TestUnrecordedNamespaceWithOtherLayoutRefused: a raw producer following
+// docs/wire-format.md on a namespace no worker ran on yet reads no count
+// ("absent = 1") and XADDs to {ns}:submissions; a worker configured with
+// P = 4 must not record 4 over that data and start, or the job sits where
+// no worker reads. It refuses, naming the stream; so does a P = 1 worker
+// over entries written under P = 4, and after a Redis rollback that lost
+// {ns}:meta but kept the data, a worker with the data's count starts.
+func TestUnrecordedNamespaceWithOtherLayoutRefused(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	run := func(b *testBundle, p int) error {
+		cfg := b.config("w")
+		cfg.Partitions = p
+		w, err := New(b.rdb, cfg)
+		require.NoError(t, err)
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		started := make(chan struct{})
+		go func() {
+			defer close(started)
+			// The check is the first thing Run does; a worker that passes it
+			// runs until cancelled below, once it recorded the count.
+			err = w.Run(rctx)
+		}()
+		ps, _ := streams.NewPartitions(b.rdb, streams.Config{Namespace: b.ns}, p)
+		for {
+			select {
+			case <-started:
+				return err
+			case <-time.After(10 * time.Millisecond):
+			}
+			if n, _ := ps.StoredPartitions(ctx); n != 0 {
+				cancel()
+				<-started
+				return nil
+			}
+		}
+	}
+
+	b := setup(t)
+	one, err := streams.NewPartitions(b.rdb, streams.Config{Namespace: b.ns}, 1)
+	require.NoError(t, err)
+	require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: one.At(0).Keys().Submissions(),
+		Values: map[string]any{"v": "1", "job_id": "job-1", "input": "{}"}}).Err())
+	err = run(b, 4)
+	require.ErrorIs(t, err, streams.ErrPartitionsMismatch, "a P=4 worker over P=1 entries")
+	require.ErrorContains(t, err, one.At(0).Keys().Submissions())
+	n, err := one.StoredPartitions(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing recorded by the refused worker")
+
+	b2 := setup(t)
+	four, err := streams.NewPartitions(b2.rdb, streams.Config{Namespace: b2.ns}, 4)
+	require.NoError(t, err)
+	submitTo(t, four, "job-1", `{}`) // partition 3 of 4
+	err = run(b2, 1)
+	require.ErrorIs(t, err, streams.ErrPartitionsMismatch, "a P=1 worker over P=4 entries")
+	err = run(b2, 2)
+	require.ErrorIs(t, err, streams.ErrPartitionsMismatch, "a P=2 worker over P=4 entries (in partition 3)")
+	require.NoError(t, run(b2, 4), "the data's own count starts and records")
+}
