@@ -1,0 +1,51 @@
+package client_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/yourscope/runpod-orchestrator/client"
+	"github.com/yourscope/runpod-orchestrator/internal/redistest"
+	"github.com/yourscope/runpod-orchestrator/streams"
+)
+
+// TestDeadPagesAcrossPartitionsWithEqualIDs: two partitions' dead-letter
+// streams each hold an entry with the same stream id (ids are per stream:
+// two dead-letterings in the same millisecond, in two partitions, both get
+// <ms>-0). Paging Dead one entry at a time, After the last id seen, must
+// show both. The merged page's After applies to every partition, so the
+// second partition's entry with the id just seen is skipped for good.
+// Seen failing: only dead-a was listed. No job is lost (the entry stays,
+// and a read from the start shows it), but a paged listing or a paged
+// RetryDead misses it.
+func TestDeadPagesAcrossPartitionsWithEqualIDs(t *testing.T) {
+	t.Skip("finding: Dead's After is one id for every partition; entries of equal ids in two partitions " +
+		"straddling a page are skipped (fix: a per-partition cursor, as Subscription.Position)")
+	t.Parallel()
+	ctx := context.Background()
+	rdb, ns := redistest.New(t)
+	c, err := client.New(rdb, client.Config{Namespace: ns, Partitions: 2})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	for i, job := range []string{"dead-a", "dead-b"} {
+		k, err := streams.NewKeys(streams.PartitionNamespace(ns, 2, i))
+		require.NoError(t, err)
+		require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: k.Dead(), ID: "1700000000000-0",
+			Values: map[string]any{"job_id": job, "dead_reason": "poison"}}).Err())
+	}
+	seen := map[string]bool{}
+	after := ""
+	for range 4 {
+		page, err := c.Dead(ctx, client.DeadOptions{After: after, Limit: 1})
+		require.NoError(t, err)
+		if len(page) == 0 {
+			break
+		}
+		seen[page[0].JobID] = true
+		after = page[0].ID
+	}
+	require.Equal(t, map[string]bool{"dead-a": true, "dead-b": true}, seen, "paging Dead saw every dead letter")
+}
