@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/yourscope/runpod-orchestrator/streams"
 )
 
@@ -29,22 +31,31 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 			leases = append(leases, j.lease())
 		}
 		w.mu.Unlock()
-		// Batches of neighbouring entries: one PEL read and one XCLAIM each.
-		streams.SortLeases(leases)
-		for start := 0; start < len(leases); start += heartbeatBatch {
-			batch := leases[start:min(start+heartbeatBatch, len(leases))]
-			lost, err := w.store.Heartbeat(ctx, w.cfg.InstanceID, batch)
-			if err != nil {
-				if ctx.Err() == nil {
-					// Keep going: the next tick retries; MinIdle leaves
-					// room for a few missed beats.
-					log.Warn("heartbeat failed", "leases", len(batch), "error", err)
-				}
-				break
+		// Partition by partition, so one partition's failing Redis (its
+		// Cluster master away) does not stop the others' beats; batches of
+		// neighbouring entries: one PEL read and one XCLAIM each.
+		for k, ls := range w.store.splitLeases(leases) {
+			w.beatPartition(ctx, log, k, ls)
+		}
+	}
+}
+
+// beatPartition refreshes one partition's leases, in batches; a failed
+// batch ends this partition's beat (the next tick retries; MinIdle leaves
+// room for a few missed beats).
+func (w *Worker) beatPartition(ctx context.Context, log hclog.Logger, part int, leases []streams.Lease) {
+	streams.SortLeases(leases)
+	for start := 0; start < len(leases); start += w.hbBatch {
+		batch := leases[start:min(start+w.hbBatch, len(leases))]
+		lost, err := w.store.all[part].Heartbeat(ctx, w.cfg.InstanceID, batch)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("heartbeat failed", "partition", part, "leases", len(batch), "error", err)
 			}
-			for _, l := range lost {
-				w.loseLease(l)
-			}
+			return
+		}
+		for _, l := range lost {
+			w.loseLease(l)
 		}
 	}
 }

@@ -108,22 +108,6 @@ func (p *parts) splitLeases(leases []streams.Lease) map[int][]streams.Lease {
 	return by
 }
 
-// Heartbeat refreshes leases partition by partition; a partition whose
-// call fails does not stop the others (its leases get the next beat).
-func (p *parts) Heartbeat(ctx context.Context, consumer string, leases []streams.Lease) ([]streams.Lease, error) {
-	if len(p.all) == 1 {
-		return p.all[0].Heartbeat(ctx, consumer, leases)
-	}
-	var lost []streams.Lease
-	var errs []error
-	for k, ls := range p.splitLeases(leases) {
-		l, err := p.all[k].Heartbeat(ctx, consumer, ls)
-		lost = append(lost, l...)
-		errs = append(errs, err)
-	}
-	return lost, errors.Join(errs...)
-}
-
 // Handoff hands leases off partition by partition (each publishes its own
 // partition's handoff message).
 func (p *parts) Handoff(ctx context.Context, consumer string, leases []streams.Lease) (int, error) {

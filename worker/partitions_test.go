@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -319,4 +320,77 @@ func TestUnrecordedNamespaceWithOtherLayoutRefused(t *testing.T) {
 	err = run(b2, 2)
 	require.ErrorIs(t, err, streams.ErrPartitionsMismatch, "a P=2 worker over P=4 entries (in partition 3)")
 	require.NoError(t, run(b2, 4), "the data's own count starts and records")
+}
+
+// hbFailing is a partition whose Redis master is away for heartbeats.
+type hbFailing struct {
+	store
+	calls atomic.Int64
+}
+
+func (s *hbFailing) Heartbeat(context.Context, string, []streams.Lease) ([]streams.Lease, error) {
+	s.calls.Add(1)
+	return nil, errors.New("injected: partition's master unreachable")
+}
+
+// hbCounting counts a healthy partition's heartbeat calls.
+type hbCounting struct {
+	store
+	calls atomic.Int64
+}
+
+func (s *hbCounting) Heartbeat(ctx context.Context, consumer string, leases []streams.Lease) ([]streams.Lease, error) {
+	s.calls.Add(1)
+	return s.store.Heartbeat(ctx, consumer, leases)
+}
+
+// TestHeartbeatPartitionFailureSparesOthers: partition 1's heartbeats
+// fail (its Cluster master is away); partition 0 is healthy. With leases
+// in more than one heartbeat batch (500 leases a batch; 1 here), a failed
+// batch stopped the whole beat, so the healthy partition's leases in the
+// later batches were never refreshed for as long as the other master
+// stayed away: past MinIdle its peers take over jobs of a healthy
+// partition. Each partition's leases must be beaten whatever another's
+// heartbeats do.
+func TestHeartbeatPartitionFailureSparesOthers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b, ps := partsSetup(t, 2)
+	var idA, idB string // A in partition 1 (failing), B in partition 0 (healthy)
+	for i := 0; idA == "" || idB == ""; i++ {
+		id := fmt.Sprintf("hb-%d", i)
+		if streams.PartitionOf(id, 2) == 1 && idA == "" {
+			idA = id
+		} else if streams.PartitionOf(id, 2) == 0 && idB == "" {
+			idB = id
+		}
+	}
+	// A's entry id sorts before B's: its batch comes first in each beat.
+	for _, e := range []struct{ id, entry string }{{idA, "1-1"}, {idB, "2-1"}} {
+		require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: ps.For(e.id).Keys().Submissions(), ID: e.entry,
+			Values: map[string]any{"v": "1", "job_id": e.id, "input": `{"mock_delay":600000}`}}).Err())
+	}
+	cfg := b.config("w")
+	cfg.Partitions = 2
+	cfg.MinIdle = time.Hour // nobody reclaims; the test watches the beats
+	cfg.HeartbeatInterval = 20 * time.Millisecond
+	w, err := New(b.rdb, cfg)
+	require.NoError(t, err)
+	w.hbBatch = 1
+	healthy := &hbCounting{store: w.store.all[0]}
+	failing := &hbFailing{store: w.store.all[1]}
+	w.store.all[0], w.store.all[1] = healthy, failing
+	b.run(t, w)
+	for _, id := range []string{idA, idB} {
+		require.Eventually(t, func() bool {
+			rec, err := ps.For(id).Get(ctx, id)
+			return err == nil && rec.RunpodID != ""
+		}, time.Minute, 10*time.Millisecond, "job %s on Runpod", id)
+	}
+	// Both jobs are owned from here on: every beat has A's batch, then B's.
+	before := healthy.calls.Load()
+	start := failing.calls.Load()
+	require.Eventually(t, func() bool { return failing.calls.Load() >= start+3 }, time.Minute, 5*time.Millisecond)
+	require.Greater(t, healthy.calls.Load(), before,
+		"partition 0's lease was not refreshed in %d beats while partition 1's heartbeats failed", failing.calls.Load()-start)
 }

@@ -141,6 +141,8 @@ type Worker struct {
 	work         chan *job     // dispatcher → executors
 	finalizeQ    chan *job     // executors → finalizer
 
+	hbBatch int // leases per heartbeat call: heartbeatBatch (tests make batches small)
+
 	claimMu   sync.Mutex // one claim pass at a time (claimer, RecoverNow)
 	claimNext int        // guarded by claimMu: the served partition the next pass starts at
 
@@ -218,6 +220,7 @@ func newWorkerParts(all []store, cfg Config) *Worker {
 		work:         make(chan *job),
 		finalizeQ:    make(chan *job, finalizeQueueDepth),
 		faulted:      make(chan struct{}),
+		hbBatch:      heartbeatBatch,
 	}
 }
 
