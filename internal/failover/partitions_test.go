@@ -3,6 +3,7 @@ package failover
 import (
 	"context"
 	"fmt"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -227,7 +228,19 @@ func TestClusterPartitionedFailover(t *testing.T) {
 	require.True(t, rep.OK(), "audit: %+v", rep.Violations)
 	states := map[workflow.State]int{}
 	for _, id := range ids {
-		j, err := cl.Get(tctx, id)
+		// One Get is one round trip: bounded by stall, so a Get that hangs
+		// (seen twice under load, after every job had completed: one Get
+		// blocked with the machine idle until the test's context ended)
+		// fails here with every goroutine's stack instead of eating the
+		// whole budget.
+		gctx, gcancel := context.WithTimeout(tctx, stall)
+		j, err := cl.Get(gctx, id)
+		gcancel()
+		if err != nil {
+			var stacks strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+			t.Logf("goroutines:\n%s", stacks.String())
+		}
 		require.NoError(t, err)
 		states[j.State]++
 	}
