@@ -58,11 +58,9 @@ local function one(job, A)
     return 'not_found'
   end
   local state, epoch = nz(rec[1]), nz(rec[2]) or '0'
-  if is_terminal(state) or nz(rec[3]) then
-    return 'terminal'
-  end
-  if epoch ~= A[2] or nz(rec[10]) ~= A[12] then
-    return 'fenced'
+  local why = guard(state, nz(rec[3]), epoch, nz(rec[10]), A[2], A[12])
+  if why then
+    return why
   end
   if A[4] == 'SUBMITTING' and nz(rec[4]) == '1' then
     return 'canceled'

@@ -29,11 +29,9 @@ if not rec[2] and not rec[8] then
   return 'not_found'
 end
 local state, epoch = nz(rec[1]), nz(rec[2]) or '0'
-if is_terminal(state) or nz(rec[3]) then
-  return 'terminal'
-end
-if epoch ~= ARGV[2] or nz(rec[4]) ~= ARGV[3] then
-  return 'fenced'
+local why = guard(state, nz(rec[3]), epoch, nz(rec[4]), ARGV[2], ARGV[3])
+if why then
+  return why
 end
 
 -- mp_uint encodes a non-negative integer as msgpack.

@@ -18,6 +18,18 @@ end
 -- alias_stale: an alias record whose holder's record is holder_key is to be
 -- treated as absent: the holder is gone (expired, or no key given) or ended
 -- other than COMPLETED, so the alias id may run on its own.
+-- guard says why a writer may not change a job record: 'terminal' (ended,
+-- or an alias record), 'fenced' (another epoch or owner holds it), or nil.
+local function guard(state, alias, epoch, owner, want_epoch, want_owner)
+  if is_terminal(state) or alias then
+    return 'terminal'
+  end
+  if (epoch or '0') ~= want_epoch or owner ~= want_owner then
+    return 'fenced'
+  end
+  return nil
+end
+
 local function alias_stale(holder_key)
   if not holder_key then return true end
   local hs = nz(redis.call('HGET', holder_key, 'state'))
