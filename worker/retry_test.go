@@ -1,12 +1,10 @@
 package worker
 
 import (
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/yourscope/runpod-orchestrator/activities"
 	"github.com/yourscope/runpod-orchestrator/activities/runpodsim"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/workflow"
@@ -19,18 +17,12 @@ import (
 func TestRetriedJobRunsAgain(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	srv, err := runpodsim.Serve("127.0.0.1:0", runpodsim.Config{EndpointID: "ep", APIKey: "retry-test-key", GPUWorkers: 4})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.Close() })
-	httpClient := &http.Client{Transport: &http.Transport{}}
-	t.Cleanup(httpClient.CloseIdleConnections)
-	rp, err := activities.New(activities.Config{APIKey: "retry-test-key", EndpointID: "ep", BaseURL: srv.URL, HTTPClient: httpClient})
-	require.NoError(t, err)
+	srv, rp := simRunpod(t, runpodsim.Config{GPUWorkers: 4})
 	cfg := b.config("retry-w")
 	cfg.Runpod = rp
 	b.start(t, cfg)
 
-	_, err = b.store.Submit(t.Context(), streams.Submission{JobID: "r1", Input: []byte(`{"mock_delay":5,"mock_error":"bad luck"}`)},
+	_, err := b.store.Submit(t.Context(), streams.Submission{JobID: "r1", Input: []byte(`{"mock_delay":5,"mock_error":"bad luck"}`)},
 		streams.SubmitOpts{PersistInput: true})
 	require.NoError(t, err)
 	first := b.waitState(t, "r1", workflow.StateFailed, 20*time.Second)

@@ -1,12 +1,10 @@
 package worker
 
 import (
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/yourscope/runpod-orchestrator/activities"
 	"github.com/yourscope/runpod-orchestrator/activities/runpodsim"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/workflow"
@@ -21,16 +19,9 @@ import (
 func TestOutcomeTimingsFromSimulator(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	srv, err := runpodsim.Serve("127.0.0.1:0", runpodsim.Config{EndpointID: "ep-t", APIKey: "sim-key", GPUWorkers: 2,
-		ColdStart: 150 * time.Millisecond})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.Close() })
-	httpClient := &http.Client{Transport: &http.Transport{}}
-	t.Cleanup(httpClient.CloseIdleConnections)
-	rp, err := activities.New(activities.Config{APIKey: "sim-key", EndpointID: "ep-t", BaseURL: srv.URL, HTTPClient: httpClient})
-	require.NoError(t, err)
+	srv, rp := simRunpod(t, runpodsim.Config{GPUWorkers: 2, ColdStart: 150 * time.Millisecond})
 	cfg := b.config("timer")
-	cfg.Runpod, cfg.EndpointID = rp, "ep-t"
+	cfg.Runpod, cfg.EndpointID = rp, "ep-test"
 	b.start(t, cfg)
 
 	b.submit(t, "t-ok", `{"mock_delay":300,"mock_return":"done"}`, 0)
@@ -63,8 +54,8 @@ func TestOutcomeTimingsFromSimulator(t *testing.T) {
 	}
 	usage, err := b.store.GPUUsage(t.Context())
 	require.NoError(t, err)
-	require.Equal(t, sum, usage["ep-t"].Ms)
-	require.EqualValues(t, 2, usage["ep-t"].Runs)
+	require.Equal(t, sum, usage["ep-test"].Ms)
+	require.EqualValues(t, 2, usage["ep-test"].Runs)
 }
 
 // TestErrorObjectFromSimulator: a job whose handler returned an error object
@@ -74,13 +65,7 @@ func TestOutcomeTimingsFromSimulator(t *testing.T) {
 func TestErrorObjectFromSimulator(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	srv, err := runpodsim.Serve("127.0.0.1:0", runpodsim.Config{EndpointID: "ep-e", APIKey: "sim-secret-key-1234", GPUWorkers: 2})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.Close() })
-	httpClient := &http.Client{Transport: &http.Transport{}}
-	t.Cleanup(httpClient.CloseIdleConnections)
-	rp, err := activities.New(activities.Config{APIKey: "sim-secret-key-1234", EndpointID: "ep-e", BaseURL: srv.URL, HTTPClient: httpClient})
-	require.NoError(t, err)
+	_, rp := simRunpod(t, runpodsim.Config{GPUWorkers: 2})
 	cfg := b.config("errs")
 	cfg.Runpod = rp
 	b.start(t, cfg)
@@ -94,7 +79,7 @@ func TestErrorObjectFromSimulator(t *testing.T) {
 	last := all[len(all)-1]
 	require.Equal(t, streams.EventFailed, last.Type)
 	require.JSONEq(t, string(rec.ErrorJSON), string(last.Payload.ErrorJSON))
-	require.NotContains(t, string(last.Payload.ErrorJSON)+last.Payload.Error, "sim-secret-key-1234")
+	require.NotContains(t, string(last.Payload.ErrorJSON)+last.Payload.Error, "sim-key")
 }
 
 // TestWebhookBodyRedacted: what Runpod echoes back in a webhook delivery is
