@@ -90,21 +90,29 @@ func TestSentinelMasterFailover(t *testing.T) {
 // master (kill) once a third have finished, waits for all of them, checks
 // the invariants and returns the time from the kill to the completion of a
 // job submitted right after it.
-func run(t *testing.T, url, ns, masterAddr string, kill func()) time.Duration {
+// connectAndSimulate opens the Redis client for url and serves a Runpod
+// simulator with gpus workers and no limits, with a client for it whose
+// breaker rides out the failover.
+func connectAndSimulate(t *testing.T, url string, gpus int) (redis.UniversalClient, *runpodsim.Server, *activities.Client) {
 	t.Helper()
 	conn, err := redisconn.Parse(redisconn.Options{URL: url})
 	require.NoError(t, err)
 	rdb := conn.Client()
 	t.Cleanup(func() { _ = rdb.Close() })
-
 	sim, err := runpodsim.Serve("127.0.0.1:0", runpodsim.Config{EndpointID: "ep", APIKey: "key",
-		GPUWorkers: 64, DisableRateLimits: true})
+		GPUWorkers: gpus, DisableRateLimits: true})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sim.Close() })
 	rp, err := activities.New(activities.Config{APIKey: "key", EndpointID: "ep", BaseURL: sim.URL,
 		Limiter: activities.NewLocalLimiter(nil), BreakerFailures: 1000})
 	require.NoError(t, err)
 	t.Cleanup(rp.CloseIdleConnections)
+	return rdb, sim, rp
+}
+
+func run(t *testing.T, url, ns, masterAddr string, kill func()) time.Duration {
+	t.Helper()
+	rdb, _, rp := connectAndSimulate(t, url, 64)
 
 	var mu sync.Mutex
 	var outcomes int // outcomes written

@@ -13,10 +13,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/yourscope/runpod-orchestrator/activities"
 	"github.com/yourscope/runpod-orchestrator/activities/runpodsim"
 	"github.com/yourscope/runpod-orchestrator/client"
-	"github.com/yourscope/runpod-orchestrator/internal/redisconn"
 	"github.com/yourscope/runpod-orchestrator/internal/redistest"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/worker"
@@ -57,19 +55,7 @@ func TestClusterPartitionedFailover(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, replica)
 
-	conn, err := redisconn.Parse(redisconn.Options{URL: url})
-	require.NoError(t, err)
-	rdb := conn.Client()
-	t.Cleanup(func() { _ = rdb.Close() })
-
-	srv, err := runpodsim.Serve("127.0.0.1:0", runpodsim.Config{EndpointID: "ep", APIKey: "key",
-		GPUWorkers: 256, DisableRateLimits: true})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.Close() })
-	rp, err := activities.New(activities.Config{APIKey: "key", EndpointID: "ep", BaseURL: srv.URL,
-		Limiter: activities.NewLocalLimiter(nil), BreakerFailures: 1000})
-	require.NoError(t, err)
-	t.Cleanup(rp.CloseIdleConnections)
+	rdb, srv, rp := connectAndSimulate(t, url, 256)
 
 	var mu sync.Mutex
 	outcomes := map[string]int{}
