@@ -398,6 +398,14 @@ type Outcome struct {
 	// has no dedupe key), so Finalize reads nothing first. The worker knows
 	// it from admit.
 	InputHashKnown bool
+	// FinalizeID names this write, recorded with the outcome (finalize_id):
+	// a retry of the write (its reply lost) passes the same id and is
+	// answered as written; another write of the same outcome (a webhook
+	// delivery beside the owner's poll) has its own id and is refused as
+	// terminal, so exactly one writer counts the outcome. Empty: derived
+	// from the owner, epoch, state and result, so a caller that retries the
+	// same outcome needs no id of its own.
+	FinalizeID string
 }
 
 // FinalizeOpts tunes Finalize.

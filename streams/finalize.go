@@ -2,6 +2,9 @@ package streams
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -17,8 +20,10 @@ import (
 // not complete. errs[i] is nil, ErrFenced, ErrTerminal or ErrNotFound (the
 // last two still acknowledge and delete the entry, so it cannot loop). An
 // outcome already written by an earlier try of the same write (its reply
-// lost: the job is terminal at this epoch with this state and result) is
-// nil too, so a retry after an ambiguous timeout counts it as written.
+// lost: the record holds the outcome's FinalizeID) is
+// nil too, so a retry after an ambiguous timeout counts it as written; the
+// same outcome written by another writer (another FinalizeID) is
+// ErrTerminal.
 // Outcomes without InputHash (and not InputHashKnown) cost one pipelined
 // read of the records first.
 func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts) (errs []error, err error) {
@@ -69,6 +74,10 @@ func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts)
 		if err != nil {
 			return nil, err
 		}
+		fid := o.FinalizeID
+		if fid == "" {
+			fid = derivedFinalizeID(o, result)
+		}
 		keys = append(keys, s.keys.Job(o.JobID))
 		kJob, kDedupe := len(keys), 0
 		if hashes[i] != "" {
@@ -77,7 +86,7 @@ func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts)
 		}
 		args = append(args, o.JobID, o.Entry, strconv.FormatInt(o.Epoch, 10), o.State, result,
 			o.RunpodID, o.RunpodStatus, payload, o.DeadLetter, kJob, kDedupe, o.Owner,
-			durMsArg(o.DelayMs), durMsArg(o.ExecMs), o.RunpodWorkerID, o.Endpoint)
+			durMsArg(o.DelayMs), durMsArg(o.ExecMs), o.RunpodWorkerID, o.Endpoint, fid)
 	}
 	run := s.runScript
 	if s.dur.On() {
@@ -103,6 +112,23 @@ func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts)
 		}
 	}
 	return errs, nil
+}
+
+// derivedFinalizeID names a write by what it writes and under which fence:
+// the same outcome sent again by the same caller gets the same id.
+func derivedFinalizeID(o Outcome, result []byte) string {
+	h := sha256.New()
+	for _, p := range []string{o.Owner, strconv.FormatInt(o.Epoch, 10), o.State, string(result)} {
+		_, _ = h.Write([]byte(strconv.Itoa(len(p)) + ":" + p))
+	}
+	return "d:" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// NewFinalizeID returns a random Outcome.FinalizeID.
+func NewFinalizeID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // durMsArg is a millisecond figure for a script: "" when unknown (0 or less).

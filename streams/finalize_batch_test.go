@@ -66,3 +66,51 @@ func TestFinalizeFailingOutcomeKeepsEarlierOnes(t *testing.T) {
 	require.Equal(t, map[string]string{"runs:ep": "2", "ms:ep": "20"}, m)
 	require.Empty(t, b.pel(t))
 }
+
+// TestFinalizeIDTellsWritersApart: an outcome written again under the same
+// fence with the same result is "ours" (nil) only when it is the same write
+// (its FinalizeID, or the id derived from the outcome when none is given):
+// a webhook delivery and the owner's poll writing the same result have
+// their own ids, and the second is ErrTerminal, so only one of them counts
+// the outcome. Nothing is written twice either way.
+func TestFinalizeIDTellsWritersApart(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		rec := b.admitted(t, "f")
+		out := Outcome{JobID: "f", Entry: rec.Entry, Owner: rec.Owner, Epoch: rec.Epoch, State: "COMPLETED",
+			Output: []byte(`{"x":1}`), RunpodID: "rp-f", InputHashKnown: true, FinalizeID: "webhook-1"}
+		finalize := func(o Outcome) error {
+			t.Helper()
+			errs, err := b.st.Finalize(b.ctx, []Outcome{o}, FinalizeOpts{Now: b.now})
+			require.NoError(t, err)
+			return errs[0]
+		}
+		require.NoError(t, finalize(out), "the first write")
+		require.NoError(t, finalize(out), "its retry (reply lost): ours")
+		poll := out
+		poll.FinalizeID = "poll-1"
+		require.ErrorIs(t, finalize(poll), ErrTerminal, "the same outcome by another writer")
+		derived := out
+		derived.FinalizeID = ""
+		require.ErrorIs(t, finalize(derived), ErrTerminal, "a caller without an id is another writer too")
+
+		rec2 := b.admitted(t, "g")
+		plain := Outcome{JobID: "g", Entry: rec2.Entry, Owner: rec2.Owner, Epoch: rec2.Epoch, State: "FAILED",
+			Error: "boom", InputHashKnown: true}
+		require.NoError(t, finalize(plain))
+		require.NoError(t, finalize(plain), "no id given: the same outcome sent again is ours")
+		other := plain
+		other.Error = "another result"
+		require.ErrorIs(t, finalize(other), ErrTerminal)
+
+		evs, err := b.rdb.XRange(b.ctx, b.keys.Events(), "-", "+").Result()
+		require.NoError(t, err)
+		terminal := 0
+		for _, e := range evs {
+			if e.Values["type"] == "completed" || e.Values["type"] == "failed" {
+				terminal++
+			}
+		}
+		require.Equal(t, 2, terminal, "one terminal event per job")
+	})
+}

@@ -10,7 +10,11 @@ import (
 // Reveal is a Runpod job of a job that its worker never learned the id of
 // (an uncertain /run that was sent again), reported by its webhook.
 type Reveal struct {
-	JobID    string
+	JobID string
+	// Entry is the submission entry of the run the webhook's URL names: a
+	// record of another run (a redrive opened since) is left alone
+	// (RevealStale).
+	Entry    string
 	RunpodID string
 	// ExecMs is the revealed job's executionTime (its GPU time), added to
 	// Record.RevealedGPUMs.
@@ -32,6 +36,9 @@ const (
 	// RevealedTerminal: recorded on a finished job; no event (nothing may
 	// follow a terminal event).
 	RevealedTerminal
+	// RevealStale: the record is another run's (Reveal.Entry is not its
+	// entry); nothing was written.
+	RevealStale
 )
 
 // RevealRunpodJob records r on its job record (fields revealed and
@@ -48,7 +55,7 @@ func (s *Store) RevealRunpodJob(ctx context.Context, r Reveal, now time.Time) (R
 	}
 	v, err := s.runScript(ctx, "reveal "+r.JobID, scriptReveal,
 		[]string{s.keys.Job(r.JobID), s.keys.Events()},
-		r.JobID, r.RunpodID, r.ExecMs, now.UnixMilli(), payload)
+		r.JobID, r.RunpodID, r.ExecMs, now.UnixMilli(), payload, r.Entry)
 	if err != nil {
 		return 0, err
 	}
@@ -59,6 +66,8 @@ func (s *Store) RevealRunpodJob(ctx context.Context, r Reveal, now time.Time) (R
 		return Revealed, nil
 	case "revealed_terminal":
 		return RevealedTerminal, nil
+	case "stale":
+		return RevealStale, nil
 	case "not_found":
 		return 0, fmt.Errorf("streams: reveal %q: %w", r.JobID, ErrNotFound)
 	default:

@@ -16,8 +16,9 @@ func TestRevealRunpodJob(t *testing.T) {
 		epoch := res[0].Record.Epoch
 		require.NoError(t, b.st.Checkpoint(b.ctx, Checkpoint{JobID: "r", Owner: "w1", Epoch: epoch, Step: "POLL", State: "QUEUED", RunpodID: "rp-2"}, b.now))
 
+		entry := res[0].Record.Entry
 		rv := func(id string, ms int64) RevealResult {
-			got, err := b.st.RevealRunpodJob(b.ctx, Reveal{JobID: "r", RunpodID: id, ExecMs: ms,
+			got, err := b.st.RevealRunpodJob(b.ctx, Reveal{JobID: "r", Entry: entry, RunpodID: id, ExecMs: ms,
 				Payload: EventPayload{RunpodID: id, RunpodStatus: "COMPLETED", ExecMs: ms, Attempt: 1}}, b.now.Add(time.Second))
 			require.NoError(t, err)
 			return got
@@ -44,6 +45,14 @@ func TestRevealRunpodJob(t *testing.T) {
 		rec = b.get(t, "r")
 		require.Equal(t, []string{"rp-1", "rp-3"}, rec.Revealed)
 		require.EqualValues(t, 2200, rec.RevealedGPUMs)
+		require.Equal(t, []string{EventSubmitted, EventRunpodJobRevealed, EventCompleted}, b.eventTypes(t, "r"))
+
+		// Another run's entry (a redrive opened a new run since the webhook's
+		// URL was made): nothing written.
+		before := b.get(t, "r")
+		entry = "1-0"
+		require.Equal(t, RevealStale, rv("rp-4", 900))
+		require.Equal(t, before, b.get(t, "r"))
 		require.Equal(t, []string{EventSubmitted, EventRunpodJobRevealed, EventCompleted}, b.eventTypes(t, "r"))
 
 		_, err = b.st.RevealRunpodJob(b.ctx, Reveal{JobID: "gone", RunpodID: "x"}, b.now)

@@ -41,7 +41,11 @@ type Hooks struct {
 	// OnTransition: a job moved between states (including into its
 	// terminal state, once written).
 	OnTransition func(jobID string, from, to workflow.State)
-	// OnOutcome: a job's terminal outcome was written by this worker.
+	// OnOutcome: a job's terminal outcome was written by this worker. It
+	// runs once per outcome in the whole pool, on the worker whose write
+	// landed: when a webhook delivery and the owner's poll both write the
+	// same result, only the first counts it (OnTransition into the terminal
+	// state and Stats.Finalized follow the same rule).
 	OnOutcome func(jobID string, state workflow.State)
 	// OnReclaim: a claim pass admitted n jobs from other consumers.
 	OnReclaim func(n int)

@@ -73,11 +73,15 @@ func (w *Worker) finalizeOnce(batch []*job, rnd *rand.Rand, refence bool) (again
 			continue
 		}
 		o := j.wf.Outcome
+		if j.finalizeFor != o {
+			j.finalizeID, j.finalizeFor = streams.NewFinalizeID(), o
+		}
 		outs = append(outs, streams.Outcome{
 			JobID: j.wf.ID, Entry: j.entry, Owner: w.cfg.InstanceID, Epoch: j.epoch, State: string(o.State),
 			Output: o.Output, Error: o.Error, ErrorJSON: o.ErrorJSON, RunpodID: j.wf.RunpodID,
 			RunpodStatus: string(o.RunpodStatus), InputHash: j.inputHash, InputHashKnown: true,
 			DelayMs: o.DelayMs, ExecMs: o.ExecMs, RunpodWorkerID: o.RunpodWorkerID, Endpoint: w.cfg.EndpointID,
+			FinalizeID: j.finalizeID,
 		})
 		if o.OutputFromChunks {
 			fromChunks = append(fromChunks, len(outs)-1)

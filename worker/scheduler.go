@@ -49,6 +49,12 @@ type job struct {
 	pending *streams.Checkpoint
 	// storeRetries counts consecutive Redis failures for this job.
 	storeRetries int
+	// finalizeID names the write of outcome finalizeFor (the decided
+	// wf.Outcome): its retries send the same id, so Redis answers a retry
+	// of an applied write "ours", and the same outcome written by a webhook
+	// delivery "terminal" (counted by that writer only).
+	finalizeID  string
+	finalizeFor *workflow.Outcome
 }
 
 // runpodIDs lists the Runpod jobs j knows of: recorded, or waiting in a

@@ -287,6 +287,10 @@ func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, att
 		return hookIgnored, nil
 	}
 	revealed := false
+	// One write id for this delivery: its own retries (a reply lost) are
+	// answered "ours" and counted here; the owner's poll writing the same
+	// outcome is refused as terminal and counts nothing.
+	fid := streams.NewFinalizeID()
 	for try := 0; try < webhookFinalizeTries; try++ {
 		rec, err := w.store.Get(ctx, jobID)
 		if errors.Is(err, streams.ErrNotFound) {
@@ -310,7 +314,7 @@ func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, att
 				return hookStale, nil
 			}
 			if !revealed {
-				res, err := w.store.RevealRunpodJob(ctx, streams.Reveal{JobID: jobID, RunpodID: rj.ID, ExecMs: rj.ExecutionTime,
+				res, err := w.store.RevealRunpodJob(ctx, streams.Reveal{JobID: jobID, Entry: entry, RunpodID: rj.ID, ExecMs: rj.ExecutionTime,
 					Payload: streams.EventPayload{RunpodID: rj.ID, RunpodStatus: string(rj.Status), ExecMs: rj.ExecutionTime,
 						DelayMs: rj.DelayTime, Attempt: attempt}}, w.now())
 				if errors.Is(err, streams.ErrNotFound) {
@@ -322,6 +326,10 @@ func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, att
 				if res == streams.RevealKnown {
 					w.whStats.duplicates.Add(1)
 					return hookDuplicate, nil
+				}
+				if res == streams.RevealStale {
+					// Retried since the read: that run has ended.
+					return hookStale, nil
 				}
 				revealed = true
 				w.whStats.revealed.Add(1)
@@ -350,11 +358,24 @@ func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, att
 		if o.OutputFromChunks && len(rec.ChunkData) > 0 {
 			o.Output = rec.ChunkData // the stream's chunks recorded so far
 		}
-		errs, err := w.store.Finalize(ctx, []streams.Outcome{{
+		outs := []streams.Outcome{{
 			JobID: jobID, Entry: rec.Entry, Owner: rec.Owner, Epoch: rec.Epoch, State: string(o.State), Output: o.Output,
 			Error: o.Error, ErrorJSON: o.ErrorJSON, RunpodID: rj.ID, RunpodStatus: string(o.RunpodStatus), InputHash: rec.InputHash, InputHashKnown: true,
 			DelayMs: o.DelayMs, ExecMs: o.ExecMs, RunpodWorkerID: o.RunpodWorkerID, Endpoint: w.cfg.EndpointID,
-		}}, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: now})
+			FinalizeID: fid,
+		}}
+		errs, err := w.store.Finalize(ctx, outs, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: now})
+		for again := 1; err != nil && again < webhookFinalizeTries && ctx.Err() == nil; again++ {
+			// The write may have applied with its reply lost: sent again
+			// under its id it is answered "ours" and counted here. Left to
+			// Runpod's retry of the delivery, it would find the job
+			// terminal and nobody would count the outcome.
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Duration(again) * 50 * time.Millisecond):
+			}
+			errs, err = w.store.Finalize(ctx, outs, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: now})
+		}
 		if err == nil && len(errs) != 1 {
 			err = errors.New("finalize returned a result count that does not match the batch")
 		}

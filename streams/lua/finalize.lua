@@ -8,9 +8,11 @@
 --              counter moved (a run that reached Runpod): only this branch
 --              counts, so a run is counted once however often it is written
 --   not_found  the entry (if given) is still XACKed + XDELed: the job is gone
---   ours       already terminal with this very outcome at this epoch (the
---              caller's earlier try applied, its reply lost): XACK + XDEL,
---              nothing else; the caller counts it as written
+--   ours       already terminal, written by this very write (the record's
+--              finalize_id is the caller's: an earlier try applied, its reply
+--              lost): XACK + XDEL, nothing else; the caller counts it as
+--              written. Another write of the same outcome under the same
+--              fence (a webhook delivery and the owner's poll) is terminal
 --   terminal   already terminal (or an alias): XACK + XDEL, nothing else
 --   fenced     owner or epoch mismatch: nothing touched (both are compared:
 --              after Redis lost writes, another worker can hold the same epoch)
@@ -25,8 +27,8 @@
 -- ARGV[1] consumer group
 -- ARGV[2] now, unix ms
 -- ARGV[3] result TTL in ms, 0 = keep forever
--- ARGV[4] N, the number of outcomes; then 16 fields per outcome i (0-based),
---         at ARGV[4 + 16*i + k]:
+-- ARGV[4] N, the number of outcomes; then 17 fields per outcome i (0-based),
+--         at ARGV[4 + 17*i + k]:
 --   k=1  job id
 --   k=2  submission entry id ("" = the record's entry)
 --   k=3  epoch the caller holds
@@ -43,6 +45,8 @@
 --   k=14 Runpod's executionTime, ms ("" = unknown)
 --   k=15 Runpod's workerId ("" = unknown)
 --   k=16 Runpod endpoint id (the GPU counter's field)
+--   k=17 finalize id: names this write (kept by its retries), recorded as
+--        finalize_id
 --
 -- Returns N codes, in outcome order: "ok", "ours", "not_found", "terminal",
 -- "fenced".
@@ -70,7 +74,7 @@ end
 -- GPU counts included) stays written, so a retry answers them "ours".
 local ok, failure = pcall(function()
   for i = 0, n - 1 do
-    local b = 4 + 16 * i
+    local b = 4 + 17 * i
     local job_id, entry, epoch, state = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
     local job = KEYS[tonumber(ARGV[b + 10])]
     local di = tonumber(ARGV[b + 11]) or 0
@@ -79,7 +83,7 @@ local ok, failure = pcall(function()
 
     -- One HMGET, no EXISTS: every record holds some of these fields (a stub
     -- has cancel and stub), so all nil = no record.
-    local rec = redis.call('HMGET', job, 'state', 'epoch', 'entry', 'alias_of', 'result', 'owner', 'runpod_id',
+    local rec = redis.call('HMGET', job, 'state', 'epoch', 'entry', 'alias_of', 'finalize_id', 'owner', 'runpod_id',
       'run', 'cancel', 'stub')
     local found = false
     for j = 1, 10 do
@@ -92,8 +96,7 @@ local ok, failure = pcall(function()
       if entry == '' then entry = nz(rec[3]) or '' end
       if is_terminal(nz(rec[1])) or nz(rec[4]) then
         ack_later(acks, entry)
-        if nz(rec[1]) == state and (nz(rec[2]) or '0') == epoch and nz(rec[6]) == ARGV[b + 12]
-          and nz(rec[5]) == ARGV[b + 5] then
+        if nz(rec[5]) == ARGV[b + 17] then
           out[#out + 1] = 'ours'
         else
           out[#out + 1] = 'terminal'
@@ -102,7 +105,7 @@ local ok, failure = pcall(function()
         out[#out + 1] = 'fenced'
       else
         local f = { 'HSET', job, 'state', state, 'step', 'DONE', 'finished_ms', now, 'updated_ms', now,
-          'result', ARGV[b + 5], 'finalized_by', ARGV[b + 12] }
+          'result', ARGV[b + 5], 'finalized_by', ARGV[b + 12], 'finalize_id', ARGV[b + 17] }
         for k, name in pairs({ [13] = 'delay_ms', [14] = 'exec_ms', [15] = 'runpod_worker_id' }) do
           if ARGV[b + k] ~= '' then
             f[#f + 1] = name

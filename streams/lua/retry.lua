@@ -66,7 +66,7 @@ if KEYS[4] and nz(redis.call('HGET', job, 'input_hash')) then
   redis.call('SET', KEYS[4], ARGV[1], 'NX')
 end
 redis.call('HDEL', job, 'runpod_id', 'runpod_status', 'result', 'finished_ms', 'owner', 'cancel', 'handoff',
-  'uncertain', 'uncertain_attempt', 'delay_ms', 'exec_ms', 'runpod_worker_id', 'finalized_by',
+  'uncertain', 'uncertain_attempt', 'delay_ms', 'exec_ms', 'runpod_worker_id', 'finalized_by', 'finalize_id',
   'chunks', 'chunk_data')
 redis.call('PERSIST', job)
 local epoch = nz(rec[7]) or '0'

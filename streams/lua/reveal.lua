@@ -16,17 +16,23 @@
 -- ARGV[3] executionTime, ms ("0" when unknown)
 -- ARGV[4] now, unix ms
 -- ARGV[5] event payload envelope (msgpack)
+-- ARGV[6] the submission entry of the run the webhook's URL names
 --
--- Returns "not_found", "known" (the recorded runpod id, or already
--- revealed: nothing written), "revealed" (recorded, event appended) or
--- "revealed_terminal" (recorded on a finished job, no event).
+-- Returns "not_found", "stale" (the record is another run's: a retry.lua
+-- redrive opened a new run since; nothing written, the new run's fields and
+-- history are not the old run's), "known" (the recorded runpod id, or
+-- already revealed: nothing written), "revealed" (recorded, event appended)
+-- or "revealed_terminal" (recorded on a finished job, no event).
 
 local job, events = KEYS[1], KEYS[2]
 if redis.call('EXISTS', job) == 0 then
   return 'not_found'
 end
-local rec = redis.call('HMGET', job, 'state', 'epoch', 'runpod_id', 'revealed')
+local rec = redis.call('HMGET', job, 'state', 'epoch', 'runpod_id', 'revealed', 'entry')
 local state, epoch, known, list = nz(rec[1]), nz(rec[2]) or '0', nz(rec[3]), nz(rec[4]) or ''
+if nz(rec[5]) ~= ARGV[6] then
+  return 'stale'
+end
 local id = ARGV[2]
 if id == known or string.find(' ' .. list .. ' ', ' ' .. id .. ' ', 1, true) then
   return 'known'
