@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"github.com/yourscope/runpod-orchestrator/internal/redistest"
+	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
 
@@ -83,4 +86,45 @@ func TestWebhookAndPollCountOneOutcome(t *testing.T) {
 	require.EqualValues(t, 1, outcomes.Load(), "OnOutcome calls")
 	require.EqualValues(t, 1, transitions.Load(), "OnTransition calls into a terminal state")
 	require.Equal(t, workflow.StateCompleted, workflow.State(b.get(t, "once").State))
+}
+
+// TestWebhookLostReplyCountedOnce: a delivery's finalize is applied and its
+// reply lost (the proxy swallows it and cuts the connection). The write is
+// sent again under its finalize id and answered as written: the outcome is
+// counted once, by the delivery (not left to a Runpod retry of the delivery,
+// which would find the job terminal and count nothing), and the owner,
+// woken, drops the job without counting it again.
+func TestWebhookLostReplyCountedOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	proxy := redistest.NewProxy(t, redistest.Addr())
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	st, err := streams.New(rdb, streams.Config{Namespace: b.ns})
+	require.NoError(t, err)
+	var outcomes atomic.Int32
+	cfg := b.config("whlost")
+	cfg.MinIdle = time.Minute
+	cfg.Webhook = Webhook{URL: "http://127.0.0.1:1/hook", Key: SecretKey(testWebhookKey), PollInterval: 9 * time.Minute}
+	cfg.Hooks.OnOutcome = func(string, workflow.State) { outcomes.Add(1) }
+	w := newWorker(st, cfg.WithDefaults())
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { stop(); require.NoError(t, <-done) }()
+
+	b.submit(t, "lost", `{"mock_delay":600000}`, 0)
+	rec := b.waitRecord(t, "lost", time.Minute, func(r streams.Record) bool { return r.RunpodID != "" })
+	swallowed := proxy.SwallowReply("lost-reply-output")
+	what, err := w.completeByWebhook(context.Background(), "lost", rec.Entry, rec.Attempts,
+		workflow.RunpodJob{ID: rec.RunpodID, Status: workflow.RunpodCompleted, Output: []byte(`"lost-reply-output"`)})
+	<-swallowed
+	require.NoError(t, err)
+	require.Equal(t, hookFinalized, what)
+	require.Eventually(t, func() bool { return w.Stats().InFlight == 0 }, time.Minute, 5*time.Millisecond)
+	n, _ := terminalEvents(b.events(t)["lost"])
+	require.Equal(t, 1, n)
+	require.EqualValues(t, 1, outcomes.Load(), "OnOutcome calls")
+	require.EqualValues(t, 1, w.Stats().Finalized[workflow.StateCompleted])
+	require.EqualValues(t, 1, w.WebhookStats().Finalized)
 }
