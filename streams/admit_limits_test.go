@@ -3,6 +3,7 @@ package streams
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -266,4 +267,64 @@ func TestDecodeSubmissionFieldLimit(t *testing.T) {
 	require.Equal(t, "j", pe.JobID, "the job id is kept, so the job ends FAILED")
 	require.Contains(t, pe.Reason, "MaxSubmissionFields")
 	require.Contains(t, pe.Reason, fmt.Sprint(MaxSubmissionFields))
+}
+
+// TestWorkerWritesUseRedisClock: checkpoint.lua, chunks.lua, reveal.lua and
+// finalize.lua called without a time (what the worker does) stamp
+// updated_ms, finished_ms, dead_ms and their events' ts with Redis's clock,
+// not the caller's: a worker hours off cannot skew what readers compare
+// with Redis's times.
+func TestWorkerWritesUseRedisClock(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		if b.mini != nil {
+			b.mini.SetTime(time.UnixMilli(1_900_000_000_000))
+		}
+		before, err := b.rdb.Time(b.ctx).Result()
+		require.NoError(t, err)
+		_, err = b.st.Submit(b.ctx, sub("w"), SubmitOpts{})
+		require.NoError(t, err)
+		msgs, err := b.st.Read(b.ctx, "w1", 1, 0)
+		require.NoError(t, err)
+		res, err := b.st.Admit(b.ctx, []AdmitRequest{NewAdmitRequest(msgs[0], 1<<20)}, AdmitOpts{Consumer: "w1"})
+		require.NoError(t, err)
+		rec := res[0].Record
+		cp := Checkpoint{JobID: "w", Owner: rec.Owner, Epoch: rec.Epoch}
+		step := cp
+		step.Step, step.State, step.RunpodID, step.Attempts = "POLL", "QUEUED", "rp-1", 1
+		step.Event = &EventInput{Type: EventQueued}
+		require.NoError(t, b.st.Checkpoint(b.ctx, step, time.Time{}))
+		_, err = b.st.AppendChunks(b.ctx, Chunks{JobID: "w", Owner: rec.Owner, Epoch: rec.Epoch,
+			Outputs: [][]byte{[]byte(`1`)}, RunpodID: "rp-1"}, time.Time{})
+		require.NoError(t, err)
+		_, err = b.st.RevealRunpodJob(b.ctx, Reveal{JobID: "w", Entry: rec.Entry, RunpodID: "rp-0"}, time.Time{})
+		require.NoError(t, err)
+		mid := b.get(t, "w")
+		errs, err := b.st.Finalize(b.ctx, []Outcome{{JobID: "w", Entry: rec.Entry, Owner: rec.Owner, Epoch: rec.Epoch,
+			State: "FAILED", Error: "x", DeadLetter: "test", InputHashKnown: true}}, FinalizeOpts{})
+		require.NoError(t, err)
+		require.NoError(t, errs[0])
+		after, err := b.rdb.Time(b.ctx).Result()
+		require.NoError(t, err)
+		lo, hi := before.UnixMilli(), after.UnixMilli()
+		end := b.get(t, "w")
+		for name, ms := range map[string]int64{"updated_ms (before finalize)": mid.UpdatedMs,
+			"updated_ms": end.UpdatedMs, "finished_ms": end.FinishedMs} {
+			require.GreaterOrEqual(t, ms, lo, name)
+			require.LessOrEqual(t, ms, hi, name)
+		}
+		evs := b.events(t)
+		require.GreaterOrEqual(t, len(evs), 5, "submitted, queued, progress, revealed, failed")
+		for _, e := range evs {
+			require.GreaterOrEqual(t, e.TS, lo, "event %s", e.Type)
+			require.LessOrEqual(t, e.TS, hi, "event %s", e.Type)
+		}
+		dead, err := b.rdb.XRange(b.ctx, b.keys.Dead(), "-", "+").Result()
+		require.NoError(t, err)
+		require.Len(t, dead, 1)
+		ms, err := strconv.ParseInt(dead[0].Values["dead_ms"].(string), 10, 64)
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, ms, lo, "dead_ms")
+		require.LessOrEqual(t, ms, hi, "dead_ms")
+	})
 }

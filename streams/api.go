@@ -411,7 +411,10 @@ type Outcome struct {
 // FinalizeOpts tunes Finalize.
 type FinalizeOpts struct {
 	ResultTTL time.Duration
-	Now       time.Time
+	// Now is a test override of the script's clock; the zero time (what
+	// the worker passes) means Redis's own: finished_ms and the events' ts
+	// are read beside Redis's times, and a worker's clock may be off.
+	Now time.Time
 }
 
 // ControlMessage is a hint published on the control channel.

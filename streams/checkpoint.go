@@ -38,9 +38,6 @@ var terminalStates = map[string]string{
 // whose ctx ends while its batch is in flight returns ctx's error and may
 // have applied, as any write whose reply is lost.
 func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) error {
-	if now.IsZero() {
-		now = time.Now()
-	}
 	if _, ok := terminalStates[cp.State]; ok {
 		return fmt.Errorf("streams: checkpoint %q: state %s is terminal, use Finalize: %w", cp.JobID, cp.State, ErrInvalid)
 	}
@@ -60,7 +57,7 @@ func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) er
 		}
 	}
 	req := &cpReq{ctx: ctx, cp: cp, durable: cp.Durable && s.dur.On(), wake: make(chan struct{}, 1),
-		args: []any{cp.JobID, strconv.FormatInt(cp.Epoch, 10), now.UnixMilli(), cp.Step, cp.State,
+		args: []any{cp.JobID, strconv.FormatInt(cp.Epoch, 10), scriptNow(now), cp.Step, cp.State,
 			cp.RunpodID, cp.RunpodStatus, attemptsArg(cp.Attempts), result, etype, payload, cp.Owner,
 			attemptsArg(cp.UncertainAttempt)}}
 	return s.cps.do(s, req)

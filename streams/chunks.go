@@ -30,10 +30,7 @@ type Chunks struct {
 // from the start again, adds nothing twice. It returns how many chunks the
 // record holds now. ErrNotFound, ErrTerminal or ErrFenced refuse it whole.
 func (s *Store) AppendChunks(ctx context.Context, c Chunks, now time.Time) (int, error) {
-	if now.IsZero() {
-		now = time.Now()
-	}
-	args := []any{c.JobID, strconv.FormatInt(c.Epoch, 10), c.Owner, now.UnixMilli(), c.First, c.RunpodID, c.RunpodStatus}
+	args := []any{c.JobID, strconv.FormatInt(c.Epoch, 10), c.Owner, scriptNow(now), c.First, c.RunpodID, c.RunpodStatus}
 	for _, o := range c.Outputs {
 		args = append(args, o)
 	}

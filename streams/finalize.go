@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -29,10 +28,6 @@ import (
 func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts) (errs []error, err error) {
 	if len(outs) == 0 {
 		return nil, nil
-	}
-	now := opts.Now
-	if now.IsZero() {
-		now = time.Now()
 	}
 	for _, o := range outs {
 		if _, ok := terminalStates[o.State]; !ok {
@@ -61,7 +56,7 @@ func (s *Store) Finalize(ctx context.Context, outs []Outcome, opts FinalizeOpts)
 	}
 
 	keys := []string{s.keys.Submissions(), s.keys.Events(), s.keys.Dead(), s.keys.GPU()}
-	args := []any{s.group, now.UnixMilli(), opts.ResultTTL.Milliseconds(), len(outs)}
+	args := []any{s.group, scriptNow(opts.Now), opts.ResultTTL.Milliseconds(), len(outs)}
 	for i, o := range outs {
 		result, err := encodeResult(o.Output, o.Error, o.ErrorJSON)
 		if err != nil {

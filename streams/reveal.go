@@ -55,7 +55,7 @@ func (s *Store) RevealRunpodJob(ctx context.Context, r Reveal, now time.Time) (R
 	}
 	v, err := s.runScript(ctx, "reveal "+r.JobID, scriptReveal,
 		[]string{s.keys.Job(r.JobID), s.keys.Events()},
-		r.JobID, r.RunpodID, r.ExecMs, now.UnixMilli(), payload, r.Entry)
+		r.JobID, r.RunpodID, r.ExecMs, scriptNow(now), payload, r.Entry)
 	if err != nil {
 		return 0, err
 	}

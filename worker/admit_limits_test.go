@@ -144,3 +144,39 @@ func TestWorkerResumesOnRunpodDespiteLowerLimit(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n, "nothing dead-lettered")
 }
+
+// TestRecordTimesOnRedisClock: a worker whose clock is two hours off writes
+// the record's updated_ms and finished_ms, and its events' ts, on Redis's
+// clock like every other timestamp: the dashboard bounds a finished job's
+// event read by finished_ms against Redis's stream ids, and a record
+// "updated" hours before it was created misleads everyone reading it.
+func TestRecordTimesOnRedisClock(t *testing.T) {
+	t.Parallel()
+	for _, skew := range []time.Duration{2 * time.Hour, -2 * time.Hour} {
+		t.Run(fmt.Sprint("worker", skew), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := context.Background()
+			cfg := b.config("w")
+			cfg.Now = func() time.Time { return time.Now().Add(skew) }
+			before, err := b.rdb.Time(ctx).Result()
+			require.NoError(t, err)
+			b.start(t, cfg)
+			b.submit(t, "clk", `{"mock_delay":50,"mock_progress":{"p":1},"mock_return":1}`, time.Hour)
+			rec := b.waitState(t, "clk", workflow.StateCompleted, 30*time.Second)
+			after, err := b.rdb.Time(ctx).Result()
+			require.NoError(t, err)
+			lo, hi := before.UnixMilli(), after.UnixMilli()
+			require.GreaterOrEqual(t, rec.FinishedMs, lo, "finished_ms")
+			require.LessOrEqual(t, rec.FinishedMs, hi, "finished_ms")
+			require.GreaterOrEqual(t, rec.UpdatedMs, rec.CreatedMs, "updated_ms")
+			require.LessOrEqual(t, rec.UpdatedMs, hi, "updated_ms")
+			evs := b.events(t)["clk"]
+			require.NotEmpty(t, evs)
+			for _, e := range evs {
+				require.GreaterOrEqual(t, e.TS, lo, "event %s ts", e.Type)
+				require.LessOrEqual(t, e.TS, hi, "event %s ts", e.Type)
+			}
+		})
+	}
+}

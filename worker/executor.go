@@ -345,7 +345,7 @@ func (w *Worker) submit(ctx context.Context, log hclog.Logger, r stepResult, s s
 	err := w.store.Checkpoint(ctx, streams.Checkpoint{
 		JobID: wf.ID, Owner: w.cfg.InstanceID, Epoch: r.epoch, Step: string(workflow.StepSubmitting), Attempts: wf.Attempts,
 		Durable: true, // with Config.Durability: the intent must survive a Redis failover before /run
-	}, w.now())
+	}, redisClock)
 	if errors.Is(err, streams.ErrCancelRequested) {
 		// The record's cancel flag is set (a cancel landed after admit, or
 		// its hint was missed) and nothing was written: never send the job.
@@ -497,7 +497,7 @@ func (w *Worker) reAdmitted(j *job, used int64) (int64, bool) {
 func (w *Worker) checkpointOwned(ctx context.Context, j *job, cp streams.Checkpoint, now time.Time) (streams.Checkpoint, error) {
 	for i := 0; ; i++ {
 		pctx, cancel := w.persistCtx(ctx)
-		err := w.store.Checkpoint(pctx, cp, now)
+		err := w.store.Checkpoint(pctx, cp, redisClock)
 		cancel()
 		if err == nil || !errors.Is(err, streams.ErrFenced) || i == maxRefence {
 			return cp, err
@@ -610,7 +610,7 @@ func (w *Worker) appendChunks(ctx context.Context, j *job, c streams.Chunks, now
 	for i := 0; i < 3; i++ {
 		pctx, cancel := w.persistCtx(ctx)
 		var n int
-		n, err = w.store.AppendChunks(pctx, c, now)
+		n, err = w.store.AppendChunks(pctx, c, redisClock)
 		cancel()
 		if err == nil {
 			return n, nil

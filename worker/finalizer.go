@@ -108,7 +108,7 @@ func (w *Worker) finalizeOnce(batch []*job, rnd *rand.Rand, refence bool) (again
 	}
 	var errs []error
 	if err == nil {
-		errs, err = w.store.Finalize(ctx, outs, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: now})
+		errs, err = w.store.Finalize(ctx, outs, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: redisClock})
 	}
 	cancel()
 	if err == nil && len(errs) != len(outs) {

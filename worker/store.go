@@ -39,6 +39,14 @@ type store interface {
 
 var _ store = (*streams.Store)(nil)
 
+// redisClock is the time the worker passes to its record writes
+// (checkpoints, chunks, reveals, outcomes): the zero time, so the scripts
+// stamp updated_ms, finished_ms and their events' ts with Redis's clock,
+// like every other timestamp. The worker's own clock may be hours off, and
+// readers compare these fields with Redis's times (the dashboard bounds a
+// finished job's event read by finished_ms against the stream's ids).
+var redisClock time.Time
+
 // refused reports whether a write was refused because the job is no longer
 // ours to write: another worker holds a newer epoch, the outcome is already
 // written, or the record is gone. The job must be dropped, not retried.

@@ -316,7 +316,7 @@ func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, att
 			if !revealed {
 				res, err := w.store.RevealRunpodJob(ctx, streams.Reveal{JobID: jobID, Entry: entry, RunpodID: rj.ID, ExecMs: rj.ExecutionTime,
 					Payload: streams.EventPayload{RunpodID: rj.ID, RunpodStatus: string(rj.Status), ExecMs: rj.ExecutionTime,
-						DelayMs: rj.DelayTime, Attempt: attempt}}, w.now())
+						DelayMs: rj.DelayTime, Attempt: attempt}}, redisClock)
 				if errors.Is(err, streams.ErrNotFound) {
 					return hookIgnored, nil
 				}
@@ -364,7 +364,7 @@ func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, att
 			DelayMs: o.DelayMs, ExecMs: o.ExecMs, RunpodWorkerID: o.RunpodWorkerID, Endpoint: w.cfg.EndpointID,
 			FinalizeID: fid,
 		}}
-		errs, err := w.store.Finalize(ctx, outs, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: now})
+		errs, err := w.store.Finalize(ctx, outs, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: redisClock})
 		for again := 1; err != nil && again < webhookFinalizeTries && ctx.Err() == nil; again++ {
 			// The write may have applied with its reply lost: sent again
 			// under its id it is answered "ours" and counted here. Left to
@@ -374,7 +374,7 @@ func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, att
 			case <-ctx.Done():
 			case <-time.After(time.Duration(again) * 50 * time.Millisecond):
 			}
-			errs, err = w.store.Finalize(ctx, outs, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: now})
+			errs, err = w.store.Finalize(ctx, outs, streams.FinalizeOpts{ResultTTL: w.cfg.ResultTTL, Now: redisClock})
 		}
 		if err == nil && len(errs) != 1 {
 			err = errors.New("finalize returned a result count that does not match the batch")

@@ -285,9 +285,9 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) {
 	// A finished job writes nothing after its current run's terminal
 	// event (a retry opens a new run), so the read stops there instead of
 	// reading the stream to its end; and it reads at most jobScanMax. A
-	// terminal event trimmed away stops it an hour past finished_ms: that
-	// is the finalizing worker's clock, the ids Redis's, and a worker
-	// minutes behind once made the page stop before every event of the job.
+	// terminal event trimmed away stops it an hour past finished_ms (Redis's
+	// clock, like the ids; it was once the finalizing worker's, and a worker
+	// minutes behind made the page stop before every event of the job).
 	var until int64
 	terminal := j.State.Terminal()
 	if terminal && !j.FinishedAt.IsZero() {

@@ -24,7 +24,9 @@
 --         (1-based), at ARGV[1 + 13*(i-1) + k]:
 --   k=1  job id
 --   k=2  epoch the caller holds
---   k=3  now, unix ms
+--   k=3  now, unix ms; "" = Redis's clock (TIME, read once per call): the
+--        worker's own clock may be hours off, and updated_ms and the
+--        events' ts are read beside Redis's times
 --   k=4  step, "" = unchanged
 --   k=5  state (non-terminal), "" = unchanged
 --   k=6  runpod id, "" = unchanged
@@ -43,6 +45,13 @@
 -- "fenced", "canceled", or {"error", text} for one whose commands failed.
 
 local events = KEYS[1]
+local clock -- Redis's TIME in ms, read at most once per call
+
+local function now_of(v)
+  if v ~= '' then return v end
+  if not clock then clock = clock_ms('') end
+  return clock
+end
 
 -- one applies checkpoint job with its fields ARGV[b+1..b+13] as A[1..13].
 local function one(job, A)
@@ -66,6 +75,7 @@ local function one(job, A)
     return 'canceled'
   end
 
+  A[3] = now_of(A[3])
   local f = { 'HSET', job, 'updated_ms', A[3] }
   local names = { [4] = 'step', [5] = 'state', [6] = 'runpod_id', [7] = 'runpod_status', [8] = 'attempts', [9] = 'result',
     [13] = 'uncertain_attempt' }

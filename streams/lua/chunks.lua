@@ -15,7 +15,7 @@
 -- ARGV[1] job id
 -- ARGV[2] epoch the caller holds
 -- ARGV[3] owner the caller is (its consumer name)
--- ARGV[4] now, unix ms
+-- ARGV[4] now, unix ms; "" = Redis's clock (TIME)
 -- ARGV[5] index of the first chunk given (0-based)
 -- ARGV[6] runpod id (for the events)
 -- ARGV[7] runpod status (for the events)
@@ -24,6 +24,7 @@
 -- Returns {"ok", chunks recorded now}, or "not_found", "terminal", "fenced".
 
 local job, events = KEYS[1], KEYS[2]
+local now = clock_ms(ARGV[4])
 local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of', 'owner', 'chunks', 'chunk_data', 'run', 'entry')
 if not rec[2] and not rec[8] then
   return 'not_found'
@@ -63,8 +64,8 @@ end
 if #added == 0 then
   return { 'ok', have }
 end
-redis.call('HSET', job, 'chunks', tostring(have), 'chunk_data', data, 'updated_ms', ARGV[4])
+redis.call('HSET', job, 'chunks', tostring(have), 'chunk_data', data, 'updated_ms', now)
 for _, p in ipairs(added) do
-  emit(events, 'progress', ARGV[1], state, epoch, ARGV[4], p, job, rec[7])
+  emit(events, 'progress', ARGV[1], state, epoch, now, p, job, rec[7])
 end
 return { 'ok', have }

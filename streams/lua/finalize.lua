@@ -25,7 +25,9 @@
 --           from the outcome's ARGV fields; 0 = absent
 --
 -- ARGV[1] consumer group
--- ARGV[2] now, unix ms
+-- ARGV[2] now, unix ms; "" = Redis's clock (TIME): finished_ms, updated_ms,
+--         the events' ts and dead_ms are read beside Redis's times, and the
+--         worker's own clock may be hours off
 -- ARGV[3] result TTL in ms, 0 = keep forever
 -- ARGV[4] N, the number of outcomes; then 17 fields per outcome i (0-based),
 --         at ARGV[4 + 17*i + k]:
@@ -52,7 +54,7 @@
 -- "fenced".
 
 local subs, events, dead, gpu = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local group, now = ARGV[1], ARGV[2]
+local group, now = ARGV[1], clock_ms(ARGV[2])
 local ttl = tonumber(ARGV[3]) or 0
 local n = tonumber(ARGV[4])
 local EVENT = { COMPLETED = 'completed', FAILED = 'failed', TIMED_OUT = 'timed_out', CANCELED = 'canceled' }

@@ -14,7 +14,7 @@
 -- ARGV[1] job id
 -- ARGV[2] runpod id (no spaces)
 -- ARGV[3] executionTime, ms ("0" when unknown)
--- ARGV[4] now, unix ms
+-- ARGV[4] now, unix ms; "" = Redis's clock (TIME)
 -- ARGV[5] event payload envelope (msgpack)
 -- ARGV[6] the submission entry of the run the webhook's URL names
 --
@@ -42,7 +42,8 @@ if list == '' then
 else
   list = list .. ' ' .. id
 end
-redis.call('HSET', job, 'revealed', list, 'updated_ms', ARGV[4])
+local now = clock_ms(ARGV[4])
+redis.call('HSET', job, 'revealed', list, 'updated_ms', now)
 local ms = tonumber(ARGV[3]) or 0
 if ms > 0 then
   redis.call('HINCRBY', job, 'revealed_gpu_ms', ms)
@@ -50,5 +51,5 @@ end
 if is_terminal(state) then
   return 'revealed_terminal'
 end
-emit(events, 'runpod_job_revealed', ARGV[1], state, epoch, ARGV[4], ARGV[5], job)
+emit(events, 'runpod_job_revealed', ARGV[1], state, epoch, now, ARGV[5], job)
 return 'revealed'
