@@ -66,6 +66,9 @@ type AdmissionGrant struct {
 	// (Redis's, unless the call overrode it): what to wait for, whatever
 	// the caller's clock says.
 	Wait time.Duration
+	// Reading names the /health reading the grants came from, for
+	// AdmissionReturn.
+	Reading string
 }
 
 // AdmissionTake asks the gate of p for up to want slots for caller, which
@@ -94,7 +97,7 @@ func (s *Store) AdmissionTake(ctx context.Context, p AdmissionParams, caller str
 		return AdmissionGrant{}, err
 	}
 	r, err := replyStrings("admission take", v)
-	if err != nil || len(r) != 5 {
+	if err != nil || len(r) != 6 {
 		return AdmissionGrant{}, fmt.Errorf("streams: admission take: bad reply %v: %w", v, err)
 	}
 	granted, err1 := strconv.Atoi(r[0])
@@ -104,10 +107,36 @@ func (s *Store) AdmissionTake(ctx context.Context, p AdmissionParams, caller str
 	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 		return AdmissionGrant{}, fmt.Errorf("streams: admission take: bad reply %v", r)
 	}
-	g := AdmissionGrant{Granted: granted, Read: r[1] == "read", Room: room}
+	g := AdmissionGrant{Granted: granted, Read: r[1] == "read", Room: room, Reading: r[5]}
 	if retry > 0 {
 		g.RetryAt = time.UnixMilli(retry)
 		g.Wait = time.Duration(max(0, retry-used)) * time.Millisecond
 	}
 	return g, nil
+}
+
+// AdmissionReport records caller's unsent count between takes (a worker
+// waiting for new submissions takes nothing, but the jobs it sent meanwhile
+// must stop counting against the pool's next reading), and gives n grants
+// of reading (AdmissionGrant.Reading) that it could not use back to the
+// gate, so another worker's read can use them before the next reading. It
+// reports whether grants were returned: grants of an older reading are
+// dropped (the newer reading's room already reflects Runpod's queue). now
+// is a test override of the gate's clock, as in AdmissionTake.
+func (s *Store) AdmissionReport(ctx context.Context, p AdmissionParams, caller string, unsent int,
+	reading string, n int, now time.Time) (bool, error) {
+	if err := p.Validate(); err != nil {
+		return false, err
+	}
+	v, err := s.runScript(ctx, "admission report", scriptAdmReport,
+		[]string{s.keys.Admission(p.EndpointID), s.keys.AdmissionUnsent(p.EndpointID)},
+		scriptNow(now), caller, max(0, unsent), p.Interval.Milliseconds(), p.Stale.Milliseconds(), reading, max(0, n))
+	if err != nil {
+		return false, err
+	}
+	room, ok := v.(int64)
+	if !ok {
+		return false, fmt.Errorf("streams: admission report: bad reply %v", v)
+	}
+	return room >= 0, nil
 }

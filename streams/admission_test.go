@@ -81,3 +81,99 @@ func TestAdmissionOneRoomForThePool(t *testing.T) {
 		require.Equal(t, 10, g.Granted, "b's and c's reports are older than Stale")
 	})
 }
+
+// TestAdmissionReturnToItsReading: grants a caller could not use go back to
+// the room of the reading they came from, for another caller to take before
+// the next reading; grants of an older reading are dropped (the newer
+// reading's room already reflects Runpod's queue).
+func TestAdmissionReturnToItsReading(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		p := testAdmissionParams()
+		take := func(caller string, want int, r *AdmissionReading, at time.Duration) AdmissionGrant {
+			t.Helper()
+			g, err := b.st.AdmissionTake(b.ctx, p, caller, 0, want, r, b.now.Add(at))
+			require.NoError(t, err)
+			return g
+		}
+		require.True(t, take("a", 10, nil, 0).Read)
+		g := take("a", 10, &AdmissionReading{}, 0) // room 10, all to a
+		require.Equal(t, 10, g.Granted)
+		require.NotEmpty(t, g.Reading)
+		require.Zero(t, take("b", 1, nil, time.Millisecond).Granted, "room spent")
+
+		ok, err := b.st.AdmissionReport(b.ctx, p, "a", 3, g.Reading, 7, b.now.Add(time.Millisecond)) // a's read found 3
+		require.NoError(t, err)
+		require.True(t, ok)
+		gb := take("b", 10, nil, 2*time.Millisecond)
+		require.Equal(t, 7, gb.Granted, "b takes what a gave back")
+		require.Equal(t, g.Reading, gb.Reading)
+
+		// Next reading: b's unused grants of the old one are dropped.
+		require.True(t, take("a", 1, nil, 2*p.Interval).Read)
+		g2 := take("a", 1, &AdmissionReading{InQueue: 9}, 2*p.Interval)
+		require.Equal(t, 1, g2.Granted)
+		require.NotEqual(t, g.Reading, g2.Reading)
+		ok, err = b.st.AdmissionReport(b.ctx, p, "b", 0, gb.Reading, 7, b.now.Add(2*p.Interval))
+		require.NoError(t, err)
+		require.False(t, ok)
+		require.Zero(t, take("c", 10, nil, 2*p.Interval+time.Millisecond).Granted, "nothing returned to the new reading")
+	})
+}
+
+// TestAdmissionReportBetweenTakes: a caller that takes nothing (it waits for
+// new submissions) still reports its unsent count, so jobs it has sent since
+// its last take stop counting against the pool's next reading.
+func TestAdmissionReportBetweenTakes(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		p := testAdmissionParams()
+		take := func(caller string, unsent, want int, r *AdmissionReading, at time.Duration) AdmissionGrant {
+			t.Helper()
+			g, err := b.st.AdmissionTake(b.ctx, p, caller, unsent, want, r, b.now.Add(at))
+			require.NoError(t, err)
+			return g
+		}
+		require.True(t, take("a", 4, 1, nil, 0).Read) // a: 4 admitted, not sent
+		g := take("a", 4, 1, &AdmissionReading{}, 0)
+		require.Equal(t, 1, g.Granted)
+		require.Equal(t, 5, g.Room, "depth 10 - a's 4 unsent - 1 granted")
+		// a sends its jobs and waits for new submissions: it only reports.
+		ok, err := b.st.AdmissionReport(b.ctx, p, "a", 0, "", 0, b.now.Add(time.Millisecond))
+		require.NoError(t, err)
+		require.False(t, ok, "report only: nothing returned")
+		require.True(t, take("b", 0, 10, nil, p.Interval).Read)
+		require.Equal(t, 10, take("b", 0, 10, &AdmissionReading{}, p.Interval).Granted,
+			"a's sent jobs no longer count")
+	})
+}
+
+// TestWaitNewSeesOnlyUndelivered: WaitNew counts entries no consumer of the
+// group has been delivered, without taking them, and times out on none.
+func TestWaitNewSeesOnlyUndelivered(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		require.NoError(t, b.st.EnsureGroup(b.ctx))
+		n, err := b.st.WaitNew(b.ctx, 10, 0)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		for _, id := range []string{"wn-1", "wn-2", "wn-3"} {
+			_, err := b.st.Submit(b.ctx, sub(id), SubmitOpts{Now: b.now})
+			require.NoError(t, err)
+		}
+		n, err = b.st.WaitNew(b.ctx, 10, 0)
+		require.NoError(t, err)
+		require.Equal(t, 3, n)
+		n, err = b.st.WaitNew(b.ctx, 2, 0)
+		require.NoError(t, err)
+		require.Equal(t, 2, n, "at most count")
+		msgs, err := b.st.Read(b.ctx, "c1", 2, 0)
+		require.NoError(t, err)
+		require.Len(t, msgs, 2)
+		n, err = b.st.WaitNew(b.ctx, 10, 0)
+		require.NoError(t, err)
+		require.Equal(t, 1, n, "delivered entries no longer count")
+		_, err = b.st.Read(b.ctx, "c1", 10, 0)
+		require.NoError(t, err)
+		n, err = b.st.WaitNew(b.ctx, 10, 10*time.Millisecond)
+		require.NoError(t, err)
+		require.Zero(t, n)
+	})
+}

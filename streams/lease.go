@@ -66,6 +66,48 @@ func (s *Store) Read(ctx context.Context, consumer string, count int, block time
 	return out, nil
 }
 
+// WaitNew waits up to block (0 or less: does not wait) for entries no
+// consumer of the group has been delivered yet, without taking them, and
+// returns how many it saw (at most count). A fetch loop that must spend
+// something to read (the pool's admission grants) waits here first, so an
+// empty partition holds nothing while it waits. Another consumer may take
+// the entries before the caller reads them.
+func (s *Store) WaitNew(ctx context.Context, count int, block time.Duration) (int, error) {
+	groups, err := s.rdb.XInfoGroups(ctx, s.keys.Submissions()).Result()
+	if err != nil {
+		if redis.HasErrorPrefix(err, "ERR no such key") {
+			err = fmt.Errorf("%w: %w", ErrNoGroup, err)
+		}
+		return 0, fmt.Errorf("streams: wait for submissions: %w", noGroup(err))
+	}
+	last := ""
+	for _, g := range groups {
+		if g.Name == s.group {
+			last = g.LastDeliveredID
+		}
+	}
+	if last == "" {
+		return 0, fmt.Errorf("streams: wait for submissions: %w: group %s not on %s", ErrNoGroup, s.group, s.keys.Submissions())
+	}
+	if block <= 0 {
+		block = -1 // go-redis: a negative Block omits BLOCK
+	}
+	res, err := s.rdb.XRead(ctx, &redis.XReadArgs{
+		Streams: []string{s.keys.Submissions(), last}, Count: int64(max(1, count)), Block: block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("streams: wait for submissions: %w", err)
+	}
+	n := 0
+	for _, st := range res {
+		n += len(st.Messages)
+	}
+	return n, nil
+}
+
 // Claim runs one XAUTOCLAIM page for entries idle at least minIdle, from
 // cursor ("0-0" to start). deleted lists pending ids whose entries no longer
 // exist (they are acknowledged here). next is "0-0" when the scan is done.

@@ -33,13 +33,14 @@ var (
 	scriptBudgetTake = mustScript("budget_take.lua")
 	scriptBudgetRep  = mustScript("budget_report.lua")
 	scriptAdmission  = mustScript("admission_take.lua")
+	scriptAdmReport  = mustScript("admission_report.lua")
 	scriptChunks     = mustScript("chunks.lua")
 )
 
 // allScripts lists every script, for LoadScripts.
 var allScripts = []*redis.Script{
 	scriptSubmit, scriptAdmit, scriptCheckpoint, scriptFinalize,
-	scriptHeartbeat, scriptHandoff, scriptCancel, scriptRetry, scriptPurge, scriptReveal, scriptPrune, scriptBudgetTake, scriptBudgetRep, scriptAdmission, scriptChunks,
+	scriptHeartbeat, scriptHandoff, scriptCancel, scriptRetry, scriptPurge, scriptReveal, scriptPrune, scriptBudgetTake, scriptBudgetRep, scriptAdmission, scriptAdmReport, scriptChunks,
 }
 
 // mustScript builds a script from the prelude and lua/<name>. The files are

@@ -95,8 +95,9 @@ func (a Admission) params() streams.AdmissionParams {
 
 // admissionState is what the worker last learned from the pool's gate.
 type admissionState struct {
-	room  atomic.Int64  // room left in Runpod's queue, as of the last grant
-	waits atomic.Uint64 // fetches that found no room
+	room     atomic.Int64  // room left in Runpod's queue, as of the last grant
+	waits    atomic.Uint64 // fetches that found no room
+	reported atomic.Int64  // the unsent count last reported to the gate
 }
 
 // unsent counts owned jobs not yet on Runpod (no Runpod id).
@@ -113,15 +114,16 @@ func (w *Worker) unsent() int {
 }
 
 // admissionGrant returns how many of n reserved slots may be filled with
-// new submissions now; it returns the others to the capacity. With no room
+// new submissions now, and the reading the grants came from (for
+// admissionReturn); it returns the others to the capacity. With no room
 // it waits (until the gate says to ask again, at most Interval, or ctx)
 // and returns 0.
-func (w *Worker) admissionGrant(ctx context.Context, n int) int {
+func (w *Worker) admissionGrant(ctx context.Context, n int) (int, string) {
 	a := w.cfg.Admission
 	if a.Depth == 0 || n == 0 {
-		return n
+		return n, ""
 	}
-	k, wait := w.admissionTake(ctx, n)
+	k, reading, wait := w.admissionTake(ctx, n)
 	if k < n {
 		w.mu.Lock()
 		w.reserved -= n - k
@@ -136,25 +138,49 @@ func (w *Worker) admissionGrant(ctx context.Context, n int) int {
 		case <-t.C:
 		}
 	}
-	return k
+	return k, reading
+}
+
+// admissionReport tells the pool's gate this worker's unsent count, and
+// gives n unused grants of reading back (a read found fewer new
+// submissions than granted) so they are not lost until the next reading.
+// A waiting fetch loop calls it with no grants when the count changed since
+// the last report: it takes nothing, but the jobs it sent must stop counting
+// against the next reading. Best effort: a failure only delays jobs to the
+// next reading.
+func (w *Worker) admissionReport(ctx context.Context, reading string, n int) {
+	unsent := w.unsent()
+	if n <= 0 && int64(unsent) == w.admission.reported.Load() {
+		return
+	}
+	tctx, cancel := w.persistCtx(ctx)
+	defer cancel()
+	if _, err := w.store.AdmissionReport(tctx, w.cfg.Admission.params(), w.cfg.InstanceID, unsent, reading, max(0, n), time.Time{}); err != nil {
+		w.log.Debug("admission: cannot report to the pool's gate; unused grants wait for the next reading", "error", err)
+		return
+	}
+	w.admission.reported.Store(int64(unsent))
 }
 
 // admissionTake asks the pool's gate for up to n slots, reading /health
-// first when the gate elects this worker. It returns the slots granted, and
-// with none how long to wait before asking again.
-func (w *Worker) admissionTake(ctx context.Context, n int) (int, time.Duration) {
+// first when the gate elects this worker. It returns the slots granted and
+// the reading they came from, and with none how long to wait before asking
+// again.
+func (w *Worker) admissionTake(ctx context.Context, n int) (int, string, time.Duration) {
 	a := w.cfg.Admission
 	p := a.params()
 	var reading *streams.AdmissionReading
 	for range 2 {
 		// The gate's times are Redis's (zero now): other workers compare them.
 		tctx, cancel := w.persistCtx(ctx)
-		g, err := w.store.AdmissionTake(tctx, p, w.cfg.InstanceID, w.unsent(), n, reading, time.Time{})
+		unsent := w.unsent()
+		g, err := w.store.AdmissionTake(tctx, p, w.cfg.InstanceID, unsent, n, reading, time.Time{})
 		cancel()
 		if err != nil {
 			w.log.Debug("admission: cannot ask the pool's gate; admitting nothing for now", "error", err)
-			return 0, a.Interval
+			return 0, "", a.Interval
 		}
+		w.admission.reported.Store(int64(unsent))
 		if g.Read && reading == nil {
 			hctx, cancel := context.WithTimeout(ctx, p.ReadHold)
 			load, err := a.Health(hctx)
@@ -167,9 +193,9 @@ func (w *Worker) admissionTake(ctx context.Context, n int) (int, time.Duration) 
 		}
 		w.admission.room.Store(int64(g.Room))
 		if g.Granted > 0 {
-			return g.Granted, 0
+			return g.Granted, g.Reading, 0
 		}
-		return 0, g.Wait
+		return 0, "", g.Wait
 	}
-	return 0, a.Interval
+	return 0, "", a.Interval
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"github.com/yourscope/runpod-orchestrator/activities"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -118,12 +119,27 @@ func TestAdmissionGateOnRedisClock(t *testing.T) {
 	}
 	ahead := &offsetClock{}
 	ahead.add(time.Hour)
+	// Two jobs waiting: the skewed worker reads /health and takes the
+	// whole room (depth 2) for them. (A worker takes grants only for
+	// entries it has seen waiting.)
+	b.submit(t, "adm-skew-1", `{}`, 0)
+	b.submit(t, "adm-skew-2", `{}`, 0)
 	cfg := b.config("adm-ahead")
 	cfg.Now = ahead.now
 	cfg.Admission = Admission{Depth: 2, Interval: 50 * time.Millisecond, Health: health}
 	ra := b.start(t, cfg)
-	require.Eventually(t, func() bool { return reads.Load() >= 2 }, 20*time.Second, 5*time.Millisecond,
-		"the skewed worker reads /health (and takes the room: it has free capacity)")
+	require.Eventually(t, func() bool {
+		for _, id := range []string{"adm-skew-1", "adm-skew-2"} {
+			if rec, err := b.store.Get(context.Background(), id); err != nil || !workflow.State(rec.State).Terminal() {
+				return false
+			}
+		}
+		// Its waiting fetch loop has reported that nothing is left unsent.
+		keys, err := streams.NewKeys(b.ns)
+		require.NoError(t, err)
+		rep, _ := b.rdb.HGet(context.Background(), keys.AdmissionUnsent(AdmissionEndpointDefault), "adm-ahead").Result()
+		return reads.Load() >= 1 && strings.HasPrefix(rep, "0 ")
+	}, 20*time.Second, 5*time.Millisecond, "the skewed worker reads /health, runs both jobs and reports none unsent")
 	ra.stop(t)
 	before := reads.Load()
 
@@ -136,6 +152,7 @@ func TestAdmissionGateOnRedisClock(t *testing.T) {
 		return err == nil && rec.Owner == "adm-b"
 	}, 20*time.Second, 10*time.Millisecond,
 		"a worker with the right clock reads /health again and admits the job (reads since: %d)", reads.Load()-before)
+
 }
 
 // TestWorkerFaultRunLeavesNoUncertainIntent (review break7, finding 5): a

@@ -27,6 +27,12 @@ func (p *parts) AdmissionTake(ctx context.Context, ap streams.AdmissionParams, c
 	return p.base.AdmissionTake(ctx, ap, caller, unsent, want, reading, now)
 }
 
+// AdmissionReport reports to the base namespace's gate.
+func (p *parts) AdmissionReport(ctx context.Context, ap streams.AdmissionParams, caller string, unsent int,
+	reading string, n int, now time.Time) (bool, error) {
+	return p.base.AdmissionReport(ctx, ap, caller, unsent, reading, n, now)
+}
+
 // of returns the store of jobID's partition.
 func (p *parts) of(jobID string) store { return p.all[streams.PartitionOf(jobID, len(p.all))] }
 

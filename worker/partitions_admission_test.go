@@ -12,7 +12,8 @@ import (
 	"github.com/yourscope/runpod-orchestrator/streams"
 )
 
-// readSignal signals the first Read of a partition's store.
+// readSignal signals the first Read (or WaitNew: the wait before a gated
+// read) of a partition's store.
 type readSignal struct {
 	store
 	once    sync.Once
@@ -22,6 +23,11 @@ type readSignal struct {
 func (s *readSignal) Read(ctx context.Context, consumer string, count int, block time.Duration) ([]redis.XMessage, error) {
 	s.once.Do(func() { close(s.reading) })
 	return s.store.Read(ctx, consumer, count, block)
+}
+
+func (s *readSignal) WaitNew(ctx context.Context, count int, block time.Duration) (int, error) {
+	s.once.Do(func() { close(s.reading) })
+	return s.store.WaitNew(ctx, count, block)
 }
 
 // TestAdmissionGrantNotSpentOnEmptyPartition: the pool-wide admission gate
@@ -36,11 +42,10 @@ func (s *readSignal) Read(ctx context.Context, consumer string, count int, block
 // the workers of an idle shard take the pool's room every reading; with
 // every partition served, each empty partition's loop takes one grant per
 // read (250 ms). Seen failing (Condition never satisfied); with Depth 1000
-// (room left after w0's grab) it passes.
+// (room left after w0's grab) it passes. Fixed: a gated loop waits for new
+// entries (WaitNew) before it takes a grant, and gives back what its read
+// did not use.
 func TestAdmissionGrantNotSpentOnEmptyPartition(t *testing.T) {
-	t.Skip("finding: an empty partition's fetch loop spends admission grants before its blocking read, " +
-		"and unused grants are not returned; a busy partition's job waits for the next /health reading " +
-		"(fix: an empty partition reads before it takes a grant, or unused grants go back to the room)")
 	t.Parallel()
 	b, ps := partsSetup(t, 2)
 	adm := Admission{Depth: 1, Interval: time.Hour, // one reading: room for 1 job all test long

@@ -15,6 +15,7 @@ import (
 type store interface {
 	EnsureGroup(ctx context.Context) error
 	Read(ctx context.Context, consumer string, count int, block time.Duration) ([]redis.XMessage, error)
+	WaitNew(ctx context.Context, count int, block time.Duration) (int, error)
 	Claim(ctx context.Context, consumer string, minIdle time.Duration, count int, cursor string) ([]redis.XMessage, []string, string, error)
 	Admit(ctx context.Context, reqs []streams.AdmitRequest, opts streams.AdmitOpts) ([]streams.AdmitResult, error)
 	Get(ctx context.Context, jobID string) (streams.Record, error)
@@ -35,6 +36,8 @@ type store interface {
 	AppendChunks(ctx context.Context, c streams.Chunks, now time.Time) (int, error)
 	AdmissionTake(ctx context.Context, p streams.AdmissionParams, caller string, unsent, want int,
 		reading *streams.AdmissionReading, now time.Time) (streams.AdmissionGrant, error)
+	AdmissionReport(ctx context.Context, p streams.AdmissionParams, caller string, unsent int,
+		reading string, n int, now time.Time) (bool, error)
 }
 
 var _ store = (*streams.Store)(nil)

@@ -30,12 +30,13 @@
 -- ARGV[9] stale, ms: age after which an unsent report no longer counts
 -- ARGV[10] read hold, ms: how long the elected reader has to bring its reading
 --
--- Returns {granted, status, retry_at_ms, room, now_ms}: status "ok" (granted
+-- Returns {granted, status, retry_at_ms, room, now_ms, read_ms}: status "ok" (granted
 -- may be 0: no room; come back at retry_at_ms, the next reading), "read"
 -- (the caller must read /health and call again with the reading), or "wait"
 -- (another caller is reading; come back at retry_at_ms); room is what is
 -- left until the next reading; now_ms is the time used (Redis's clock), so
--- the caller can turn retry_at_ms into a wait.
+-- the caller can turn retry_at_ms into a wait; read_ms names the reading the
+-- grants came from (admission_report.lua gives unused grants back to it).
 
 local gate, unsent = KEYS[1], KEYS[2]
 local now_s = clock_ms(ARGV[1])
@@ -51,7 +52,8 @@ redis.call('HSET', unsent, me, ARGV[4] .. ' ' .. now_s)
 redis.call('PEXPIRE', unsent, ttl)
 
 local g = redis.call('HMGET', gate, 'read_ms', 'room', 'reader', 'reader_until')
-local read_ms = tonumber(nz(g[1]) or '0')
+local read_s = nz(g[1]) or '0'
+local read_ms = tonumber(read_s)
 local room = tonumber(nz(g[2]) or '0')
 local reader_until = tonumber(nz(g[4]) or '0')
 
@@ -71,15 +73,15 @@ if ARGV[7] ~= '' then
     end
     room = math.max(0, depth + tonumber(ARGV[8]) - tonumber(ARGV[7]) - pending)
   end
-  read_ms = now
+  read_ms, read_s = now, now_s
   redis.call('HSET', gate, 'read_ms', now_s, 'room', tostring(room), 'reader', '', 'reader_until', '0')
 elseif now >= read_ms + interval then
   if now >= reader_until or nz(g[3]) == me then
     redis.call('HSET', gate, 'reader', me, 'reader_until', tostring(now + tonumber(ARGV[10])))
     redis.call('PEXPIRE', gate, ttl)
-    return { 0, 'read', 0, room, now_s }
+    return { 0, 'read', 0, room, now_s, read_s }
   end
-  return { 0, 'wait', math.min(reader_until, now + math.max(1, math.ceil(interval / 4))), room, now_s }
+  return { 0, 'wait', math.min(reader_until, now + math.max(1, math.ceil(interval / 4))), room, now_s, read_s }
 end
 
 local granted = math.max(0, math.min(want, room))
@@ -90,4 +92,4 @@ local retry_at = 0
 if granted == 0 then
   retry_at = read_ms + interval
 end
-return { granted, 'ok', retry_at, room, now_s }
+return { granted, 'ok', retry_at, room, now_s, read_s }
