@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -20,10 +21,9 @@ import (
 // second partition's entry with the id just seen is skipped for good.
 // Seen failing: only dead-a was listed. No job is lost (the entry stays,
 // and a read from the start shows it), but a paged listing or a paged
-// RetryDead misses it.
+// RetryDead misses it. Fixed: each entry's Cursor holds one position per
+// partition (as Subscription.Position), and After takes it.
 func TestDeadPagesAcrossPartitionsWithEqualIDs(t *testing.T) {
-	t.Skip("finding: Dead's After is one id for every partition; entries of equal ids in two partitions " +
-		"straddling a page are skipped (fix: a per-partition cursor, as Subscription.Position)")
 	t.Parallel()
 	ctx := context.Background()
 	rdb, ns := redistest.New(t)
@@ -45,7 +45,39 @@ func TestDeadPagesAcrossPartitionsWithEqualIDs(t *testing.T) {
 			break
 		}
 		seen[page[0].JobID] = true
-		after = page[0].ID
+		after = page[0].Cursor
 	}
 	require.Equal(t, map[string]bool{"dead-a": true, "dead-b": true}, seen, "paging Dead saw every dead letter")
+}
+
+// TestDeadCursorOnePartition: with one partition a dead letter's Cursor is
+// its ID, so pages written before cursors existed (After = the last ID)
+// keep working; an After naming another partition count is refused.
+func TestDeadCursorOnePartition(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, ns := redistest.New(t)
+	c, err := client.New(rdb, client.Config{Namespace: ns})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	k, err := streams.NewKeys(ns)
+	require.NoError(t, err)
+	for i, job := range []string{"dead-1", "dead-2", "dead-3"} {
+		require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: k.Dead(), ID: fmt.Sprintf("1700000000000-%d", i+1),
+			Values: map[string]any{"job_id": job, "dead_reason": "poison"}}).Err())
+	}
+	page, err := c.Dead(ctx, client.DeadOptions{Limit: 2})
+	require.NoError(t, err)
+	require.Len(t, page, 2)
+	for _, d := range page {
+		require.Equal(t, d.ID, d.Cursor)
+	}
+	page, err = c.Dead(ctx, client.DeadOptions{After: page[1].ID})
+	require.NoError(t, err)
+	require.Len(t, page, 1)
+	require.Equal(t, "dead-3", page[0].JobID)
+	_, err = c.Dead(ctx, client.DeadOptions{After: "1-0,2-0"})
+	require.ErrorContains(t, err, "names 2 partitions' positions, the namespace has 1")
+	_, err = c.Dead(ctx, client.DeadOptions{After: "bogus"})
+	require.ErrorContains(t, err, "After")
 }

@@ -1,11 +1,13 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/yourscope/runpod-orchestrator/streams"
@@ -317,7 +319,9 @@ func (c *Client) countEvents(ctx context.Context, since time.Time, limit int) (m
 
 // DeadLetter is one dead-letter copy of a submission refused as poison.
 type DeadLetter struct {
-	// ID is the dead-letter stream's entry id (the position to read after).
+	// ID is the dead-letter stream's entry id (what DeleteDead-style
+	// operations name). Ids are per partition: two partitions' streams may
+	// hold entries with the same id, so page with Cursor, not ID.
 	ID    string    `json:"id"`
 	JobID string    `json:"clientJobId,omitempty"`
 	At    time.Time `json:"at"`
@@ -332,26 +336,59 @@ type DeadLetter struct {
 	// Partition is the partition whose dead-letter stream holds the copy
 	// (always 0 with one partition).
 	Partition int `json:"partition,omitempty"`
+	// Cursor is the position just after this entry, for DeadOptions.After:
+	// with one partition the entry's ID; with several, one id per
+	// partition, comma-separated (each partition's last entry read up to and
+	// including this one), as Subscription.Position.
+	Cursor string `json:"cursor"`
 }
 
 // DeadOptions tunes Dead.
 type DeadOptions struct {
-	// After reads after this dead-letter id ("" = from the oldest).
+	// After reads after this position: "" from the oldest; a dead-letter
+	// id, which applies to every partition; or a DeadLetter.Cursor (with
+	// several partitions, one id per partition, comma-separated). Page with
+	// the last entry's Cursor: an id alone would skip another partition's
+	// entry with the same id.
 	After string
 	// Limit caps the entries returned; default 100.
 	Limit int
 }
 
-// Dead reads the dead-letter streams, oldest first (every partition's,
-// merged by entry id: After, an entry id, applies to each).
+// deadAfter splits a DeadOptions.After into one id per partition.
+func (c *Client) deadAfter(after string) ([]string, error) {
+	p := c.parts.Count()
+	if after == "" {
+		return make([]string, p), nil
+	}
+	if !streamIDRe.MatchString(after) {
+		return nil, fmt.Errorf("client: dead: After %q: want a dead-letter id like 1700000000000-0 or a DeadLetter.Cursor", after)
+	}
+	if !strings.Contains(after, ",") {
+		return slices.Repeat([]string{after}, p), nil
+	}
+	ids := strings.Split(after, ",")
+	if len(ids) != p {
+		return nil, fmt.Errorf("client: dead: After %q names %d partitions' positions, the namespace has %d", after, len(ids), p)
+	}
+	return ids, nil
+}
+
+// Dead reads the dead-letter streams, oldest first: every partition's,
+// merged by entry id (equal ids in partition order), each from its own
+// position in opts.After.
 func (c *Client) Dead(ctx context.Context, opts DeadOptions) ([]DeadLetter, error) {
 	if opts.Limit <= 0 {
 		opts.Limit = 100
 	}
+	pos, err := c.deadAfter(opts.After)
+	if err != nil {
+		return nil, err
+	}
 	var entries []streams.DeadEntry
 	var parts []int
 	for i, st := range c.parts.All() {
-		es, err := st.ReadDead(ctx, opts.After, int64(opts.Limit))
+		es, err := st.ReadDead(ctx, pos[i], int64(opts.Limit))
 		if err != nil {
 			return nil, fmt.Errorf("client: dead: %w", err)
 		}
@@ -368,7 +405,9 @@ func (c *Client) Dead(ctx context.Context, opts DeadOptions) ([]DeadLetter, erro
 	out := make([]DeadLetter, 0, min(len(entries), opts.Limit))
 	for _, k := range order[:min(len(order), opts.Limit)] {
 		e := entries[k]
-		d := DeadLetter{ID: e.ID, JobID: e.JobID, Reason: e.Reason, Entry: e.Entry, Fields: e.Fields, Partition: parts[k]}
+		pos[parts[k]] = e.ID
+		d := DeadLetter{ID: e.ID, JobID: e.JobID, Reason: e.Reason, Entry: e.Entry, Fields: e.Fields, Partition: parts[k],
+			Cursor: deadCursor(pos)}
 		if e.Ms > 0 {
 			d.At = time.UnixMilli(e.Ms).UTC()
 		}
@@ -378,6 +417,19 @@ func (c *Client) Dead(ctx context.Context, opts DeadOptions) ([]DeadLetter, erro
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// deadCursor formats per-partition positions; a partition not read yet is
+// "0" (from its oldest) so the cursor always names every partition.
+func deadCursor(pos []string) string {
+	if len(pos) == 1 {
+		return pos[0]
+	}
+	out := make([]string, len(pos))
+	for i, id := range pos {
+		out[i] = cmp.Or(id, "0")
+	}
+	return strings.Join(out, ",")
 }
 
 // RetryResult is what Retry did.

@@ -160,7 +160,7 @@ func (c *cli) list(ctx context.Context, g *globals, args []string) error {
 func (c *cli) dead(ctx context.Context, g *globals, args []string) error {
 	fs := c.newFlagSet(g, "dead", "", "Print the dead-letter stream ({ns}:dead) as JSON lines, oldest first: each\n"+
 		"submission refused as poison, why, and when. Redrive them with 'submitter retry --dead'.")
-	after := fs.String("after", "", "start after this dead-letter `id`")
+	after := fs.String("after", "", "start after this `position`: an entry's \"cursor\" (one id per partition) or a dead-letter id")
 	limit := fs.Int("limit", 100, "print at most `N` entries")
 	pos, err := parseArgs(fs, args)
 	if err != nil {

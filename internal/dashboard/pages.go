@@ -376,7 +376,7 @@ const deadPage = 100
 func (s *Server) dead(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	after := r.URL.Query().Get("after")
-	if after != "" && !validStreamID(after) {
+	if after != "" && !validPosition(after) {
 		s.render(w, r, "error", http.StatusBadRequest, page{Title: "Bad request", Data: "Bad position."})
 		return
 	}
@@ -408,10 +408,21 @@ func (s *Server) dead(w http.ResponseWriter, r *http.Request) {
 		d.Rows = append(d.Rows, row)
 	}
 	if len(dls) == deadPage {
-		d.Next = dls[len(dls)-1].ID
+		d.Next = dls[len(dls)-1].Cursor // one position per partition: ids repeat across partitions
 	}
 	s.render(w, r, "dead", http.StatusOK, page{Title: "Dead letters", Nav: "dead", Live: "events",
 		Flash: flash(r), FlashBad: r.URL.Query().Get("bad") != "", Data: d})
+}
+
+// validPosition accepts a stream id or one per partition, comma-separated
+// (a client.DeadLetter.Cursor).
+func validPosition(s string) bool {
+	for _, id := range strings.Split(s, ",") {
+		if !validStreamID(id) {
+			return false
+		}
+	}
+	return true
 }
 
 func validStreamID(s string) bool {
