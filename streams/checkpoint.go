@@ -38,14 +38,44 @@ var terminalStates = map[string]string{
 // whose ctx ends while its batch is in flight returns ctx's error and may
 // have applied, as any write whose reply is lost.
 func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) error {
+	req, err := s.checkpointReq(ctx, cp, now)
+	if err != nil {
+		return err
+	}
+	return s.cps.do(s, req)
+}
+
+// CheckpointMany writes cps in one checkpoint.lua call, as a group commit
+// of that many concurrent Checkpoint calls would; errs[i] answers cps[i] as
+// Checkpoint would. For callers that batch themselves: the bench's
+// per-script profile (internal/bench.ProfileScripts) sends fixed batches so
+// its instruction counts repeat.
+func (s *Store) CheckpointMany(ctx context.Context, cps []Checkpoint, now time.Time) []error {
+	batch := make([]*cpReq, 0, len(cps))
+	for _, cp := range cps {
+		req, err := s.checkpointReq(ctx, cp, now)
+		if err != nil {
+			errs := make([]error, len(cps))
+			for i := range errs {
+				errs[i] = err
+			}
+			return errs
+		}
+		batch = append(batch, req)
+	}
+	return s.writeCheckpoints(batch)
+}
+
+// checkpointReq validates cp and builds its checkpoint.lua arguments.
+func (s *Store) checkpointReq(ctx context.Context, cp Checkpoint, now time.Time) (*cpReq, error) {
 	if _, ok := terminalStates[cp.State]; ok {
-		return fmt.Errorf("streams: checkpoint %q: state %s is terminal, use Finalize: %w", cp.JobID, cp.State, ErrInvalid)
+		return nil, fmt.Errorf("streams: checkpoint %q: state %s is terminal, use Finalize: %w", cp.JobID, cp.State, ErrInvalid)
 	}
 	var result []byte
 	if cp.Output != nil {
 		var err error
 		if result, err = EncodeResult(cp.Output, ""); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	etype, payload := "", []byte(nil)
@@ -53,14 +83,13 @@ func (s *Store) Checkpoint(ctx context.Context, cp Checkpoint, now time.Time) er
 		var err error
 		etype = cp.Event.Type
 		if payload, err = EncodePayload(cp.Event.Payload); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	req := &cpReq{ctx: ctx, cp: cp, durable: cp.Durable && s.dur.On(), wake: make(chan struct{}, 1),
+	return &cpReq{ctx: ctx, cp: cp, durable: cp.Durable && s.dur.On(), wake: make(chan struct{}, 1),
 		args: []any{cp.JobID, strconv.FormatInt(cp.Epoch, 10), scriptNow(now), cp.Step, cp.State,
 			cp.RunpodID, cp.RunpodStatus, attemptsArg(cp.Attempts), result, etype, payload, cp.Owner,
-			attemptsArg(cp.UncertainAttempt)}}
-	return s.cps.do(s, req)
+			attemptsArg(cp.UncertainAttempt)}}, nil
 }
 
 // checkpointBatch coalesces concurrent Checkpoint calls. At most one batch

@@ -49,6 +49,9 @@ type options struct {
 	pollInitial                            time.Duration
 	redisServer                            string
 	quiet                                  bool
+	// callgrind, when set, is the directory of a --callgrind run's dumps.
+	callgrind    string
+	profileBatch int
 }
 
 // figures is one side's measurement of one round. Drain figures cover the
@@ -89,6 +92,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.pollInitial, "poll-initial", time.Millisecond, "our worker's first /status delay")
 	fs.StringVar(&o.redisServer, "redis-server", "redis-server", "the redis-server binary to start")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress on stderr")
+	fs.StringVar(&o.callgrind, "callgrind", "", "count the server's instructions instead of timing it: one round with redis-server under\n"+
+		"valgrind --tool=callgrind, its dumps in this directory; prints instructions per job for each phase and each script")
+	fs.IntVar(&o.profileBatch, "profile-batch", bench.ProfileBatchDefault, "--callgrind: batch size of the per-script phases")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -102,6 +108,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	if o.callgrind != "" {
+		rep, err := countInstructions(ctx, o, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "peers:", err)
+			return 1
+		}
+		if err := json.NewEncoder(stdout).Encode(rep); err != nil {
+			fmt.Fprintln(stderr, "peers:", err)
+			return 1
+		}
+		printInstructions(stdout, rep)
+		return 0
+	}
 	rep, err := compare(ctx, o, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "peers:", err)
@@ -123,7 +142,7 @@ func compare(ctx context.Context, o options, stderr io.Writer) (report, error) {
 	}
 	rep := report{Jobs: o.jobs, Rounds: o.rounds, Concurrency: o.concurrency, MaxInFlight: o.maxInFlight, CPUs: runtime.NumCPU()}
 	for r := range o.rounds {
-		srv, err := startRedis(ctx, o.redisServer)
+		srv, err := startRedis(ctx, o.redisServer, "")
 		if err != nil {
 			return rep, err
 		}
@@ -141,10 +160,10 @@ func compare(ctx context.Context, o options, stderr io.Writer) (report, error) {
 			progress("round %d/%d: %s, %d jobs", r+1, o.rounds, side, o.jobs)
 			var f figures
 			if side == "asynq" {
-				f, err = runAsynq(ctx, o, srv, progress)
+				f, err = runAsynq(ctx, o, srv, progress, nil)
 				rep.RoundsAsynq = append(rep.RoundsAsynq, f)
 			} else {
-				f, err = runOurs(ctx, o, srv, progress)
+				f, err = runOurs(ctx, o, srv, progress, nil)
 				rep.RoundsOurs = append(rep.RoundsOurs, f)
 			}
 			if err != nil {
@@ -173,12 +192,13 @@ func compare(ctx context.Context, o options, stderr io.Writer) (report, error) {
 	return rep, nil
 }
 
-func runOurs(ctx context.Context, o options, srv *redisServer, progress func(string, ...any)) (figures, error) {
+func runOurs(ctx context.Context, o options, srv *redisServer, progress func(string, ...any),
+	mark func(string) error) (figures, error) {
 	last := time.Now()
 	res, err := bench.Run(ctx, bench.Options{
-		RedisURL: "redis://" + srv.addr, Namespace: "peers", Jobs: o.jobs, Prefill: true,
+		RedisURL: srv.url(), Namespace: "peers", Jobs: o.jobs, Prefill: true, Mark: mark,
 		Runpod: bench.RunpodStandin, Submit: bench.SubmitClient,
-		Worker: worker.Config{MaxInFlight: o.maxInFlight, Poll: workflow.PollPolicy{Initial: o.pollInitial}},
+		Worker: ourWorker(o),
 		Progress: func(done, total int) {
 			if time.Since(last) >= 2*time.Second {
 				last = time.Now()
@@ -200,15 +220,35 @@ func runOurs(ctx context.Context, o options, srv *redisServer, progress func(str
 	}, nil
 }
 
+// ourWorker is the worker configuration of our side. Under --callgrind
+// the server runs tens of times slower, so a drain lasts minutes instead
+// of seconds: the lease timers (heartbeats, claim passes, which at full
+// speed do not fire during a drain) are pushed past its end, so the count
+// is of the work per job and not of the wall-clock time valgrind adds.
+func ourWorker(o options) worker.Config {
+	cfg := worker.Config{MaxInFlight: o.maxInFlight, Poll: workflow.PollPolicy{Initial: o.pollInitial}}
+	if o.callgrind != "" {
+		cfg.MinIdle, cfg.HeartbeatInterval, cfg.ClaimInterval = 3*time.Hour, time.Hour, time.Hour
+	}
+	return cfg
+}
+
 // runAsynq enqueues o.jobs tasks, then starts an asynq server with a no-op
 // handler and measures until every task is processed and its completion
 // written (the active list empty).
-func runAsynq(ctx context.Context, o options, srv *redisServer, progress func(string, ...any)) (figures, error) {
-	ropt := asynq.RedisClientOpt{Addr: srv.addr}
+func runAsynq(ctx context.Context, o options, srv *redisServer, progress func(string, ...any),
+	mark func(string) error) (figures, error) {
+	if mark == nil {
+		mark = func(string) error { return nil }
+	}
+	ropt := asynq.RedisClientOpt{Addr: srv.addr, ReadTimeout: srv.timeout, WriteTimeout: srv.timeout}
 	cl := asynq.NewClient(ropt)
 	defer cl.Close()
 	s0, err := stats(ctx, srv.rdb)
 	if err != nil {
+		return figures{}, err
+	}
+	if err := mark("enqueue"); err != nil {
 		return figures{}, err
 	}
 	for i := range o.jobs {
@@ -238,6 +278,9 @@ func runAsynq(ctx context.Context, o options, srv *redisServer, progress func(st
 		}
 		return nil
 	})
+	if err := mark("drain"); err != nil {
+		return figures{}, err
+	}
 	cpu0 := processCPU()
 	start := time.Now()
 	if err := server.Start(mux); err != nil {
@@ -271,6 +314,9 @@ wait:
 	}
 	elapsed := time.Since(start)
 	cpu1 := processCPU()
+	if err := mark(""); err != nil {
+		return figures{}, err
+	}
 	s2, err := stats(ctx, srv.rdb)
 	if err != nil {
 		return figures{}, err
@@ -357,24 +403,44 @@ type redisServer struct {
 	addr    string
 	version string
 	rdb     *redis.Client
+	// timeout is the clients' read and write timeout: 0 (go-redis's
+	// default) but under valgrind, where the server runs tens of times
+	// slower and a large admit batch takes seconds.
+	timeout time.Duration
+}
+
+// url is the server's address for internal/bench, with the timeout.
+func (s *redisServer) url() string {
+	if s.timeout == 0 {
+		return "redis://" + s.addr
+	}
+	return fmt.Sprintf("redis://%s?read_timeout=%s&write_timeout=%s", s.addr, s.timeout, s.timeout)
 }
 
 // startRedis starts a redis-server without persistence on a free loopback
-// port and waits until it answers.
-func startRedis(ctx context.Context, bin string) (*redisServer, error) {
+// port and waits until it answers; with callgrindOut, under valgrind's
+// callgrind writing its counts there.
+func startRedis(ctx context.Context, bin, callgrindOut string) (*redisServer, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cmd := exec.CommandContext(ctx, bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--logfile", "")
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+	args := []string{bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--logfile", ""}
+	var timeout time.Duration
+	tries := 200
+	if callgrindOut != "" {
+		args = append([]string{"valgrind", "--tool=callgrind", "--callgrind-out-file=" + callgrindOut}, args...)
+		timeout, tries = 2*time.Minute, 2400
 	}
-	s := &redisServer{cmd: cmd, addr: "127.0.0.1:" + strconv.Itoa(port)}
-	s.rdb = redis.NewClient(&redis.Options{Addr: s.addr})
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", args[0], err)
+	}
+	s := &redisServer{cmd: cmd, addr: "127.0.0.1:" + strconv.Itoa(port), timeout: timeout}
+	s.rdb = redis.NewClient(&redis.Options{Addr: s.addr, ReadTimeout: timeout, WriteTimeout: timeout})
 	for i := 0; ; i++ {
 		info, err := s.rdb.Info(ctx, "server").Result()
 		if err == nil {
@@ -385,7 +451,7 @@ func startRedis(ctx context.Context, bin string) (*redisServer, error) {
 			}
 			return s, nil
 		}
-		if i == 200 {
+		if i == tries {
 			s.stop()
 			return nil, fmt.Errorf("redis-server on %s: %w", s.addr, err)
 		}

@@ -81,6 +81,11 @@ type Options struct {
 	// Progress, when set, is called with outcomes seen so far (at most a
 	// few times a second).
 	Progress func(done, total int)
+	// Mark, when set, is called as a phase starts: "submit" before the
+	// submissions of a Prefill, "drain" just before the workers start, and
+	// "" once the last outcome is read. A profiler of the server
+	// (bench/peers --callgrind) dumps its counters there.
+	Mark func(phase string) error
 }
 
 // Percentiles of a latency in milliseconds.
@@ -256,10 +261,17 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return nil
 	}
 
+	mark := o.Mark
+	if mark == nil {
+		mark = func(string) error { return nil }
+	}
 	var submitCost serverStats
 	if o.Prefill {
 		before, err := readServerStats(ctx, admin)
 		if err != nil {
+			return Result{}, err
+		}
+		if err := mark("submit"); err != nil {
 			return Result{}, err
 		}
 		if err := submitAll(ctx); err != nil {
@@ -274,6 +286,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 
 	before, err := readServerStats(ctx, admin)
 	if err != nil {
+		return Result{}, err
+	}
+	if err := mark("drain"); err != nil {
 		return Result{}, err
 	}
 	rt0 := rt.n.Load()
@@ -327,6 +342,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	elapsed := time.Since(start)
 	cpu1 := processCPU()
+	if err := mark(""); err != nil {
+		return Result{}, err
+	}
 	var ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms1)
 	after, err := readServerStats(ctx, admin)

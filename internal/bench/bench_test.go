@@ -105,3 +105,40 @@ func TestRunOnClusterWithPartitions(t *testing.T) {
 	require.Equal(t, 3, res.Partitions)
 	require.Greater(t, res.RedisCmdsPerJob, 1.0)
 }
+
+// TestMarksAndProfileScripts: Run's phase marks come in order around the
+// prefill and the drain, and ProfileScripts takes every job through each
+// hot script (one mark per phase) and leaves every job COMPLETED, so a
+// profiler dumping at the marks (bench/peers --callgrind) counts each
+// script alone.
+func TestMarksAndProfileScripts(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var marks []string
+	res, err := bench.Run(ctx, bench.Options{RedisURL: "redis://" + redistest.Addr(), Namespace: redistest.Namespace(t),
+		Jobs: 50, Prefill: true, Worker: worker.Config{Poll: workflow.PollPolicy{Initial: time.Millisecond}},
+		Mark: func(p string) error { marks = append(marks, p); return nil }})
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{"COMPLETED": 50}, res.Outcomes)
+	require.Equal(t, []string{"submit", "drain", ""}, marks)
+
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr()})
+	defer rdb.Close()
+	ns := redistest.Namespace(t) + "p"
+	marks = nil
+	var completed int64
+	err = bench.ProfileScripts(ctx, rdb, ns, 120, 50, func(p string) error {
+		if p == "" {
+			// Before ProfileScripts clears the namespace.
+			n, err := rdb.XLen(ctx, "{"+ns+"}:events").Result()
+			completed = n
+			return err
+		}
+		marks = append(marks, p)
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, []string{bench.PhaseSubmit, bench.PhaseRead, bench.PhaseAdmit, bench.PhaseIntent,
+		bench.PhaseRunpodID, bench.PhaseFinalize}, marks)
+	require.EqualValues(t, 3*120, completed, "submitted, queued and completed events for every job")
+}
