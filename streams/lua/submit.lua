@@ -57,9 +57,11 @@ local function reassert(key)
   if v then redis.call('HSET', key, 'created_ms', v) end
 end
 
-local rec = redis.call('HMGET', job, 'state', 'entry', 'alias_of', 'stub')
+-- One HMGET, no EXISTS: every record holds one of these fields (a cancel
+-- stub has stub and cancel, every other record entry), so all nil = none.
+local rec = redis.call('HMGET', job, 'state', 'entry', 'alias_of', 'stub', 'cancel')
 local stub = false
-if redis.call('EXISTS', job) == 1 then
+if rec[1] or rec[2] or rec[3] or rec[4] or rec[5] then
   local alias = nz(rec[3])
   if nz(rec[4]) == '1' then
     stub = true
