@@ -159,7 +159,7 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 		switch r[0] {
 		case "admitted":
 			jobID, _ := admitJob(reqs[i])
-			rec, err := parseRecord(jobID, pairsToMap(r[1:]))
+			rec, err := admittedRecord(jobID, reqs[i].Entry.ID, opts.Consumer, r[1:])
 			if err != nil {
 				// Only this entry: failing the batch would leave its
 				// batch-mates admitted (epoch bumped) but never run.
@@ -197,6 +197,30 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 		}
 	}
 	return retry, nil
+}
+
+// admitReplyFields are the record fields of admit.lua's admitted reply, by
+// position (its REPLY_FIELDS, in the same order): what a worker resumes a
+// job from. The script does not convert the rest of the record for every
+// admit; Get reads it.
+var admitReplyFields = []string{recState, recStep, recEpoch, recPrevOwner, recRunpodID, recRunpodStatus, recAttempts,
+	recUncertainAt, recDeliveries, recInputHash, recInput, recCancel, recDeadlineMs, recCreatedMs, recResult, recChunks, recRun}
+
+// admittedRecord builds an admitted job's Record from the script's
+// positional values. The entry and owner are not sent back: the script
+// admits only the record naming this entry, and makes consumer its owner.
+func admittedRecord(jobID, entry, consumer string, vals []string) (Record, error) {
+	if len(vals) != len(admitReplyFields) {
+		return Record{}, fmt.Errorf("streams: job %q: admitted reply has %d values, want %d", jobID, len(vals), len(admitReplyFields))
+	}
+	m := make(map[string]string, len(vals)+2)
+	for i, v := range vals {
+		if v != "" {
+			m[admitReplyFields[i]] = v
+		}
+	}
+	m[recEntry], m[recOwner] = entry, consumer
+	return parseRecord(jobID, m)
 }
 
 // msArg is a script's time override: "" lets the script read Redis's

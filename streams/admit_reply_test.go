@@ -14,15 +14,15 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestAdmitFieldsCoverRecord: admit.lua builds its admitted reply from one
-// HMGET of REC_FIELDS instead of HGETALL, so a record field that
-// record.go knows but REC_FIELDS lacks would silently vanish from every
-// admitted record. Every rec* constant must be listed.
-func TestAdmitFieldsCoverRecord(t *testing.T) {
+// TestAdmitReplyFieldsAgree: admit.lua answers an admitted record by
+// position, so its REPLY_FIELDS and admit.go's admitReplyFields must name
+// the same fields in the same order, each a field record.go knows, and its
+// one HMGET (READ_FIELDS) must read every one of them.
+func TestAdmitReplyFieldsAgree(t *testing.T) {
 	t.Parallel()
 	f, err := parser.ParseFile(token.NewFileSet(), "record.go", nil, 0)
 	require.NoError(t, err)
-	var fields []string
+	known := map[string]bool{}
 	ast.Inspect(f, func(n ast.Node) bool {
 		vs, ok := n.(*ast.ValueSpec)
 		if !ok || len(vs.Names) != 1 || !strings.HasPrefix(vs.Names[0].Name, "rec") || len(vs.Values) != 1 {
@@ -31,27 +31,49 @@ func TestAdmitFieldsCoverRecord(t *testing.T) {
 		if lit, ok := vs.Values[0].(*ast.BasicLit); ok && lit.Kind == token.STRING {
 			v, err := strconv.Unquote(lit.Value)
 			require.NoError(t, err)
-			fields = append(fields, v)
+			known[v] = true
 		}
 		return true
 	})
-	require.Greater(t, len(fields), 20, "record.go's field constants were found")
+	require.Greater(t, len(known), 20, "record.go's field constants were found")
 	lua, err := os.ReadFile("lua/admit.lua")
 	require.NoError(t, err)
-	m := regexp.MustCompile(`(?s)local REC_FIELDS = \{(.*?)\}`).FindSubmatch(lua)
-	require.NotNil(t, m, "admit.lua declares REC_FIELDS")
-	listed := map[string]bool{}
-	for _, q := range regexp.MustCompile(`'([a-z_]+)'`).FindAllSubmatch(m[1], -1) {
-		listed[string(q[1])] = true
+	list := func(name string) []string {
+		m := regexp.MustCompile(`(?s)local ` + name + ` = \{(.*?)\}`).FindSubmatch(lua)
+		require.NotNil(t, m, "admit.lua declares %s", name)
+		var out []string
+		for _, q := range regexp.MustCompile(`'([a-z_]+)'`).FindAllSubmatch(m[1], -1) {
+			out = append(out, string(q[1]))
+		}
+		return out
 	}
-	for _, f := range fields {
-		require.True(t, listed[f], "admit.lua's REC_FIELDS lacks record field %q", f)
+	reply, read := list("REPLY_FIELDS"), list("READ_FIELDS")
+	require.Equal(t, admitReplyFields, reply, "admit.lua's REPLY_FIELDS and admit.go's admitReplyFields")
+	for _, f := range reply {
+		require.True(t, known[f], "REPLY_FIELDS names %q, not a record field", f)
+		if f != recPrevOwner { // written by the admit itself, from owner
+			require.Contains(t, read, f, "READ_FIELDS lacks a field of the reply")
+		}
+	}
+	for _, f := range read {
+		require.True(t, known[f] || f == "handoff", "READ_FIELDS names %q, not a record field", f)
 	}
 }
 
+// admittedView is what an admitted Record carries of a stored one
+// (AdmitResult.Record): the fields a worker resumes a job from.
+func admittedView(r Record) Record {
+	return Record{JobID: r.JobID, State: r.State, Step: r.Step, Epoch: r.Epoch, Owner: r.Owner, PrevOwner: r.PrevOwner,
+		Entry: r.Entry, RunpodID: r.RunpodID, RunpodStatus: r.RunpodStatus, Attempts: r.Attempts,
+		UncertainAttempt: r.UncertainAttempt, Deliveries: r.Deliveries, InputHash: r.InputHash, Input: r.Input,
+		Cancel: r.Cancel, DeadlineMs: r.DeadlineMs, CreatedMs: r.CreatedMs, Run: r.Run, Output: r.Output, Error: r.Error,
+		ErrorJSON: r.ErrorJSON, Chunks: r.Chunks}
+}
+
 // TestAdmitReplyIsTheStoredRecord: the admitted record (built from what
-// the script read and wrote) equals what Get reads back, for a fresh job and
-// for a re-admit of one with every kind of field set.
+// the script read and wrote) equals what Get reads back, as far as a worker
+// resumes from it, for a fresh job and for a re-admit of one with every
+// kind of field set.
 func TestAdmitReplyIsTheStoredRecord(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, b *testBundle) {
@@ -59,22 +81,27 @@ func TestAdmitReplyIsTheStoredRecord(t *testing.T) {
 		require.NoError(t, err)
 		msgs, res := b.readAdmit(t, "w1", 1, AdmitOpts{DefaultTimeout: 5000})
 		require.Equal(t, Admitted, res[0].Status)
-		require.Equal(t, b.get(t, "full"), res[0].Record)
+		require.Equal(t, admittedView(b.get(t, "full")), res[0].Record)
+		require.NotEmpty(t, res[0].Record.Input)
 
 		result, err := EncodeResult([]byte(`{"partial":1}`), "")
 		require.NoError(t, err)
 		require.NoError(t, b.rdb.HSet(b.ctx, b.keys.Job("full"), "runpod_id", "rp-1", "runpod_status", "IN_PROGRESS",
 			"step", "POLL", "state", "RUNNING", "attempts", "2", "uncertain", "1", "uncertain_attempt", "1",
-			"result", string(result), "run", "2", "revealed", "rp-0 rp-x", "revealed_gpu_ms", "77", "handoff", "1").Err())
+			"result", string(result), "run", "2", "revealed", "rp-0 rp-x", "revealed_gpu_ms", "77", "handoff", "1",
+			"chunks", "3", "cancel", "1").Err())
 		b.takeOver(t, "w2", msgs[0].ID)
 		res = b.admit(t, "w2", msgs, AdmitOpts{DefaultTimeout: 5000})
 		require.Equal(t, Admitted, res[0].Status)
 		got := b.get(t, "full")
-		require.Equal(t, got, res[0].Record)
+		require.Equal(t, admittedView(got), res[0].Record)
 		require.Equal(t, "w1", got.PrevOwner)
 		require.EqualValues(t, 2, got.Epoch)
 		require.Equal(t, "rp-1", got.RunpodID)
 		require.Equal(t, 2, got.Run)
+		require.Equal(t, []byte(`{"partial":1}`), res[0].Record.Output)
+		require.Equal(t, 3, res[0].Record.Chunks)
+		require.True(t, res[0].Record.Cancel)
 		v, err := b.rdb.HExists(b.ctx, b.keys.Job("full"), "handoff").Result()
 		require.NoError(t, err)
 		require.False(t, v, "the handoff mark is cleared")

@@ -323,8 +323,15 @@ func (s AdmitStatus) String() string {
 // AdmitResult is the outcome for one AdmitRequest (same index).
 type AdmitResult struct {
 	Status AdmitStatus
-	Record Record // for Admitted: the record after the epoch bump
-	Err    error  // for Unreadable and Errored: what went wrong
+	// Record, for Admitted: the record after the epoch bump, as far as a
+	// worker resumes a job from it: state, step, epoch, owner, prev_owner,
+	// entry, the Runpod id and status, attempts, uncertain_attempt,
+	// deliveries, the input and its hash, the cancel flag, deadline_ms,
+	// created_ms, the result (progress output), chunks and the run. The
+	// other fields (timings, counters, revealed jobs) are zero here; Get
+	// reads the whole record.
+	Record Record
+	Err    error // for Unreadable and Errored: what went wrong
 	// RedisNow is Redis's clock when the script ran (or AdmitOpts.Now when
 	// set). Record times (CreatedMs, DeadlineMs) are on that clock, so a
 	// caller compares them with its own clock through the offset between

@@ -39,8 +39,8 @@ const (
 	recRunpodWorker = "runpod_worker_id"
 	recFinalizedBy  = "finalized_by"
 	recChunks       = "chunks"
-	// fieldChunkData holds the chunks themselves; not a rec* constant on
-	// purpose: admit.lua's reply leaves it out (TestAdmitFieldsCoverRecord).
+	// fieldChunkData holds the chunks themselves (Get reads them; admit.lua's
+	// reply does not).
 	fieldChunkData = "chunk_data"
 )
 
@@ -107,13 +107,4 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 		r.Output, r.Error, r.ErrorJSON = res.Output, res.Error, res.ErrorJSON
 	}
 	return r, nil
-}
-
-// pairsToMap turns a flat field/value reply (HGETALL inside a script) into a map.
-func pairsToMap(kv []string) map[string]string {
-	m := make(map[string]string, len(kv)/2)
-	for i := 0; i+1 < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	return m
 }

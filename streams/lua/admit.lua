@@ -58,9 +58,9 @@
 --
 -- Returns {now, reply1, ..., replyN}: the time used (unix ms, so the caller
 -- can relate Redis's clock to its own), then one reply per entry in entry
--- order: {code}, or for admitted {"admitted", field1, value1, ...} (the
--- record after the update: every field of REC_FIELDS it holds), {"retry_alias", holder} or
--- {"error", text}.
+-- order: {code}, or for admitted {"admitted", v1, ..., v17}: the values of
+-- REPLY_FIELDS in order after the update (nil when the record lacks the
+-- field), {"retry_alias", holder} or {"error", text}.
 
 local subs, events, dead = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
@@ -72,21 +72,28 @@ local ttl = tonumber(ARGV[7]) or 0
 local dedupe_on = ARGV[8] == '1'
 local n = tonumber(ARGV[9])
 
--- REC_FIELDS: every field of a job record (docs/wire-format.md; a test
--- checks that it names every field streams/record.go knows). One HMGET of
--- them tells whether the record exists (a record always holds some) and is
--- the admitted reply, so an admit reads the record once.
-local REC_FIELDS = { 'state', 'step', 'epoch', 'owner', 'prev_owner', 'entry', 'runpod_id', 'runpod_status',
-  'attempts', 'uncertain', 'uncertain_attempt', 'deliveries', 'input_hash', 'input', 'cancel', 'alias_of',
-  'deadline_ms', 'created_ms', 'updated_ms', 'finished_ms', 'result', 'stub', 'run', 'revealed',
-  'revealed_gpu_ms', 'delay_ms', 'exec_ms', 'runpod_worker_id', 'finalized_by', 'handoff', 'chunks' }
+-- READ_FIELDS: what one HMGET reads of a record: the fields an admit
+-- decides on and those of REPLY_FIELDS. A record always holds entry or
+-- stub, so all nil = no record; the read tells whether it exists.
+local READ_FIELDS = { 'state', 'step', 'epoch', 'owner', 'entry', 'runpod_id', 'runpod_status', 'attempts',
+  'uncertain_attempt', 'deliveries', 'input_hash', 'input', 'cancel', 'alias_of', 'deadline_ms', 'created_ms',
+  'result', 'stub', 'handoff', 'chunks', 'run' }
+
+-- REPLY_FIELDS: the admitted reply, by position: what a worker resumes a
+-- job from (streams/admit.go's admitReplyFields, in the same order; a test
+-- checks that both agree). The rest of the record (timings, counters,
+-- revealed jobs) is not converted twice per admit for nobody: Get reads it.
+local REPLY_FIELDS = { 'state', 'step', 'epoch', 'prev_owner', 'runpod_id', 'runpod_status', 'attempts',
+  'uncertain_attempt', 'deliveries', 'input_hash', 'input', 'cancel', 'deadline_ms', 'created_ms', 'result',
+  'chunks', 'run' }
 
 local function read_record(job)
-  local vals = redis.call('HMGET', job, unpack(REC_FIELDS))
+  local vals = redis.call('HMGET', job, unpack(READ_FIELDS))
   local cur, exists = {}, false
-  for i, f in ipairs(REC_FIELDS) do
-    if vals[i] then
-      cur[f] = vals[i]
+  for i = 1, #READ_FIELDS do
+    local v = vals[i]
+    if v then
+      cur[READ_FIELDS[i]] = v
       exists = true
     end
   end
@@ -269,11 +276,8 @@ local function admit_one(i)
   -- The record after the update, from what was read and written: no
   -- HGETALL.
   local res = { 'admitted' }
-  for _, f in ipairs(REC_FIELDS) do
-    if cur[f] then
-      res[#res + 1] = f
-      res[#res + 1] = cur[f]
-    end
+  for i = 1, #REPLY_FIELDS do
+    res[i + 1] = cur[REPLY_FIELDS[i]] or false
   end
   return res
 end
