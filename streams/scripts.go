@@ -5,6 +5,8 @@ import (
 	"embed"
 	"fmt"
 	"path"
+	"regexp"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -54,7 +56,53 @@ func mustScript(name string) *redis.Script {
 	if err != nil {
 		panic(err)
 	}
-	return redis.NewScript(string(prelude) + "\n" + string(body))
+	return redis.NewScript(preludeFor(string(prelude), string(body)) + "\n" + string(body))
+}
+
+var preludeDef = regexp.MustCompile(`^local (?:function )?([A-Za-z_][A-Za-z0-9_]*)`)
+
+// preludeFor returns the definitions of the prelude that body uses,
+// directly or through another definition, in the prelude's order. A script
+// runs its whole text at every call, so each helper it carries but never
+// calls still costs a closure (and its garbage) per call: for submit.lua,
+// one call per job, that was most of the prelude.
+func preludeFor(prelude, body string) string {
+	type def struct{ name, text string }
+	var defs []def
+	for _, line := range strings.SplitAfter(prelude, "\n") {
+		if m := preludeDef.FindStringSubmatch(line); m != nil {
+			defs = append(defs, def{name: m[1]})
+		}
+		if len(defs) > 0 { // the file's opening comment is left out
+			defs[len(defs)-1].text += line
+		}
+	}
+	uses := func(text, name string) bool {
+		return regexp.MustCompile(`\b` + name + `\b`).MatchString(text)
+	}
+	need := make([]bool, len(defs))
+	for changed := true; changed; {
+		changed = false
+		for i, d := range defs {
+			if need[i] {
+				continue
+			}
+			used := uses(body, d.name)
+			for j := range defs {
+				used = used || (need[j] && uses(defs[j].text, d.name))
+			}
+			if used {
+				need[i], changed = true, true
+			}
+		}
+	}
+	var b strings.Builder
+	for i, d := range defs {
+		if need[i] {
+			b.WriteString(d.text)
+		}
+	}
+	return b.String()
 }
 
 // LoadScripts loads every script into the server's script cache (SCRIPT
