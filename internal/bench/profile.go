@@ -127,7 +127,7 @@ func ProfileScripts(ctx context.Context, rdb redis.UniversalClient, namespace st
 			for i, o := range jobsOwned[lo:min(lo+batch, len(jobsOwned))] {
 				cps = append(cps, build(o, lo+i))
 			}
-			for i, err := range st.CheckpointMany(ctx, cps, time.Now()) {
+			for i, err := range st.CheckpointMany(ctx, cps, time.Time{}) {
 				if err != nil {
 					return fmt.Errorf("bench: profile: checkpoint %s: %w", cps[i].JobID, err)
 				}
