@@ -138,6 +138,16 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 			aliases[i], kAlias)
 	}
 
+	lo, hi := reqs[todo[0]].Entry.ID, reqs[todo[0]].Entry.ID
+	for _, i := range todo[1:] {
+		if id := reqs[i].Entry.ID; compareEntryIDs(id, lo) < 0 {
+			lo = id
+		} else if compareEntryIDs(id, hi) > 0 {
+			hi = id
+		}
+	}
+	args = append(args, lo, hi)
+
 	v, err := s.runScript(ctx, "admit", scriptAdmit, keys, args...)
 	if err != nil {
 		return nil, err

@@ -55,6 +55,9 @@
 --   k=10 timeout_ms of the entry, "" = none
 --   k=11 alias holder the caller saw on the job record, "" if none
 --   k=12 KEYS index of k=11's record (0 when k=11 is "")
+--         then, after the entries, at ARGV[10 + 12*N] and ARGV[11 + 12*N],
+--         the lowest and highest entry id of the batch (the caller orders
+--         them: comparing ids in Lua took two pattern matches per entry)
 --
 -- Returns {now, reply1, ..., replyN}: the time used (unix ms, so the caller
 -- can relate Redis's clock to its own), then one reply per entry in entry
@@ -100,15 +103,20 @@ local function read_record(job)
   return cur, exists
 end
 
--- The PEL owners of this batch's entries: one XPENDING over their id range,
--- filtered to this consumer, instead of one per entry (pel_mine). An entry
--- missing from a complete answer is not ours; otherwise held() asks per
--- entry as before.
-local mine, mine_complete
-do
-  local ids = {}
-  for i = 0, n - 1 do ids[#ids + 1] = ARGV[9 + 12 * i + 1] end
-  mine, mine_complete = pel_mine(subs, group, consumer, ids)
+-- The PEL owners of this batch's entries: one XPENDING over their id range
+-- (from the caller), filtered to this consumer, instead of one per entry.
+-- An entry missing from a complete answer (fewer rows than asked for) is
+-- not ours; otherwise (or when the call failed) held() asks per entry.
+local mine, mine_complete = {}, true
+if n > 0 then
+  local want = n + 64
+  local ok, rows = pcall(redis.call, 'XPENDING', subs, group, ARGV[10 + 12 * n], ARGV[11 + 12 * n], want, consumer)
+  if ok then
+    for _, row in ipairs(rows) do mine[row[1]] = true end
+    mine_complete = #rows < want
+  else
+    mine_complete = false
+  end
 end
 
 -- An entry this script acknowledged is no longer pending: a second copy of

@@ -53,8 +53,16 @@ local function now_of(v)
   return clock
 end
 
--- one applies checkpoint job with its fields ARGV[b+1..b+13] as A[1..13].
-local function one(job, A)
+-- The fields a checkpoint may set: its argument k (ARGV[b+k]), the record
+-- field, and where the HMGET below reads that field's current value.
+-- Tables built once per call, not once per checkpoint.
+local SET_K = { 4, 5, 6, 7, 8, 9, 13 }
+local SET_NAME = { [4] = 'step', [5] = 'state', [6] = 'runpod_id', [7] = 'runpod_status', [8] = 'attempts',
+  [9] = 'result', [13] = 'uncertain_attempt' }
+local SET_REC = { [4] = 5, [5] = 1, [6] = 6, [7] = 7, [8] = 8, [9] = 9, [13] = 11 }
+
+-- one applies checkpoint job with its fields ARGV[b+1..b+13].
+local function one(job, b)
   -- One HMGET, no EXISTS: a record always holds some of these fields (a stub
   -- has cancel and stub, every other record entry), so all nil = no record.
   local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of', 'cancel',
@@ -67,40 +75,39 @@ local function one(job, A)
     return 'not_found'
   end
   local state, epoch = nz(rec[1]), nz(rec[2]) or '0'
-  local why = guard(state, nz(rec[3]), epoch, nz(rec[10]), A[2], A[12])
+  local why = guard(state, nz(rec[3]), epoch, nz(rec[10]), ARGV[b + 2], ARGV[b + 12])
   if why then
     return why
   end
-  if A[4] == 'SUBMITTING' and nz(rec[4]) == '1' then
+  if ARGV[b + 4] == 'SUBMITTING' and nz(rec[4]) == '1' then
     return 'canceled'
   end
 
-  A[3] = now_of(A[3])
-  local f = { 'HSET', job, 'updated_ms', A[3] }
-  local names = { [4] = 'step', [5] = 'state', [6] = 'runpod_id', [7] = 'runpod_status', [8] = 'attempts', [9] = 'result',
-    [13] = 'uncertain_attempt' }
-  local current = { [4] = rec[5], [5] = rec[1], [6] = rec[6], [7] = rec[7], [8] = rec[8], [9] = rec[9], [13] = rec[11] }
+  local now = now_of(ARGV[b + 3])
+  local f = { 'HSET', job, 'updated_ms', now }
   local fields, changed = false, false
-  for _, i in ipairs({ 4, 5, 6, 7, 8, 9, 13 }) do
-    if A[i] ~= '' then
+  for _, k in ipairs(SET_K) do
+    local v = ARGV[b + k]
+    if v ~= '' then
       fields = true
-      if nz(current[i]) ~= A[i] then changed = true end
-      f[#f + 1] = names[i]
-      f[#f + 1] = A[i]
+      if nz(rec[SET_REC[k]]) ~= v then changed = true end
+      f[#f + 1] = SET_NAME[k]
+      f[#f + 1] = v
     end
   end
   if fields and not changed then
     return 'ok'
   end
   redis.call(unpack(f))
-  if A[13] ~= '' and nz(rec[11]) ~= A[13] then
+  local uncertain = ARGV[b + 13]
+  if uncertain ~= '' and nz(rec[11]) ~= uncertain then
     redis.call('HINCRBY', job, 'uncertain', 1)
   end
-  if A[5] ~= '' then
-    state = A[5]
+  if ARGV[b + 5] ~= '' then
+    state = ARGV[b + 5]
   end
-  if A[10] ~= '' then
-    emit(events, A[10], A[1], state, epoch, A[3], A[11], job, rec[12])
+  if ARGV[b + 10] ~= '' then
+    emit(events, ARGV[b + 10], ARGV[b + 1], state, epoch, now, ARGV[b + 11], job, rec[12])
   end
   return 'ok'
 end
@@ -108,10 +115,7 @@ end
 local n = tonumber(ARGV[1])
 local out = {}
 for i = 1, n do
-  local b = 1 + 13 * (i - 1)
-  local A = {}
-  for k = 1, 13 do A[k] = ARGV[b + k] end
-  local ok, res = pcall(one, KEYS[1 + i], A)
+  local ok, res = pcall(one, KEYS[1 + i], 1 + 13 * (i - 1))
   if not ok then res = { 'error', err_text(res) } end
   out[i] = res
 end

@@ -58,6 +58,9 @@ local group, now = ARGV[1], clock_ms(ARGV[2])
 local ttl = tonumber(ARGV[3]) or 0
 local n = tonumber(ARGV[4])
 local EVENT = { COMPLETED = 'completed', FAILED = 'failed', TIMED_OUT = 'timed_out', CANCELED = 'canceled' }
+-- Runpod's timings and worker id: ARGV[b+k] → record field (built once per
+-- call, not once per outcome).
+local TIMING_K, TIMING_NAME = { 13, 14, 15 }, { 'delay_ms', 'exec_ms', 'runpod_worker_id' }
 
 local out = {}
 local acks = {} -- entries to XACK + XDEL, in one call each at the end
@@ -108,10 +111,11 @@ local ok, failure = pcall(function()
       else
         local f = { 'HSET', job, 'state', state, 'step', 'DONE', 'finished_ms', now, 'updated_ms', now,
           'result', ARGV[b + 5], 'finalized_by', ARGV[b + 12], 'finalize_id', ARGV[b + 17] }
-        for k, name in pairs({ [13] = 'delay_ms', [14] = 'exec_ms', [15] = 'runpod_worker_id' }) do
-          if ARGV[b + k] ~= '' then
-            f[#f + 1] = name
-            f[#f + 1] = ARGV[b + k]
+        for t = 1, 3 do
+          local v = ARGV[b + TIMING_K[t]]
+          if v ~= '' then
+            f[#f + 1] = TIMING_NAME[t]
+            f[#f + 1] = v
           end
         end
         if ARGV[b + 6] ~= '' then
