@@ -18,7 +18,7 @@ import (
 // Defaults of Config. A zero field means its default; -1 is documented on
 // the fields that accept it as "disabled".
 const (
-	MaxInFlightDefault       = 1000
+	MaxInFlightDefault       = 100_000 // bounded by memory (~1.5 KiB of RSS a job), not by a guess at the rate
 	ConcurrencyDefault       = 64
 	MinIdleDefault           = 30 * time.Second
 	ClaimIntervalDefault     = 5 * time.Second
@@ -104,7 +104,11 @@ type Config struct {
 	// shared fairly between the served partitions.
 	ServePartitions []int
 	// MaxInFlight bounds the jobs this worker owns at once (fetch never
-	// reads beyond the free capacity). Defaults to 1000.
+	// reads beyond the free capacity). Defaults to 100,000: an owned job
+	// waiting on Runpod is a heap entry (about 141 MiB of RSS for 100,000),
+	// so the cap is memory and Runpod's limits (the pool budget) pace the
+	// jobs: the budget's 81 /run per second with 10-minute jobs keeps
+	// 48,600 in flight.
 	MaxInFlight int
 	// Concurrency bounds the Runpod calls in flight at once (executor
 	// goroutines). Defaults to 64.

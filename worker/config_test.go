@@ -16,7 +16,7 @@ func TestConfigDefaults(t *testing.T) {
 	c := Config{Runpod: newFakeRunpod()}.WithDefaults()
 	require.NoError(t, c.Validate())
 	require.Equal(t, streams.NamespaceDefault, c.Namespace)
-	require.Equal(t, 1000, c.MaxInFlight)
+	require.Equal(t, 100_000, c.MaxInFlight)
 	require.Equal(t, 64, c.Concurrency)
 	require.Equal(t, 30*time.Second, c.MinIdle)
 	require.Equal(t, 10*time.Second, c.HeartbeatInterval)

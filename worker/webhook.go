@@ -407,7 +407,7 @@ func (w *Worker) completeByWebhook(ctx context.Context, jobID, entry string, att
 func (w *Worker) webhookFinalized(ctx context.Context, jobID string, rec streams.Record, rj workflow.RunpodJob, st workflow.State) {
 	w.whStats.finalized.Add(1)
 	if rj.Status == workflow.RunpodCompleted {
-		w.est.observe(rj.ExecutionTime)
+		w.est.observe(rj.ExecutionTime, rj.DelayTime)
 	}
 	for k, ts := range terminalStates {
 		if ts == st {

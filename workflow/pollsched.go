@@ -32,6 +32,46 @@ type ExecEstimator interface {
 	ExpectedExecution() (d time.Duration, ok bool)
 }
 
+// TurnaroundEstimator is an ExecEstimator that also knows how long the
+// endpoint's jobs take from /run to their end: Runpod's delayTime (time in
+// its queue, cold start included) plus executionTime, typically the median
+// over recent jobs. Policy.Expect may implement it; FirstPoll uses it.
+type TurnaroundEstimator interface {
+	ExpectedTurnaround() (d time.Duration, ok bool)
+}
+
+// FirstPoll returns the wait before the first /status poll of a job that
+// /run just queued. With an expected turnaround (> 0) the poll is planned
+// where the endpoint's jobs are usually finished, so a typical job costs
+// one poll and its outcome is seen soon after it ends, whatever
+// p.Initial says: at least min(p.Initial, PollFloor), at most p.Horizon.
+// Without an estimate it is p.Initial; with webhooks on, the fallback
+// interval as for every poll (NextPoll). Each is spread by ±Jitter.
+func FirstPoll(p PollPolicy, turnaround time.Duration, rnd Rand) time.Duration {
+	d := p.Initial
+	switch {
+	case p.WebhookFallback > 0:
+		d = p.WebhookFallback
+	case turnaround > 0:
+		d = max(turnaround, min(p.Initial, PollFloor))
+	}
+	if rnd != nil && p.Jitter > 0 {
+		d = time.Duration(float64(d) * (1 + p.Jitter*(2*rnd.Float64()-1)))
+	}
+	return min(d, p.Horizon)
+}
+
+// firstPoll is FirstPoll with the policy's estimator.
+func (p Policy) firstPoll(rnd Rand) time.Duration {
+	var turnaround time.Duration
+	if te, ok := p.Expect.(TurnaroundEstimator); ok {
+		if d, ok := te.ExpectedTurnaround(); ok {
+			turnaround = d
+		}
+	}
+	return FirstPoll(p.Poll, turnaround, rnd)
+}
+
 // NextPoll returns the wait before the next /status poll of j, which was
 // just polled (or just submitted) at now. It spends polls where a status
 // change is likely:

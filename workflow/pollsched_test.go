@@ -107,3 +107,34 @@ func TestPollPolicyValidateSchedulerFields(t *testing.T) {
 		require.Contains(t, err.Error(), name)
 	}
 }
+
+// turnaround is an estimator that knows execution and turnaround times.
+type turnaround struct{ exec, total time.Duration }
+
+func (e turnaround) ExpectedExecution() (time.Duration, bool)  { return e.exec, e.exec > 0 }
+func (e turnaround) ExpectedTurnaround() (time.Duration, bool) { return e.total, e.total > 0 }
+
+// TestFirstPollFromTurnaround: the first poll after /run is planned at the
+// endpoint's usual turnaround (delayTime + executionTime), not at the fixed
+// Initial: a 1 ms job is looked at after 250 ms (not 2 s), a 40 s job once
+// at 40 s (not 2 s, 3 s, ...); the floor never exceeds a shorter Initial,
+// and nothing waits past the horizon.
+func TestFirstPollFromTurnaround(t *testing.T) {
+	t.Parallel()
+	p := PollPolicy{}.WithDefaults()
+	require.Equal(t, p.Initial, FirstPoll(p, 0, nil), "nothing learned yet")
+	require.Equal(t, PollFloor, FirstPoll(p, time.Millisecond, nil))
+	require.Equal(t, 40*time.Second, FirstPoll(p, 40*time.Second, nil))
+	require.Equal(t, p.Horizon, FirstPoll(p, 2*time.Hour, nil))
+	fast := PollPolicy{Initial: time.Millisecond}.WithDefaults()
+	require.Equal(t, 2*time.Millisecond, FirstPoll(fast, 2*time.Millisecond, nil), "a short Initial keeps its floor")
+	hooked := PollPolicy{WebhookFallback: time.Minute}.WithDefaults()
+	require.Equal(t, time.Minute, FirstPoll(hooked, time.Second, nil), "webhooks report the end: only the fallback poll")
+
+	// Through Apply: the job /run queued is polled first at the turnaround.
+	pol := Policy{Expect: turnaround{exec: 30 * time.Second, total: 31 * time.Second}}.WithDefaults()
+	t0 := time.Unix(1_700_000_000, 0)
+	j := BeginSubmit(newJob())
+	j, _ = Apply(j, Action{Kind: ActSubmit, At: t0}, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodInQueue}}, t0, pol, nil)
+	require.Equal(t, t0.Add(31*time.Second), j.NextAt)
+}

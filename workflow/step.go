@@ -510,7 +510,7 @@ func applySubmit(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effec
 		j.RunpodStatus = RunpodInQueue
 	}
 	j.Retries, j.Polls = 0, 0
-	j.NextAt = now.Add(p.nextPoll(j, now, rnd))
+	j.NextAt = now.Add(p.firstPoll(rnd))
 	return j, Effect{Checkpoint: true, Event: EventQueued}
 }
 

@@ -18,6 +18,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -43,11 +45,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var (
 		o           bench.Options
-		maxInFlight = fs.Int("max-in-flight", 5000, "jobs each worker owns at once (worker MaxInFlight)")
+		maxInFlight = fs.Int("max-in-flight", 5000, "jobs each worker owns at once (worker MaxInFlight; 0 = the worker's default)")
 		concurrency = fs.Int("concurrency", 0, "Runpod calls in flight per worker (0 = worker default)")
-		pollInitial = fs.Duration("poll-initial", time.Millisecond, "first /status delay after /run (worker Poll.Initial)")
+		pollInitial = fs.Duration("poll-initial", time.Millisecond, "first /status delay after /run before a turnaround is learned (worker Poll.Initial; 0 = the worker's default)")
 		timeout     = fs.Duration("timeout", 10*time.Minute, "give up after this long")
 		quiet       = fs.Bool("quiet", false, "no progress on stderr")
+		cpuProfile  = fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+		memProfile  = fs.String("memprofile", "", "write an allocation profile of the run to this file (go tool pprof -sample_index=alloc_space)")
 	)
 	// The default may come from REDIS_URL with a password: printed redacted.
 	o.RedisURL = envOr("REDIS_URL", "redis://localhost:6379/0")
@@ -59,6 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Runpod, "runpod", bench.RunpodStandin, "Runpod back end: standin (in-process) or sim (HTTP simulator on loopback)")
 	fs.StringVar(&o.Submit, "submit", bench.SubmitClient, "submission path: client (client.Submit) or raw (XADD)")
 	fs.BoolVar(&o.Prefill, "prefill", true, "submit every job before the workers start (measure a drain)")
+	fs.Float64Var(&o.Rate, "rate", 0, "offer the jobs at this many per second (with --prefill=false) instead of as fast as possible")
 	fs.BoolVar(&o.Hold, "hold", false, "keep every job in flight and measure the keep-alive cost (standin only)")
 	fs.DurationVar(&o.HoldFor, "hold-for", 60*time.Second, "with --hold: how long to measure once all jobs are on Runpod")
 	fs.Usage = func() {
@@ -99,6 +104,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o.NewClient = conn.Client
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "bench: --cpuprofile:", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "bench: --cpuprofile:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if *memProfile != "" {
+		runtime.MemProfileRate = 64 << 10 // coarser than the default: the profile must not dominate allocs_per_job
+		defer func() {
+			f, err := os.Create(*memProfile)
+			if err == nil {
+				err = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+			if err != nil {
+				fmt.Fprintln(stderr, "bench: --memprofile:", err)
+			}
+		}()
+	}
 	res, err := bench.Run(ctx, o)
 	if err != nil {
 		fmt.Fprintln(stderr, err)

@@ -226,7 +226,7 @@ func TestPrecedence(t *testing.T) {
 	e := map[string]string{"RUNPOD_MAX_IN_FLIGHT": "7", "REDIS_URL": "redis://env:1/0", "RUNPOD_DEDUPE": "true"}
 
 	o, src := parse(nil, nil)
-	require.Equal(t, 1000, o.maxInFlight, "default")
+	require.Equal(t, 100000, o.maxInFlight, "default")
 	require.Empty(t, src)
 
 	o, src = parse(nil, e)

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -71,6 +72,11 @@ type Options struct {
 	// rate and costs are the workers' alone. Otherwise jobs are submitted
 	// while the workers run.
 	Prefill bool
+	// Rate, when positive, offers the jobs at this many per second (job i
+	// is due i/Rate seconds after the first) instead of as fast as
+	// possible: the load of a steady producer, not a backlog. Needs
+	// Prefill off.
+	Rate float64
 	// Hold keeps every job in flight (the stand-in never completes one) and
 	// measures the keep-alive cost for HoldFor once all are on Runpod.
 	Hold    bool
@@ -124,6 +130,10 @@ type Result struct {
 	// client, the outcome reader; submitters too unless Prefill).
 	ProcessCPUUsPerJob float64 `json:"process_cpu_us_per_job"`
 	AllocsPerJob       float64 `json:"allocs_per_job"`
+	// OfferedRate is Options.Rate; SubmitLateMs says how late the
+	// submissions returned after their due times (the rate held if small).
+	OfferedRate  float64      `json:"offered_rate,omitempty"`
+	SubmitLateMs *Percentiles `json:"submit_late_ms,omitempty"`
 	// SubmitToRunMs: submit returned → first /run (stand-in only).
 	SubmitToRunMs *Percentiles `json:"submit_to_run_ms,omitempty"`
 	// CompletionToOutcomeMs: the stand-in reported COMPLETED → the outcome
@@ -170,6 +180,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("bench: --runpod %q: want %s or %s", o.Runpod, RunpodStandin, RunpodSim)
 	case o.Submit != SubmitClient && o.Submit != SubmitRaw:
 		return o, fmt.Errorf("bench: --submit %q: want %s or %s", o.Submit, SubmitClient, SubmitRaw)
+	case o.Rate < 0 || (o.Rate > 0 && (o.Prefill || o.Hold)):
+		return o, errors.New("bench: --rate: want a positive rate with --prefill=false and without --hold")
 	case o.Hold && o.Runpod != RunpodStandin:
 		return o, errors.New("bench: --hold needs --runpod standin")
 	}
@@ -242,21 +254,33 @@ func Run(ctx context.Context, o Options) (Result, error) {
 
 	submitted := make(map[string]time.Time, o.Jobs)
 	var submitMu sync.Mutex
+	submitOne := func(ctx context.Context, id string) error {
+		input := `{"job":"` + id + `"}`
+		var err error
+		if o.Submit == SubmitRaw {
+			err = subRDB.XAdd(ctx, &redis.XAddArgs{Stream: parts.For(id).Keys().Submissions(), Values: []string{"job_id", id, "input", input}}).Err()
+		} else {
+			_, err = cl.Submit(ctx, client.SubmitOptions{ClientJobID: id, Input: json.RawMessage(input)})
+		}
+		if err != nil {
+			return fmt.Errorf("bench: submit %s: %w", id, err)
+		}
+		submitMu.Lock()
+		submitted[id] = time.Now()
+		submitMu.Unlock()
+		return nil
+	}
+	var lateMs []float64 // Rate: how late each submission returned after its due time
 	submitAll := func(ctx context.Context) error {
-		for _, id := range ids {
-			input := `{"job":"` + id + `"}`
+		if o.Rate > 0 {
 			var err error
-			if o.Submit == SubmitRaw {
-				err = subRDB.XAdd(ctx, &redis.XAddArgs{Stream: parts.For(id).Keys().Submissions(), Values: []string{"job_id", id, "input", input}}).Err()
-			} else {
-				_, err = cl.Submit(ctx, client.SubmitOptions{ClientJobID: id, Input: json.RawMessage(input)})
+			lateMs, err = submitAtRate(ctx, ids, o.Rate, submitOne)
+			return err
+		}
+		for _, id := range ids {
+			if err := submitOne(ctx, id); err != nil {
+				return err
 			}
-			if err != nil {
-				return fmt.Errorf("bench: submit %s: %w", id, err)
-			}
-			submitMu.Lock()
-			submitted[id] = time.Now()
-			submitMu.Unlock()
 		}
 		return nil
 	}
@@ -367,6 +391,10 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Prefill {
 		res.SubmitRedisCmdsPerJob = float64(submitCost.total()) / n
 		res.SubmitRedisCPUUsPerJob = submitCost.cpuSec * 1e6 / n
+	}
+	if o.Rate > 0 {
+		res.OfferedRate = o.Rate
+		res.SubmitLateMs = percentiles(lateMs)
 	}
 	if s, ok := rp.(*standin); ok {
 		res.RunpodRuns = s.runs.Load()
@@ -489,6 +517,52 @@ func clearNode(ctx context.Context, rdb redis.UniversalClient, ns string) error 
 	return nil
 }
 
+// submitAtRate submits ids at rate per second: id i is due i/rate after
+// the start. Several submitters share the schedule, so one slow Submit
+// delays only its own job; it returns how late (ms) each submission
+// returned after its due time.
+func submitAtRate(ctx context.Context, ids []string, rate float64, submit func(context.Context, string) error) ([]float64, error) {
+	const submitters = 16
+	late := make([]float64, len(ids))
+	var next atomic.Int64
+	start := time.Now()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for range submitters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(ids) {
+					return
+				}
+				due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+				if d := time.Until(due); d > 0 {
+					t := time.NewTimer(d)
+					select {
+					case <-ctx.Done():
+						t.Stop()
+						return
+					case <-t.C:
+					}
+				}
+				if err := submit(ctx, ids[i]); err != nil {
+					cancel(err)
+					return
+				}
+				late[i] = float64(time.Since(due).Microseconds()) / 1000
+			}
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	return late, nil
+}
+
 func latency(from, to map[string]time.Time) *Percentiles {
 	var ms []float64
 	for id, t0 := range from {
@@ -496,6 +570,11 @@ func latency(from, to map[string]time.Time) *Percentiles {
 			ms = append(ms, float64(t1.Sub(t0).Microseconds())/1000)
 		}
 	}
+	return percentiles(ms)
+}
+
+// percentiles of ms (sorted in place); nil when empty.
+func percentiles(ms []float64) *Percentiles {
 	if len(ms) == 0 {
 		return nil
 	}

@@ -36,6 +36,7 @@ func TestRunCountsEveryJob(t *testing.T) {
 		{"StandinClientPrefill", bench.Options{Runpod: bench.RunpodStandin, Submit: bench.SubmitClient, Prefill: true}},
 		{"StandinRawLive", bench.Options{Runpod: bench.RunpodStandin, Submit: bench.SubmitRaw, Workers: 2}},
 		{"Sim", bench.Options{Runpod: bench.RunpodSim, Prefill: true}},
+		{"StandinOfferedRate", bench.Options{Runpod: bench.RunpodStandin, Rate: 2000}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.o
@@ -48,6 +49,10 @@ func TestRunCountsEveryJob(t *testing.T) {
 			require.Equal(t, map[string]int{"COMPLETED": 200}, res.Outcomes)
 			require.Greater(t, res.RedisCmdsPerJob, 1.0, "the server ran commands for the jobs")
 			require.Greater(t, res.RoundTripsPerJob, 0.0)
+			if o.Rate > 0 {
+				require.Equal(t, o.Rate, res.OfferedRate)
+				require.NotNil(t, res.SubmitLateMs, "how late each submission was is measured")
+			}
 			if o.Runpod == bench.RunpodStandin {
 				require.EqualValues(t, 200, res.RunpodRuns)
 				require.NotNil(t, res.SubmitToRunMs)
@@ -77,6 +82,8 @@ func TestOptionsNameTheBadField(t *testing.T) {
 	require.ErrorContains(t, err, "--runpod")
 	_, err = bench.Run(context.Background(), bench.Options{RedisURL: "redis://" + redistest.Addr(), Jobs: 0})
 	require.ErrorContains(t, err, "--jobs")
+	_, err = bench.Run(context.Background(), bench.Options{RedisURL: "redis://" + redistest.Addr(), Jobs: 1, Rate: 10, Prefill: true})
+	require.ErrorContains(t, err, "--rate", "an offered rate is not a drain")
 }
 
 // TestRunOnClusterWithPartitions: the bench drives a 3-master Cluster with
