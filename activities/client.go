@@ -176,12 +176,9 @@ func (c *Client) CloseIdleConnections() {
 // decides. Such an error is not Transient, so generic retry code does not
 // resubmit it by accident.
 func (c *Client) Run(ctx context.Context, req workflow.RunRequest) (workflow.RunpodJob, error) {
-	if len(req.Input) == 0 || !json.Valid(req.Input) {
-		return workflow.RunpodJob{}, c.invalid(OpRun, "input must be valid JSON")
-	}
-	body, err := json.Marshal(req)
+	body, err := encodeRun(req)
 	if err != nil {
-		return workflow.RunpodJob{}, c.invalid(OpRun, "encode request: "+err.Error())
+		return workflow.RunpodJob{}, c.invalid(OpRun, err.Error())
 	}
 	var job workflow.RunpodJob
 	err = c.call(ctx, &request{

@@ -3,9 +3,12 @@ package activities
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/yourscope/runpod-orchestrator/workflow"
 )
@@ -72,6 +75,65 @@ type PurgeResult struct {
 	Status string
 }
 
+// encodeRun returns the /run body of req, {"input":...,"webhook":...,
+// "policy":{...}} with json.Marshal's field names and omissions, written by
+// hand: json.Marshal validated and compacted the input a second time and
+// went through reflection on every /run. The input is sent as given, after
+// one validation (its whitespace, if any, is kept).
+func encodeRun(req workflow.RunRequest) ([]byte, error) {
+	in := req.Input
+	if len(in) == 0 {
+		return nil, errors.New("input must be valid JSON")
+	}
+	buf := make([]byte, 0, len(in)+len(req.Webhook)+80)
+	buf = append(buf, `{"input":`...)
+	if !json.Valid(in) {
+		return nil, errors.New("input must be valid JSON")
+	}
+	buf = append(buf, in...)
+	if req.Webhook != "" {
+		buf = append(buf, `,"webhook":`...)
+		buf = appendJSONString(buf, req.Webhook)
+	}
+	if p := req.Policy; p != nil {
+		buf = append(buf, `,"policy":{`...)
+		n := len(buf)
+		if p.ExecutionTimeoutMs != 0 {
+			buf = append(buf, `"executionTimeout":`...)
+			buf = strconv.AppendInt(buf, p.ExecutionTimeoutMs, 10)
+		}
+		if p.TTLMs != 0 {
+			if len(buf) > n {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, `"ttl":`...)
+			buf = strconv.AppendInt(buf, p.TTLMs, 10)
+		}
+		if p.LowPriority {
+			if len(buf) > n {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, `"lowPriority":true`...)
+		}
+		buf = append(buf, '}')
+	}
+	return append(buf, '}'), nil
+}
+
+// appendJSONString appends s as a JSON string: plain printable ASCII as
+// is, anything else through json.Marshal (escapes, invalid UTF-8).
+func appendJSONString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			enc, _ := json.Marshal(s)
+			return append(buf, enc...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
+}
+
 // wireJob is the job object as sent; it differs from workflow.RunpodJob in
 // tolerating a non-string error and fractional durations.
 type wireJob struct {
@@ -102,10 +164,174 @@ func (w wireJob) job() workflow.RunpodJob {
 // decodeJob parses a job object.
 func decodeJob(body []byte) (workflow.RunpodJob, error) {
 	var w wireJob
+	if scanJob(body, &w) {
+		return w.job(), nil
+	}
+	w = wireJob{}
 	if err := json.Unmarshal(body, &w); err != nil {
 		return workflow.RunpodJob{}, fmt.Errorf("decode job object: %w", err)
 	}
 	return w.job(), nil
+}
+
+// scanJob is json.Unmarshal(body, w) without reflection for the shape
+// Runpod sends (FuzzDecodeJob checks that both agree): a valid JSON object
+// whose keys are the exact field names or unknown, with string fields
+// that are plain strings or null and integer fields that are plain
+// integers or null. Anything else (escapes in keys or strings, a key that
+// differs from a field name only in case, a float, a type mismatch)
+// answers false and leaves w to json.Unmarshal. output and error keep the
+// exact bytes of their values, as a RawMessage does; they share body's
+// memory, which the caller never reuses.
+func scanJob(body []byte, w *wireJob) bool {
+	if !json.Valid(body) {
+		return false
+	}
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return false
+	}
+	i = skipSpace(body, i+1)
+	if i < len(body) && body[i] == '}' {
+		return true
+	}
+	for i < len(body) {
+		// A key: valid JSON puts a string here.
+		end := stringEnd(body, i)
+		key := body[i+1 : end-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return false
+		}
+		i = skipSpace(body, end)
+		i = skipSpace(body, i+1) // the colon
+		vend := valueEnd(body, i)
+		val := body[i:vend]
+		switch string(key) {
+		case "id":
+			if !scanString(val, &w.ID) {
+				return false
+			}
+		case "status":
+			st := string(w.Status)
+			if !scanString(val, &st) {
+				return false
+			}
+			w.Status = workflow.RunpodStatus(st)
+		case "workerId":
+			if !scanString(val, &w.WorkerID) {
+				return false
+			}
+		case "delayTime":
+			if !scanInt(val, &w.DelayTime) {
+				return false
+			}
+		case "executionTime":
+			if !scanInt(val, &w.ExecutionTime) {
+				return false
+			}
+		case "retries":
+			if !scanInt(val, &w.Retries) {
+				return false
+			}
+		case "output":
+			w.Output = val
+		case "error":
+			w.Error = val
+		default:
+			// json.Unmarshal matches field names case-insensitively.
+			for _, f := range jobFields {
+				if strings.EqualFold(f, string(key)) {
+					return false
+				}
+			}
+		}
+		i = skipSpace(body, vend)
+		if i >= len(body) || body[i] == '}' {
+			return true
+		}
+		i = skipSpace(body, i+1) // the comma
+	}
+	return true
+}
+
+// jobFields are wireJob's JSON names.
+var jobFields = [...]string{"id", "status", "delayTime", "executionTime", "workerId", "output", "error", "retries"}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// valueEnd returns the index just past the JSON value starting at b[i] in
+// valid JSON.
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return len(b)
+	}
+	for i < len(b) && !strings.ContainsRune(",}] \t\n\r", rune(b[i])) {
+		i++
+	}
+	return i
+}
+
+// scanString sets *dst from a plain JSON string (no escapes, valid UTF-8); null leaves
+// it unchanged, as json.Unmarshal does. Anything else: false.
+func scanString(val []byte, dst *string) bool {
+	if string(val) == "null" {
+		return true
+	}
+	if len(val) < 2 || val[0] != '"' || bytes.IndexByte(val, '\\') >= 0 || !utf8.Valid(val) {
+		return false // escapes, or invalid UTF-8 (json.Unmarshal replaces it)
+	}
+	*dst = string(val[1 : len(val)-1])
+	return true
+}
+
+// scanInt sets *dst from a JSON integer that fits an int64; null sets 0
+// (lenientInt). Anything else (a float, a string, a huge number): false.
+func scanInt(val []byte, dst *lenientInt) bool {
+	if string(val) == "null" {
+		*dst = 0
+		return true
+	}
+	neg := len(val) > 0 && val[0] == '-'
+	digits := val
+	if neg {
+		digits = val[1:]
+	}
+	if len(digits) == 0 || len(digits) > 18 {
+		return false
+	}
+	var n int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	*dst = lenientInt(n)
+	return true
 }
 
 type wireStream struct {
