@@ -264,15 +264,18 @@ func (c *Client) attempt(ctx context.Context, r *request) *attemptError {
 	defer cancel()
 
 	// wrote is set once the whole request has left this process: from then
-	// on Runpod may act on a /run even if we never read the answer.
+	// on Runpod may act on a /run even if we never read the answer. Only a
+	// /run needs to know (the trace costs allocations on every call).
 	var wrote atomic.Bool
-	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
-		WroteRequest: func(info httptrace.WroteRequestInfo) {
-			if info.Err == nil {
-				wrote.Store(true)
-			}
-		},
-	})
+	if r.submit {
+		actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
+			WroteRequest: func(info httptrace.WroteRequestInfo) {
+				if info.Err == nil {
+					wrote.Store(true)
+				}
+			},
+		})
+	}
 	var body io.Reader
 	if r.body != nil {
 		body = bytes.NewReader(r.body)
@@ -281,19 +284,21 @@ func (c *Client) attempt(ctx context.Context, r *request) *attemptError {
 	if err != nil {
 		return c.fail(r, classPermanent, 0, 0, fmt.Errorf("%w: build request: %w", ErrInvalidRequest, c.redact.Error(err)))
 	}
-	req.Header.Set("Authorization", c.auth)
-	req.Header.Set("Accept", "application/json")
+	// The header values are shared by every request (net/http only reads
+	// them), so building the header costs one map.
 	if r.body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header = http.Header{"Authorization": c.authHdr, "Accept": jsonHdr, "Content-Type": jsonHdr}
+	} else {
+		req.Header = http.Header{"Authorization": c.authHdr, "Accept": jsonHdr}
 	}
 
-	resp, err := c.http.Do(req)
+	resp, err := c.do(req)
 	if err != nil {
 		return c.transportFailure(ctx, actx, r, err, c.possiblySent(&wrote, err))
 	}
 	defer resp.Body.Close()
 
-	data, readErr := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxResponseBytes+1))
+	data, readErr := c.readBody(resp)
 	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return c.statusFailure(r, resp.StatusCode, retryAfter, data)
@@ -320,6 +325,38 @@ func (c *Client) attempt(ctx context.Context, r *request) *attemptError {
 		return c.fail(r, classTransient, resp.StatusCode, 0, err)
 	}
 	return nil
+}
+
+// jsonHdr is the value of the Accept and Content-Type headers.
+var jsonHdr = []string{"application/json"}
+
+// do sends req. With the client this package built (Config.HTTPClient
+// nil) it goes to the transport directly: http.Client.Do would copy the
+// header for a redirect it never follows (redirects are not followed) and
+// wrap every error once more. A caller's client gets Do, with its
+// redirect, cookie and timeout rules.
+func (c *Client) do(req *http.Request) (*http.Response, error) {
+	if c.rt != nil {
+		return c.rt.RoundTrip(req)
+	}
+	return c.http.Do(req)
+}
+
+// presizeMax bounds the buffer readBody allocates before reading, so an
+// announced length alone cannot make the client allocate much.
+const presizeMax = 1 << 20
+
+// readBody reads at most MaxResponseBytes+1 bytes of resp's body, into a
+// buffer of the announced length when there is a small one (one
+// allocation, not io.ReadAll's doubling from 512 bytes).
+func (c *Client) readBody(resp *http.Response) ([]byte, error) {
+	limit := c.cfg.MaxResponseBytes + 1
+	if n := resp.ContentLength; n >= 0 && n < limit && n <= presizeMax {
+		buf := make([]byte, n)
+		k, err := io.ReadFull(resp.Body, buf)
+		return buf[:k], err
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, limit))
 }
 
 // possiblySent reports whether a failed request may have reached Runpod

@@ -55,9 +55,12 @@ var (
 // (wrapped) *workflow.ActivityError whose text never contains the API key.
 type Client struct {
 	cfg     Config
-	base    string // BaseURL + "/" + EndpointID
-	auth    string // "Bearer <key>"
+	base    string   // BaseURL + "/" + EndpointID
+	authHdr []string // {"Bearer <key>"}, shared by every request's header
 	http    *http.Client
+	// rt is the transport of the client this package built, which the
+	// client calls directly (do); nil with a caller's Config.HTTPClient.
+	rt      http.RoundTripper
 	limiter Limiter
 	// shared is the limiter when it is also the pool's breaker; breaker
 	// is then nil.
@@ -90,6 +93,7 @@ var (
 // name the offending field, e.g. "activities: APIKey: must not be empty".
 // The caller keeps ownership of cfg.HTTPClient.
 func New(cfg Config) (*Client, error) {
+	own := cfg.HTTPClient == nil
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -97,7 +101,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		cfg:     cfg,
 		base:    cfg.BaseURL + "/" + cfg.EndpointID,
-		auth:    "Bearer " + cfg.APIKey,
+		authHdr: []string{"Bearer " + cfg.APIKey},
 		http:    cfg.HTTPClient,
 		limiter: cfg.Limiter,
 		log:     cfg.Logger.Named("runpod").With("endpoint_id", cfg.EndpointID),
@@ -117,6 +121,9 @@ func New(cfg Config) (*Client, error) {
 	switch cfg.HTTPClient.Transport.(type) {
 	case nil, *http.Transport:
 		c.traceTrusted = true
+	}
+	if own {
+		c.rt = cfg.HTTPClient.Transport
 	}
 	if sl, ok := cfg.Limiter.(SharedLimiter); ok {
 		c.shared = sl

@@ -66,8 +66,10 @@ type Config struct {
 	BaseURL string
 	// HTTPClient sends the requests. The client must not follow redirects
 	// to other hosts with the Authorization header (net/http does not).
-	// Defaults to a client with bounded dial/TLS timeouts, a larger idle
-	// pool, and redirects disabled.
+	// Defaults to a client with bounded dial/TLS timeouts, an idle pool
+	// that keeps every connection the calls in flight use (up to 10,000),
+	// and redirects disabled; the client then calls its transport
+	// directly.
 	HTTPClient *http.Client
 	// RequestTimeout bounds each HTTP attempt (a /stream attempt gets
 	// StreamWait on top). Defaults to RequestTimeoutDefault.
@@ -208,6 +210,10 @@ func (c Config) validate() error {
 	return nil
 }
 
+// idleConnsMax bounds the idle keep-alive connections of the default
+// client: cmd/worker's largest --concurrency.
+const idleConnsMax = 10_000
+
 // defaultHTTPClient returns a client suited to many concurrent calls to one
 // host. Per-attempt deadlines come from contexts, so the client itself has
 // no overall Timeout.
@@ -215,10 +221,14 @@ func defaultHTTPClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	t.TLSHandshakeTimeout = 5 * time.Second
-	// The default of 2 idle connections per host would make a busy worker
-	// churn TLS handshakes.
-	t.MaxIdleConns = 256
-	t.MaxIdleConnsPerHost = 128
+	// Keep every connection a burst of calls opened (as many as the
+	// worker's Concurrency, at most 10,000 in cmd/worker): a connection
+	// beyond the idle limit is closed when its call ends and the next
+	// burst dials it again, a TCP and TLS handshake each (net/http's
+	// default is 2 per host; 128 churned at --concurrency 256:
+	// TestConnectionsAreReused). Idle ones close after IdleConnTimeout.
+	t.MaxIdleConns = idleConnsMax
+	t.MaxIdleConnsPerHost = idleConnsMax
 	t.IdleConnTimeout = 90 * time.Second
 	return &http.Client{
 		Transport: t,

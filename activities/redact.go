@@ -22,6 +22,7 @@ const redactedMarker = "[REDACTED]"
 // carries a secret into a record, an event or a log line.
 type redactor struct {
 	secrets []string // non-empty, longest first
+	bytes   [][]byte // secrets as bytes, for anyIn
 }
 
 func newRedactor(secrets ...string) redactor {
@@ -33,6 +34,9 @@ func newRedactor(secrets ...string) redactor {
 	}
 	// Longest first, so a secret that contains another is replaced whole.
 	sort.SliceStable(r.secrets, func(i, j int) bool { return len(r.secrets[i]) > len(r.secrets[j]) })
+	for _, s := range r.secrets {
+		r.bytes = append(r.bytes, []byte(s))
+	}
 	return r
 }
 
@@ -74,12 +78,14 @@ func (r redactor) JSON(b []byte) []byte {
 	if len(r.secrets) == 0 {
 		return b
 	}
-	if !json.Valid(b) {
-		return []byte(r.String(string(b)))
-	}
-	// Fast path: no escape sequence can hide a secret and none appears.
+	// Fast path, before any parsing (every answer passes here): no escape
+	// sequence can hide a secret and none appears verbatim, so neither the
+	// JSON nor the plain-text redaction below would change a byte.
 	if bytes.IndexByte(b, '\\') < 0 && !r.anyIn(b) {
 		return b
+	}
+	if !json.Valid(b) {
+		return []byte(r.String(string(b)))
 	}
 	var out []byte // nil until the first change
 	last := 0      // b[last:] not yet copied to out
@@ -94,6 +100,12 @@ func (r redactor) JSON(b []byte) []byte {
 		case c == '"':
 			end := stringEnd(b, i)
 			lit := b[i:end]
+			if inner := lit[1 : len(lit)-1]; bytes.IndexByte(inner, '\\') < 0 && !r.anyIn(inner) {
+				// Its text is its bytes (no escape), and holds no secret, nor
+				// can JSON inside it (it has no escaped quote, so no string).
+				i = end
+				continue
+			}
 			var s string
 			if json.Unmarshal(lit, &s) == nil {
 				clean := s
@@ -131,8 +143,8 @@ func (r redactor) JSON(b []byte) []byte {
 
 // anyIn reports whether b holds any secret verbatim.
 func (r redactor) anyIn(b []byte) bool {
-	for _, sec := range r.secrets {
-		if bytes.Contains(b, []byte(sec)) {
+	for _, sec := range r.bytes {
+		if bytes.Contains(b, sec) {
 			return true
 		}
 	}

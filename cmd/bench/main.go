@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Workers, "workers", 1, "in-process workers")
 	fs.IntVar(&o.Partitions, "partitions", 1, "the namespace's partition count (a Cluster spreads them over its masters)")
 	fs.StringVar(&o.Runpod, "runpod", bench.RunpodStandin, "Runpod back end: standin (in-process) or sim (HTTP simulator on loopback)")
+	fs.StringVar(&o.RunpodURL, "runpod-url", "", "with --runpod sim: the base URL of a simulator in another process (go run ./cmd/runpod-sim --endpoint-id bench --api-key bench-key --no-rate-limits --gpu-workers 10000 --mock-delay 1ms), so the process CPU excludes the server")
 	fs.StringVar(&o.Submit, "submit", bench.SubmitClient, "submission path: client (client.Submit) or raw (XADD)")
 	fs.BoolVar(&o.Prefill, "prefill", true, "submit every job before the workers start (measure a drain)")
 	fs.Float64Var(&o.Rate, "rate", 0, "offer the jobs at this many per second (with --prefill=false) instead of as fast as possible")

@@ -66,6 +66,11 @@ type Options struct {
 	Workers int
 	// Runpod is RunpodStandin (default) or RunpodSim.
 	Runpod string
+	// RunpodURL, with RunpodSim, is the base URL of a simulator running in
+	// another process (cmd/runpod-sim --endpoint-id bench --api-key
+	// bench-key --no-rate-limits), so this process's CPU is the
+	// orchestrator's and its HTTP client's alone. Empty: one in process.
+	RunpodURL string
 	// Submit is SubmitClient (default) or SubmitRaw.
 	Submit string
 	// Prefill submits every job before the workers start (a drain), so the
@@ -142,6 +147,9 @@ type Result struct {
 	RSSMiB                float64        `json:"rss_mib"`
 	Outcomes              map[string]int `json:"outcomes"`
 	RunpodRuns            int64          `json:"runpod_runs,omitempty"`
+	// RunpodRequestsPerJob: the HTTP requests the simulator served per
+	// job, by operation (sim only).
+	RunpodRequestsPerJob map[string]float64 `json:"runpod_requests_per_job,omitempty"`
 	// TopCommands are the five commands the server ran most, per job.
 	TopCommands map[string]float64 `json:"top_commands_per_job"`
 	// Commands is every command the server ran while the workers ran,
@@ -182,6 +190,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("bench: --submit %q: want %s or %s", o.Submit, SubmitClient, SubmitRaw)
 	case o.Rate < 0 || (o.Rate > 0 && (o.Prefill || o.Hold)):
 		return o, errors.New("bench: --rate: want a positive rate with --prefill=false and without --hold")
+	case o.RunpodURL != "" && o.Runpod != RunpodSim:
+		return o, errors.New("bench: --runpod-url needs --runpod sim")
 	case o.Hold && o.Runpod != RunpodStandin:
 		return o, errors.New("bench: --hold needs --runpod standin")
 	}
@@ -219,7 +229,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	defer clearNamespace(context.WithoutCancel(ctx), admin, o.Namespace) //nolint:errcheck // best effort
 
-	rp, stopRunpod, err := runpodBackend(o)
+	rp, sim, stopRunpod, err := runpodBackend(o)
 	if err != nil {
 		return Result{}, err
 	}
@@ -392,6 +402,12 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		res.SubmitRedisCmdsPerJob = float64(submitCost.total()) / n
 		res.SubmitRedisCPUUsPerJob = submitCost.cpuSec * 1e6 / n
 	}
+	if sim != nil {
+		res.RunpodRequestsPerJob = map[string]float64{}
+		for op, k := range sim.Stats().Requests {
+			res.RunpodRequestsPerJob[op] = float64(k) / n
+		}
+	}
 	if o.Rate > 0 {
 		res.OfferedRate = o.Rate
 		res.SubmitLateMs = percentiles(lateMs)
@@ -451,25 +467,33 @@ func holdRun(ctx context.Context, o Options, admin redis.UniversalClient, s *sta
 	return res, nil
 }
 
-func runpodBackend(o Options) (workflow.Runpod, func(), error) {
+func runpodBackend(o Options) (workflow.Runpod, *runpodsim.Sim, func(), error) {
 	if o.Runpod == RunpodStandin {
-		return newStandin(o.Hold), func() {}, nil
+		return newStandin(o.Hold), nil, func() {}, nil
 	}
 	const key, endpoint = "bench-key", "bench"
+	if o.RunpodURL != "" {
+		rp, err := activities.New(activities.Config{APIKey: key, EndpointID: endpoint, BaseURL: o.RunpodURL,
+			Limiter: activities.NewLocalLimiter(map[string]activities.RateLimit{})})
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("bench: --runpod-url: %w", err)
+		}
+		return rp, nil, rp.CloseIdleConnections, nil
+	}
 	srv, err := runpodsim.Serve("127.0.0.1:0", runpodsim.Config{
 		EndpointID: endpoint, APIKey: key, GPUWorkers: 10000, MockDelay: time.Millisecond,
 		DisableRateLimits: true, Logger: hclog.NewNullLogger(),
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	rp, err := activities.New(activities.Config{APIKey: key, EndpointID: endpoint, BaseURL: srv.URL,
 		Limiter: activities.NewLocalLimiter(map[string]activities.RateLimit{})})
 	if err != nil {
 		srv.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return rp, func() { rp.CloseIdleConnections(); srv.Close() }, nil
+	return rp, srv.Sim, func() { rp.CloseIdleConnections(); srv.Close() }, nil
 }
 
 // clearNamespace deletes every key of the namespace and of its partitions
