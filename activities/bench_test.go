@@ -1,9 +1,11 @@
 package activities
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,6 +164,58 @@ func FuzzDecodeJob(f *testing.F) {
 		}
 		if !reflect.DeepEqual(fast, slow) {
 			t.Fatalf("%q: scanJob %+v, json.Unmarshal %+v", body, fast, slow)
+		}
+	})
+}
+
+// FuzzRedactJSON: whatever Runpod sends, no secret survives redaction,
+// neither verbatim nor in any string the answer decodes to (escaped, or
+// in JSON text inside a string), and valid JSON stays valid.
+func FuzzRedactJSON(f *testing.F) {
+	const secret = "s3cr3tKEY"
+	for _, s := range []string{
+		string(completedBody), `{"error":"s3cr3tKEY"}`, `{"output":"s3\u0063r3tKEY"}`,
+		`{"error":"{\"m\":\"s3\\u0063r3tKEY\"}"}`, `["a\nb", "s3cr3tKEY"]`, `not json s3cr3tKEY`, `{"k": 1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	r := newRedactor(secret)
+	var walk func(t *testing.T, v any)
+	walk = func(t *testing.T, v any) {
+		switch v := v.(type) {
+		case string:
+			if strings.Contains(v, secret) {
+				t.Fatalf("secret in decoded string %q", v)
+			}
+			var inner any
+			if json.Unmarshal([]byte(v), &inner) == nil {
+				walk(t, inner)
+			}
+		case []any:
+			for _, x := range v {
+				walk(t, x)
+			}
+		case map[string]any:
+			for k, x := range v {
+				walk(t, k)
+				walk(t, x)
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out := r.JSON(b)
+		if bytes.Contains(out, []byte(secret)) {
+			t.Fatalf("secret verbatim in %q", out)
+		}
+		if !json.Valid(b) {
+			return
+		}
+		if !json.Valid(out) {
+			t.Fatalf("%q redacted to invalid JSON %q", b, out)
+		}
+		var v any
+		if err := json.Unmarshal(out, &v); err == nil {
+			walk(t, v)
 		}
 	})
 }
