@@ -278,7 +278,7 @@ func newFlagTable(o *options) *flagTable {
 		worker.ShutdownTimeoutDefault.String(), dur(&o.shutdownTimeout, 10*time.Millisecond, time.Hour))
 
 	t.add(groupPoll, "poll-initial", "DURATION",
-		"first wait between /status polls of a job (--dev: 200ms)", workflow.PollInitialDefault.String(),
+		"first wait between /status polls of a job; after /run, only until the endpoint's turnaround is learned (--dev: 200ms)", workflow.PollInitialDefault.String(),
 		dur(&o.pollInitial, 10*time.Millisecond, time.Hour))
 	t.add(groupPoll, "poll-max", "DURATION",
 		"longest wait between /status polls; at least --poll-initial (--dev: 1s)", workflow.PollMaxDefault.String(),
