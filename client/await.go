@@ -51,6 +51,9 @@ const maxAliasHops = 4
 // each partition, with Config.Partitions > 1: a job's events are in its
 // partition).
 func (c *Client) AwaitResult(ctx context.Context, id string) (Result, error) {
+	if err := c.checkParts(ctx); err != nil {
+		return Result{}, err
+	}
 	for range maxAliasHops {
 		// Register before reading the record: any terminal event the record
 		// does not show yet is written after this point and is delivered.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -52,6 +53,35 @@ type Client struct {
 	base  *streams.Store   // the namespace's own keys: worker reports ({ns}:workers)
 	hubs  []*hub           // one events reader per partition
 	now   func() time.Time // this process's clock (tests skew it)
+
+	// checkedUntil (unix nanos, monotonic-free: only compared with
+	// time.Now) is until when the last passing partition-count check
+	// holds (checkParts).
+	checkedUntil atomic.Int64
+}
+
+// partsRecheck is how long a passing check of the recorded partition count
+// holds before an entry point reads it again: a count recorded later (the
+// first worker), or changed by a migration, is noticed within it.
+const partsRecheck = 5 * time.Second
+
+// checkParts is CheckPartitions for the entry points (Submit, Get, Cancel,
+// AwaitResult, Events, ...), cached for partsRecheck: a client configured
+// with another count than the workers recorded would write jobs where no
+// worker reads them and read the wrong keys. The error names
+// Config.Partitions and both counts.
+func (c *Client) checkParts(ctx context.Context) error {
+	if time.Now().UnixNano() < c.checkedUntil.Load() {
+		return nil
+	}
+	if err := c.parts.CheckPartitions(ctx, false); err != nil {
+		if errors.Is(err, streams.ErrPartitionsMismatch) {
+			return fmt.Errorf("client: Config.Partitions: %w", err)
+		}
+		return fmt.Errorf("client: check the namespace's partition count: %w", err)
+	}
+	c.checkedUntil.Store(time.Now().Add(partsRecheck).UnixNano())
+	return nil
 }
 
 // store returns the store of job id's partition.
@@ -210,6 +240,9 @@ func (j Job) Result() (r Result, ok bool) {
 // workflow.ErrJobNotFound. An alias record is returned as stored, with
 // AliasOf set.
 func (c *Client) Get(ctx context.Context, id string) (Job, error) {
+	if err := c.checkParts(ctx); err != nil {
+		return Job{}, err
+	}
 	rec, err := c.store(id).Get(ctx, id)
 	if errors.Is(err, streams.ErrNotFound) {
 		return Job{}, fmt.Errorf("client: get job %q: %w", id, workflow.ErrJobNotFound)
@@ -273,6 +306,9 @@ type CancelReport struct {
 // Errors are Cancel's, except that a failed hint is reported in
 // CancelReport.HintError, not as an error.
 func (c *Client) RequestCancel(ctx context.Context, id string) (CancelReport, error) {
+	if err := c.checkParts(ctx); err != nil {
+		return CancelReport{}, err
+	}
 	r, err := c.store(id).CancelJob(ctx, id, streams.CancelOpts{StubTTL: max(c.cfg.PendingCancelTTL, 0)})
 	if errors.Is(err, streams.ErrCancelPending) {
 		return CancelReport{}, fmt.Errorf("client: cancel job %q: %w", id, ErrCancelPending)

@@ -52,9 +52,14 @@ func (t EventType) Terminal() bool {
 // Event is one entry of the events stream. An entry that could not be
 // decoded has an empty Type (and only ID set).
 type Event struct {
-	// ID is the stream entry id; pass it as EventsOptions.From to resume
-	// after this event.
+	// ID is the stream entry id. With one partition, pass it as
+	// EventsOptions.From to resume after this event; with several, ids are
+	// per partition (two partitions' events may share one), so resume from
+	// Subscription.Position and tell events apart by (Partition, ID).
 	ID string `json:"id"`
+	// Partition is the partition whose events stream holds the event
+	// (always 0 with one partition).
+	Partition int `json:"partition,omitempty"`
 	// Type says what happened.
 	Type EventType `json:"type"`
 	// JobID is the job the event belongs to.
@@ -189,6 +194,9 @@ const (
 // From it delivers exactly the events written after this call. With
 // several partitions it is one stream id per partition, comma-separated.
 func (c *Client) Position(ctx context.Context) (string, error) {
+	if err := c.checkParts(ctx); err != nil {
+		return "", err
+	}
 	ids, err := c.lastEventIDs(ctx)
 	if err != nil {
 		return "", fmt.Errorf("client: events position: %w", err)
@@ -241,6 +249,9 @@ type Subscription struct {
 // (for FromNow, the current end of the stream). Read it with Events or Run.
 func (c *Client) NewSubscription(ctx context.Context, opts EventsOptions) (*Subscription, error) {
 	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if err := c.checkParts(ctx); err != nil {
 		return nil, err
 	}
 	var after []string
@@ -338,7 +349,9 @@ func (s *Subscription) Events(ctx context.Context) iter.Seq2[Event, error] {
 				if s.opts.JobID != "" && ev.JobID != s.opts.JobID {
 					continue
 				}
-				if !yield(eventFromStreams(ev), nil) {
+				e := eventFromStreams(ev)
+				e.Partition = part
+				if !yield(e, nil) {
 					return
 				}
 			}

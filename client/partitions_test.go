@@ -86,6 +86,7 @@ func TestPartitionedAwaitAndEvents(t *testing.T) {
 	for ev, err := range b.c.Events(ctx, client.EventsOptions{From: client.FromStart, StopAtEnd: true}) {
 		require.NoError(t, err)
 		seen[ev.JobID] = append(seen[ev.JobID], ev.Type)
+		require.Equal(t, streams.PartitionOf(ev.JobID, p), ev.Partition, "event %s of %s names its partition", ev.ID, ev.JobID)
 	}
 	for _, id := range ids {
 		require.Equal(t, client.EventSubmitted, seen[id][0], id)

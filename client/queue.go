@@ -132,6 +132,9 @@ type StatsOptions struct {
 // outcomes of the last window. It reads a few keys and at most MaxEvents
 // events; it writes nothing.
 func (c *Client) Stats(ctx context.Context, opts StatsOptions) (Stats, error) {
+	if err := c.checkParts(ctx); err != nil {
+		return Stats{}, err
+	}
 	if opts.Window <= 0 {
 		opts.Window = time.Minute
 	}
@@ -241,6 +244,9 @@ type ListPage struct {
 // scan, records changing meanwhile may be missed or seen in either state).
 // It reads; it never writes. Cancel stubs are left out.
 func (c *Client) List(ctx context.Context, opts ListOptions) (ListPage, error) {
+	if err := c.checkParts(ctx); err != nil {
+		return ListPage{}, err
+	}
 	if opts.Limit <= 0 {
 		opts.Limit = 100
 	}
@@ -378,6 +384,9 @@ func (c *Client) deadAfter(after string) ([]string, error) {
 // merged by entry id (equal ids in partition order), each from its own
 // position in opts.After.
 func (c *Client) Dead(ctx context.Context, opts DeadOptions) ([]DeadLetter, error) {
+	if err := c.checkParts(ctx); err != nil {
+		return nil, err
+	}
 	if opts.Limit <= 0 {
 		opts.Limit = 100
 	}
@@ -453,6 +462,9 @@ type RetryResult struct {
 // dead-letter copy's; without either it is ErrNoInput. A job that does not
 // exist is workflow.ErrJobNotFound.
 func (c *Client) Retry(ctx context.Context, id string) (RetryResult, error) {
+	if err := c.checkParts(ctx); err != nil {
+		return RetryResult{}, err
+	}
 	// The zero time: the new run's times come from Redis's clock, never ours.
 	res, err := c.store(id).Retry(ctx, id, nil, time.Time{})
 	fromDead := false
@@ -560,6 +572,9 @@ type PurgeResult struct {
 // with DeadLetters, the dead-letter stream. Live jobs, submissions and
 // events are never touched. It scans every record of the namespace.
 func (c *Client) Purge(ctx context.Context, opts PurgeOptions) (PurgeResult, error) {
+	if err := c.checkParts(ctx); err != nil {
+		return PurgeResult{}, err
+	}
 	states := make([]string, 0, len(opts.States))
 	for _, st := range opts.States {
 		if !st.Terminal() {

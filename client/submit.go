@@ -74,6 +74,9 @@ func (c *Client) Submit(ctx context.Context, opts SubmitOptions) (SubmitResult, 
 	if err != nil {
 		return SubmitResult{}, err
 	}
+	if err := c.checkParts(ctx); err != nil {
+		return SubmitResult{}, err
+	}
 	sub := streams.Submission{
 		JobID:     opts.ClientJobID,
 		Input:     input,

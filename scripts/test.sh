@@ -58,8 +58,9 @@ go vet ./...
 go test -race -count=1 -timeout 12m "$@" ./...
 
 # The soak's short run (docs/reliability.md): real redis-server with AOF, the
-# simulator and four worker processes, 1,000 jobs under chaos; one
-# JSON summary line, non-zero exit on any violation. It runs when the script is
+# simulator and four worker processes, 1,000 jobs under chaos, then 300 more
+# over three partitions; one JSON summary line each, non-zero exit on any
+# violation. It runs when the script is
 # called without arguments (or with SOAK=1); SOAK=0 skips it.
 # SOAK_KINDS and SOAK_CHAOS override the job mix and the chaos; by default every
 # job kind and every chaos kind runs (docs/reliability.md, "CI").
@@ -67,6 +68,12 @@ soak_default=1
 [ "$#" -gt 0 ] && soak_default=0
 if [ "${SOAK:-$soak_default}" != "0" ]; then
   go run ./cmd/soak --jobs 1000 --seed 1 --rate 25 \
+    --chaos "${SOAK_CHAOS:-on}" \
+    --kinds "${SOAK_KINDS:-all}"
+  # The same invariants over a partitioned namespace on one redis-server:
+  # P = 3, every worker serving every partition, the checker and the live
+  # reader reading all three (about 25 s).
+  go run ./cmd/soak --jobs 300 --seed 2 --rate 30 --partitions 3 \
     --chaos "${SOAK_CHAOS:-on}" \
     --kinds "${SOAK_KINDS:-all}"
 fi

@@ -8,6 +8,7 @@
 //
 //	go run ./cmd/soak --jobs 1000 --seed 1
 //	go run ./cmd/soak --jobs 20000 --workers 6 --seed 7 --rate 40
+//	go run ./cmd/soak --jobs 300 --partitions 3
 //
 // See docs/reliability.md for what it checks and how to read the summary.
 package main
@@ -71,6 +72,7 @@ See docs/reliability.md.
 	)
 	fs.IntVar(&cfg.Jobs, "jobs", 1000, "jobs to submit")
 	fs.IntVar(&cfg.Workers, "workers", 4, "worker processes running at once (1..64)")
+	fs.IntVar(&cfg.Partitions, "partitions", 1, "the namespace's partition count (1..64): every worker runs with --partitions N and serves them all; the checker reads every partition")
 	fs.Int64Var(&cfg.Seed, "seed", 1, "fixes the job mix and the chaos schedule (not the processes' interleavings)")
 	fs.DurationVar(&duration, "duration", 30*time.Minute, "cap of the submit-and-chaos phase; jobs not submitted by then are skipped")
 	fs.DurationVar(&drain, "drain", 3*time.Minute, "cap of the wait for every job to end once the chaos stopped")
@@ -95,6 +97,10 @@ See docs/reliability.md.
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "soak: unexpected argument %q\n", fs.Arg(0))
+		return cmdutil.ExitUsage
+	}
+	if cfg.Partitions < 1 { // 0 would mean the default in soak.Config
+		fmt.Fprintln(stderr, "soak: --partitions must be 1..64")
 		return cmdutil.ExitUsage
 	}
 	var err error

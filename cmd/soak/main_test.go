@@ -15,7 +15,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
 		{"--chaos", "bogus"}, {"--kinds", "slowish"}, {"--fsync", "sometimes"},
-		{"--jobs", "-1"}, {"--min-idle", "10ms"}, {"--nope"}, {"stray"},
+		{"--jobs", "-1"}, {"--min-idle", "10ms"}, {"--nope"}, {"stray"}, {"--partitions", "0"}, {"--partitions", "65"},
 	} {
 		var out, errb bytes.Buffer
 		require.Equal(t, 2, run(args, &out, &errb), "args %v: %s", args, errb.String())

@@ -112,6 +112,9 @@ type CheckInput struct {
 	Events []client.Event
 	// Live is what the live reader saw during the soak, in order.
 	Live []client.Event
+	// EndPosition is the events streams' end when Events was read
+	// (Client.Position), for waiting on the live reader.
+	EndPosition string `json:"-"`
 	// Pending is the consumer group's pending count at the end.
 	Pending int64
 	// Sim is the simulator's ledger: every Runpod job ever created.
@@ -425,22 +428,31 @@ type liveKey struct {
 	Epoch int64
 }
 
+// entryKey names one events-stream entry: ids are per partition.
+type entryKey struct {
+	Partition int
+	ID        string
+}
+
 // checkLive compares what the live reader saw with the final stream, entry
-// by entry, and counts jobs the live reader saw end twice.
+// by entry (partition and id: two partitions' entries may share an id, and
+// the two reads interleave the partitions differently), and counts jobs
+// the live reader saw end twice.
 func checkLive(live, final []client.Event, add func(string, string, string, ...any), r *Report) {
 	r.LiveEvents = len(live)
-	fin := make(map[string]liveKey, len(final))
+	fin := make(map[entryKey]liveKey, len(final))
 	for _, ev := range final {
-		fin[ev.ID] = liveKey{ev.Type, ev.JobID, ev.State, ev.Epoch}
+		fin[entryKey{ev.Partition, ev.ID}] = liveKey{ev.Type, ev.JobID, ev.State, ev.Epoch}
 	}
-	seen := make(map[string]bool, len(live))
+	seen := make(map[entryKey]bool, len(live))
 	terminals := map[string]int{}
 	const detailed = 20 // each mismatch is counted; the first ones are listed
 	for _, ev := range live {
-		if seen[ev.ID] {
+		ek := entryKey{ev.Partition, ev.ID}
+		if seen[ek] {
 			continue
 		}
-		seen[ev.ID] = true
+		seen[ek] = true
 		if ev.Type.Terminal() {
 			terminals[ev.JobID]++
 			if terminals[ev.JobID] == 2 {
@@ -449,7 +461,7 @@ func checkLive(live, final []client.Event, add func(string, string, string, ...a
 			}
 		}
 		k := liveKey{ev.Type, ev.JobID, ev.State, ev.Epoch}
-		f, ok := fin[ev.ID]
+		f, ok := fin[ek]
 		switch {
 		case !ok:
 			r.LiveOnly++
@@ -464,7 +476,7 @@ func checkLive(live, final []client.Event, add func(string, string, string, ...a
 		}
 	}
 	for _, ev := range final {
-		if !seen[ev.ID] {
+		if !seen[entryKey{ev.Partition, ev.ID}] {
 			r.FinalOnly++
 			if r.FinalOnly <= detailed {
 				add(VLiveMismatch, ev.JobID, "final stream holds %s %s (%s@%d) that the live reader never saw", ev.ID, ev.Type, ev.State, ev.Epoch)

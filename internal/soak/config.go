@@ -52,6 +52,10 @@ type Config struct {
 	Jobs int
 	// Workers is how many worker processes run at once. Defaults to 4.
 	Workers int
+	// Partitions is the namespace's partition count (the workers'
+	// --partitions; every worker serves every partition, and the checker
+	// reads every partition). Defaults to 1.
+	Partitions int
 	// Seed fixes the job mix and the chaos schedule (not the interleavings
 	// of real processes). Defaults to 1.
 	Seed int64
@@ -102,6 +106,9 @@ func (c Config) WithDefaults() Config {
 	if c.Workers == 0 {
 		c.Workers = 4
 	}
+	if c.Partitions == 0 {
+		c.Partitions = 1
+	}
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
@@ -148,6 +155,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("soak: jobs must be at least 1")
 	case c.Workers < 1 || c.Workers > 64:
 		return fmt.Errorf("soak: workers must be 1..64")
+	case c.Partitions < 1 || c.Partitions > 64:
+		return fmt.Errorf("soak: partitions must be 1..64")
 	case c.Rate <= 0:
 		return fmt.Errorf("soak: rate must be positive")
 	case !slices.Contains([]string{"always", "everysec", "no"}, c.Fsync):

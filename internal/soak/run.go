@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -37,6 +39,7 @@ type Summary struct {
 	Jobs       int            `json:"jobs"`
 	Submitted  int            `json:"submitted"`
 	Workers    int            `json:"workers"`
+	Partitions int            `json:"partitions"`
 	Seconds    float64        `json:"seconds"`
 	Fsync      string         `json:"fsync"`
 	AOFCutMs   int64          `json:"aof_cut_ms,omitempty"`
@@ -68,13 +71,14 @@ type soak struct {
 	pool  []*workerProc
 	rdb   *redis.Client
 	cli   *client.Client
-	store *streams.Store
+	store *streams.Partitions
 
 	mu          sync.Mutex
 	facts       []JobFacts
 	disruptions []Disruption
 	faults      map[string]int
 	live        []client.Event
+	livePos     string // the live subscription's position (one id per partition)
 	redisBusy   bool
 	aofCut      int64
 	workerRuns  int
@@ -149,11 +153,11 @@ func (s *soak) run(ctx context.Context) (Summary, error) {
 
 	s.rdb = redis.NewClient(&redis.Options{Addr: s.redis.addr(), DialTimeout: time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second, MaxRetries: 2})
 	defer s.rdb.Close()
-	if s.cli, err = client.New(s.rdb, client.Config{Namespace: namespace}); err != nil {
+	if s.cli, err = client.New(s.rdb, client.Config{Namespace: namespace, Partitions: cfg.Partitions}); err != nil {
 		return Summary{}, err
 	}
 	defer s.cli.Close()
-	if s.store, err = streams.New(s.rdb, streams.Config{Namespace: namespace}); err != nil {
+	if s.store, err = streams.NewPartitions(s.rdb, streams.Config{Namespace: namespace}, cfg.Partitions); err != nil {
 		return Summary{}, err
 	}
 
@@ -162,6 +166,7 @@ func (s *soak) run(ctx context.Context) (Summary, error) {
 		w := &workerProc{slot: slot, bin: cfg.WorkerBin, env: env, logDir: s.dir, args: []string{
 			"--redis-url", "redis://" + s.redis.addr() + "/0",
 			"--namespace", namespace,
+			"--partitions", strconv.Itoa(cfg.Partitions),
 			"--runpod-endpoint-id", endpointID,
 			"--runpod-base-url", s.front.urls[slot],
 			"--max-in-flight", "300",
@@ -256,7 +261,7 @@ func (s *soak) run(ctx context.Context) (Summary, error) {
 		<-liveDone
 		return Summary{}, err
 	}
-	s.waitLive(ctx, in.Events)
+	s.waitLive(ctx, in.EndPosition)
 	stopLive()
 	<-liveDone
 	s.mu.Lock()
@@ -265,7 +270,7 @@ func (s *soak) run(ctx context.Context) (Summary, error) {
 	rep := Check(in)
 
 	sum := Summary{
-		OK: rep.OK(), Seed: cfg.Seed, Jobs: cfg.Jobs, Submitted: int(s.submitted.Load()), Workers: cfg.Workers,
+		OK: rep.OK(), Seed: cfg.Seed, Jobs: cfg.Jobs, Submitted: int(s.submitted.Load()), Workers: cfg.Workers, Partitions: cfg.Partitions,
 		Seconds: float64(time.Since(s.started).Milliseconds()) / 1000, Fsync: cfg.Fsync, AOFCutMs: cfg.AOFCut.Milliseconds(),
 		Chaos: cfg.Chaos, Report: rep, Faults: s.faultCounts(), FaultsInjected: s.sim.Stats().FaultsInjected,
 		RedisRestarts: s.faultCounts()[DisruptRedis], AOFBytesCut: s.aofCut, WorkerStarts: s.workerRuns,
@@ -365,47 +370,76 @@ func (s *soak) cancelLater(ctx context.Context, i int, sp JobSpec) {
 	}
 }
 
-// liveReader follows the events stream from the start for the whole soak,
-// resuming after the last entry it saw whenever Redis goes away.
+// liveReader follows the events streams from the start for the whole soak,
+// resuming from the subscription's position (one id per partition: an
+// event's id alone would apply to every partition) whenever Redis goes
+// away.
 func (s *soak) liveReader(ctx context.Context) {
 	after := client.FromStart
 	for ctx.Err() == nil {
-		err := s.cli.Subscribe(ctx, client.EventsOptions{From: after}, func(ev client.Event) error {
-			s.mu.Lock()
-			s.live = append(s.live, ev)
-			s.mu.Unlock()
-			if ev.Type.Terminal() {
-				s.terminal.Add(1)
-			}
-			after = ev.ID
-			return nil
-		})
+		sub, err := s.cli.NewSubscription(ctx, client.EventsOptions{From: after})
+		if err == nil {
+			_ = sub.Run(ctx, func(ev client.Event) error {
+				s.mu.Lock()
+				s.live = append(s.live, ev)
+				s.livePos = sub.Position()
+				s.mu.Unlock()
+				if ev.Type.Terminal() {
+					s.terminal.Add(1)
+				}
+				return nil
+			})
+			after = sub.Position()
+		}
 		if ctx.Err() != nil {
 			return
 		}
-		_ = err
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// waitLive waits (bounded) until the live reader has seen the final
-// stream's last entry.
-func (s *soak) waitLive(ctx context.Context, final []client.Event) {
-	if len(final) == 0 {
-		return
-	}
-	last := final[len(final)-1].ID
+// waitLive waits (bounded) until the live reader's position is the final
+// streams' end (final, from Client.Position once the workers stopped).
+func (s *soak) waitLive(ctx context.Context, final string) {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		s.mu.Lock()
-		n := len(s.live)
-		caught := n > 0 && s.live[n-1].ID == last
+		caught := reached(s.livePos, final)
 		s.mu.Unlock()
 		if caught {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// reached reports whether position pos (one stream id per partition,
+// comma-separated) is at or past end in every partition.
+func reached(pos, end string) bool {
+	p, e := strings.Split(pos, ","), strings.Split(end, ",")
+	if len(p) != len(e) {
+		return false
+	}
+	for i := range p {
+		if streamIDLess(p[i], e[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// streamIDLess orders stream ids ("ms-seq", "ms" or "0") numerically.
+func streamIDLess(a, b string) bool {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	an, _ := strconv.ParseUint(am, 10, 64)
+	bn, _ := strconv.ParseUint(bm, 10, 64)
+	if an != bn {
+		return an < bn
+	}
+	aq, _ := strconv.ParseUint(as, 10, 64)
+	bq, _ := strconv.ParseUint(bs, 10, 64)
+	return aq < bq
 }
 
 // progress prints a line every 10s.
@@ -439,7 +473,7 @@ func (s *soak) drain(ctx context.Context) {
 	total := len(open)
 	for len(open) > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
 		for id := range open {
-			rec, err := s.store.Get(ctx, id)
+			rec, err := s.store.For(id).Get(ctx, id)
 			if err == nil && workflow.State(rec.State).Terminal() {
 				delete(open, id)
 			}
@@ -463,7 +497,7 @@ func (s *soak) collect(ctx context.Context) (CheckInput, error) {
 		if !facts[i].Acked {
 			continue
 		}
-		rec, err := s.store.Get(ctx, facts[i].Spec.ID)
+		rec, err := s.store.For(facts[i].Spec.ID).Get(ctx, facts[i].Spec.ID)
 		switch {
 		case err == nil:
 			facts[i].Record = &rec
@@ -478,11 +512,17 @@ func (s *soak) collect(ctx context.Context) (CheckInput, error) {
 		}
 		in.Events = append(in.Events, ev)
 	}
-	p, err := s.store.Pending(ctx)
-	if err != nil {
-		return in, err
+	var err error
+	if in.EndPosition, err = s.cli.Position(ctx); err != nil {
+		return in, fmt.Errorf("soak: read the events streams' end: %w", err)
 	}
-	in.Pending = p
+	for _, st := range s.store.All() {
+		p, err := st.Pending(ctx)
+		if err != nil {
+			return in, err
+		}
+		in.Pending += p
+	}
 	in.Sim = s.sim.Jobs()
 	return in, nil
 }
