@@ -134,8 +134,12 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 		if a := aliases[i]; a != "" {
 			kAlias = addKey(s.keys.Job(a))
 		}
+		held := ""
+		if r.HeldEpoch > 0 {
+			held = strconv.FormatInt(r.HeldEpoch, 10)
+		}
 		args = append(args, r.Entry.ID, jobID, r.Poison, kJob, kDedupe, kHolder, holder, input, hash, timeout,
-			aliases[i], kAlias)
+			aliases[i], kAlias, held)
 	}
 
 	lo, hi := reqs[todo[0]].Entry.ID, reqs[todo[0]].Entry.ID

@@ -415,3 +415,45 @@ func TestAdmitStaleAlias(t *testing.T) {
 		require.Equal(t, "", b.get(t, "X2").AliasOf)
 	})
 }
+
+// TestAdmitOwnLeaseBackNotCounted: an admit whose caller still runs the job
+// (HeldEpoch) at the record's owner and epoch is its own lapsed lease taken
+// back, not a crash: it is not counted, however often it happens. An admit
+// claiming to hold the job at another epoch, or by another consumer, counts
+// as before, and so does one by the same consumer without memory of the job
+// (a restart under a fixed instance id).
+func TestAdmitOwnLeaseBackNotCounted(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		opts := AdmitOpts{MaxDeliveries: 2, ResultTTL: time.Hour}
+		_, err := b.st.Submit(b.ctx, sub("own"), SubmitOpts{Now: b.now})
+		require.NoError(t, err)
+		msgs, res := b.readAdmit(t, "w1", 1, opts)
+		require.Equal(t, Admitted, res[0].Status)
+		epoch := res[0].Record.Epoch
+		again := func(consumer string, held int64) AdmitResult {
+			t.Helper()
+			b.takeOver(t, consumer, msgs[0].ID)
+			req := NewAdmitRequest(msgs[0], 1<<20)
+			req.HeldEpoch = held
+			o := opts
+			o.Consumer, o.Now = consumer, b.now
+			r, err := b.st.Admit(b.ctx, []AdmitRequest{req}, o)
+			require.NoError(t, err)
+			return r[0]
+		}
+		for i := 0; i < 5; i++ {
+			r := again("w1", epoch)
+			require.Equal(t, Admitted, r.Status, "own re-admit #%d", i+1)
+			require.Equal(t, 1, r.Record.Deliveries, "own re-admit #%d is not counted", i+1)
+			epoch = r.Record.Epoch
+		}
+		r := again("w1", epoch-1) // memory of an older epoch: someone may have owned it since
+		require.Equal(t, Admitted, r.Status)
+		require.Equal(t, 2, r.Record.Deliveries)
+		epoch = r.Record.Epoch
+		r = again("w2", epoch) // another consumer cannot hold our epoch
+		require.Equal(t, Poisoned, r.Status)
+		require.Equal(t, "delivered 3 times, over MaxDeliveries 2", b.get(t, "own").Error)
+	})
+}

@@ -242,6 +242,11 @@ type AdmitRequest struct {
 	// does not hash to: it is dead-lettered without touching any record
 	// or dedupe key (those of its id live in another partition).
 	Foreign bool
+	// HeldEpoch, when > 0, is the epoch at which the caller still runs
+	// this job in memory (its own lease lapsed and its claim pass took the
+	// entry back). If the record names the caller at that epoch, nobody
+	// crashed since: the admit is not counted toward MaxDeliveries.
+	HeldEpoch int64
 }
 
 // AdmitOpts tunes Admit.

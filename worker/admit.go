@@ -65,6 +65,7 @@ func (w *Worker) admit(ctx context.Context, part int, msgs []redis.XMessage) (in
 	}
 	w.markAdmitting(reqs, 1)
 	defer w.markAdmitting(reqs, -1)
+	w.markHeld(reqs)
 	jobTimeout := w.cfg.JobTimeout
 	if jobTimeout < 0 {
 		jobTimeout = 0
@@ -115,6 +116,20 @@ func (w *Worker) admit(ctx context.Context, part int, msgs []redis.XMessage) (in
 	}
 	w.stats.admitted.Add(uint64(n))
 	return n, nil
+}
+
+// markHeld sets HeldEpoch on the requests of jobs this worker still runs
+// from the same entry: a claim pass taking back our own lapsed lease. The
+// admit then counts no delivery (nobody crashed), so a job re-admitted by
+// its own worker again and again is never judged poison for it.
+func (w *Worker) markHeld(reqs []streams.AdmitRequest) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := range reqs {
+		if j := w.jobs[reqs[i].Sub.JobID]; j != nil && !j.dropped && j.entry == reqs[i].Entry.ID {
+			reqs[i].HeldEpoch = j.epoch
+		}
+	}
 }
 
 // markAdmitting adds d to the admit calls in progress of reqs' jobs.

@@ -122,7 +122,10 @@ type Config struct {
 	// ClaimInterval is how often idle entries are reclaimed. Defaults to 5s.
 	ClaimInterval time.Duration
 	// MaxDeliveries: a job admitted more often than this (it keeps crashing
-	// workers) ends FAILED and is dead-lettered. Defaults to 5.
+	// workers) ends FAILED and is dead-lettered. Defaults to 5. Admits that
+	// cannot mean a crash are not counted: after a handoff, of a job on
+	// Runpod, and this worker's own claim pass taking back the lapsed lease
+	// of a job it still runs.
 	MaxDeliveries int
 	// Poll is the /status backoff. Defaults: 2s initial, 10s max, 20% jitter.
 	Poll workflow.PollPolicy

@@ -23,8 +23,9 @@
 --                 pending, its batch-mates go on
 -- A missing record is created first (raw producer path: `submitted` event).
 -- `deliveries` counts admits toward MaxDeliveries; not counted when the
--- record has a `runpod_id` (the input no longer runs in the worker) or
--- `handoff` = "1" (handoff.lua; cleared by the admit that sees it).
+-- record has a `runpod_id` (the input no longer runs in the worker),
+-- `handoff` = "1" (handoff.lua; cleared by the admit that sees it), or the
+-- caller still runs the job at the record's owner and epoch (k=13).
 -- Times come from Redis's clock (TIME) unless ARGV[3] overrides it (tests).
 --
 -- KEYS[1] submissions stream
@@ -41,8 +42,8 @@
 -- ARGV[6] default timeout in ms for records without a deadline, 0 = none
 -- ARGV[7] result TTL in ms for records ended here, 0 = keep
 -- ARGV[8] "1" when dedupe is on
--- ARGV[9] N, the number of entries; then 12 fields per entry i (0-based),
---         at ARGV[9 + 12*i + k]:
+-- ARGV[9] N, the number of entries; then 13 fields per entry i (0-based),
+--         at ARGV[9 + 13*i + k]:
 --   k=1  entry id
 --   k=2  job id, "" when the entry names no usable one
 --   k=3  poison reason, "" when the entry decoded
@@ -55,7 +56,11 @@
 --   k=10 timeout_ms of the entry, "" = none
 --   k=11 alias holder the caller saw on the job record, "" if none
 --   k=12 KEYS index of k=11's record (0 when k=11 is "")
---         then, after the entries, at ARGV[10 + 12*N] and ARGV[11 + 12*N],
+--   k=13 the epoch at which the caller still runs this job in memory, ""
+--        if it does not: a re-admit of a record that names the caller at
+--        that epoch is its own lease coming back (a lapse under load or a
+--        Redis blip, nobody crashed) and is not counted as a delivery
+--         then, after the entries, at ARGV[10 + 13*N] and ARGV[11 + 13*N],
 --         the lowest and highest entry id of the batch (the caller orders
 --         them: comparing ids in Lua took two pattern matches per entry)
 --
@@ -110,7 +115,7 @@ end
 local mine, mine_complete = {}, true
 if n > 0 then
   local want = n + 64
-  local ok, rows = pcall(redis.call, 'XPENDING', subs, group, ARGV[10 + 12 * n], ARGV[11 + 12 * n], want, consumer)
+  local ok, rows = pcall(redis.call, 'XPENDING', subs, group, ARGV[10 + 13 * n], ARGV[11 + 13 * n], want, consumer)
   if ok then
     for _, row in ipairs(rows) do mine[row[1]] = true end
     mine_complete = #rows < want
@@ -179,7 +184,7 @@ end
 
 -- admit_one handles entry i (0-based) and returns its reply.
 local function admit_one(i)
-  local b = 9 + 12 * i
+  local b = 9 + 13 * i
   local entry_id, job_id, poison = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local job, dedupe, holder = key(ARGV[b + 4]), key(ARGV[b + 5]), key(ARGV[b + 6])
   local seen, input, hash, timeout = ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10]
@@ -199,7 +204,8 @@ local function admit_one(i)
   local state, rec_entry, alias = cur.state, cur.entry, cur.alias_of
   local deliveries = tonumber(cur.deliveries or '0') or 0
   local on_runpod = cur.runpod_id ~= nil
-  local counted = not on_runpod and cur.handoff ~= '1'
+  local own = ARGV[b + 13] ~= '' and cur.owner == consumer and (cur.epoch or '0') == ARGV[b + 13]
+  local counted = not on_runpod and cur.handoff ~= '1' and not own
   if exists and cur.stub == '1' then
     -- A cancel arrived before the job (cancel.lua's stub): it never runs.
     if poison ~= '' then
