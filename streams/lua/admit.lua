@@ -22,11 +22,9 @@
 --   error         a command failed for this entry (caught): it stays
 --                 pending, its batch-mates go on
 -- A missing record is created first (raw producer path: `submitted` event).
--- `deliveries` counts admits toward MaxDeliveries; not counted when the
--- record has a `runpod_id` (the input no longer runs in the worker),
--- `handoff` = "1" (handoff.lua; cleared by the admit that sees it), or the
--- caller still runs the job at the record's owner and epoch (k=13).
--- Times come from Redis's clock (TIME) unless ARGV[3] overrides it (tests).
+-- `deliveries` counts admits toward MaxDeliveries, except with a
+-- `runpod_id`, `handoff` = "1" (cleared here) or the caller's own lease
+-- back (k=13). Times: Redis's TIME unless ARGV[3] overrides it (tests).
 --
 -- KEYS[1] submissions stream
 -- KEYS[2] events stream
