@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/yourscope/runpod-orchestrator/client"
@@ -84,6 +85,25 @@ func (c *cli) cancel(ctx context.Context, g *globals, args []string) error {
 	return writeJSON(c, out)
 }
 
+// writeEvent prints ev as one JSON line with "position", the subscription's
+// position after it (one id per partition, comma-separated; with one
+// partition the event's id): what --from resumes after. An event's id alone
+// applies to every partition, and ids repeat across partitions.
+func writeEvent(w io.Writer, ev client.Event, position string) error {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	pos, err := json.Marshal(position)
+	if err != nil {
+		return err
+	}
+	line := append(b[:len(b)-1:len(b)-1], `,"position":`...)
+	line = append(append(line, pos...), "}\n"...)
+	_, err = w.Write(line)
+	return err
+}
+
 // parseFrom maps the --from flag to a client position.
 func parseFrom(flagName, v string) (string, error) {
 	switch strings.ToLower(v) {
@@ -93,7 +113,7 @@ func parseFrom(flagName, v string) (string, error) {
 		return client.FromStart, nil
 	}
 	if (client.EventsOptions{From: v}).Validate() != nil {
-		return "", usagef("--%s %q: want 0 (start), now, or a stream id like 1700000000000-0", flagName, v)
+		return "", usagef("--%s %q: want 0 (start), now, a stream id like 1700000000000-0, or a printed event's position (one id per partition, comma-separated)", flagName, v)
 	}
 	return v, nil
 }
@@ -101,7 +121,7 @@ func parseFrom(flagName, v string) (string, error) {
 func (c *cli) events(ctx context.Context, g *globals, args []string) error {
 	fs := c.newFlagSet(g, "events", "", "Print events as JSON lines, oldest first. Without --follow, stop at the end\n"+
 		"of the stream; with it, keep printing new events until interrupted.")
-	from := fs.String("from", "0", "start after this stream `id`: 0 = the beginning, now = only new events")
+	from := fs.String("from", "0", "start after this `position`: a printed event's \"position\" (one id per partition), 0 = the beginning, now = only new events")
 	follow := fs.Bool("follow", false, "keep waiting for new events")
 	job := fs.String("job", "", "only the events of this job `ID`")
 	pos, err := parseArgs(fs, args)
@@ -124,8 +144,11 @@ func (c *cli) events(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	defer closeFn()
-	enc := json.NewEncoder(c.stdout)
-	err = cl.Subscribe(ctx, opts, func(ev client.Event) error { return enc.Encode(ev) })
+	sub, err := cl.NewSubscription(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	err = sub.Run(ctx, func(ev client.Event) error { return writeEvent(c.stdout, ev, sub.Position()) })
 	if *follow && errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil // interrupted: the normal end of --follow
 	}
