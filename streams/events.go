@@ -31,12 +31,18 @@ func (s *Store) ReadEvents(ctx context.Context, after string, count int, block t
 	if after == "" {
 		after = "0"
 	}
-	if block <= 0 {
-		block = -1 // go-redis: a negative Block omits BLOCK
+	args := &redis.XReadArgs{
+		Streams: []string{s.keys.Events(), after}, Count: int64(count),
+		Block: -1, // go-redis: a negative Block omits BLOCK
 	}
-	res, err := s.rdb.XRead(ctx, &redis.XReadArgs{
-		Streams: []string{s.keys.Events(), after}, Count: int64(count), Block: block,
-	}).Result()
+	var res []redis.XStream
+	var err error
+	if block > 0 {
+		args.Block = block
+		err = s.blocking(ctx, func() error { res, err = s.rdb.XRead(ctx, args).Result(); return err })
+	} else {
+		res, err = s.rdb.XRead(ctx, args).Result()
+	}
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}

@@ -46,13 +46,18 @@ func noGroup(err error) error {
 // up to block (0 or less: do not block). It returns no entries and no error
 // on timeout.
 func (s *Store) Read(ctx context.Context, consumer string, count int, block time.Duration) ([]redis.XMessage, error) {
-	if block <= 0 {
-		block = -1 // go-redis: a negative Block omits BLOCK
-	}
-	res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+	args := &redis.XReadGroupArgs{
 		Group: s.group, Consumer: consumer, Streams: []string{s.keys.Submissions(), ">"},
-		Count: int64(count), Block: block,
-	}).Result()
+		Count: int64(count), Block: -1, // go-redis: a negative Block omits BLOCK
+	}
+	var res []redis.XStream
+	var err error
+	if block > 0 {
+		args.Block = block
+		err = s.blocking(ctx, func() error { res, err = s.rdb.XReadGroup(ctx, args).Result(); return err })
+	} else {
+		res, err = s.rdb.XReadGroup(ctx, args).Result()
+	}
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
