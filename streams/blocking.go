@@ -7,17 +7,17 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// A blocking read (XREADGROUP or XREAD with BLOCK) holds a pooled
-// connection for its whole BLOCK. A worker runs one per partition and a
-// client's events readers one per partition, so on a node carrying several
-// partitions the readers can outnumber the node's pool (go-redis: 5 per
-// CPU per Cluster node, 10 per CPU for one server): each connection a
-// reader gives back then goes straight to the next waiting reader, and
-// every other command (heartbeats, outcome writes, Get) waits about a
-// BLOCK for its turn, or fails with a pool timeout. So every Store sharing
-// one client shares one limit: blocking reads hold at most half of its pool
-// (per node for a Cluster client, counted over all nodes: stricter), and
-// the rest is always there for short commands.
+// A blocking read (XREADGROUP or XREAD with BLOCK: Read, WaitNew,
+// ReadEvents) holds a pooled connection for its whole BLOCK. A worker runs
+// one per partition and a client's events readers one per partition, so on
+// a node carrying several partitions the readers can outnumber the node's
+// pool (go-redis: 5 per CPU per Cluster node, 10 per CPU for one server):
+// each connection a reader gives back then goes straight to the next
+// waiting reader, and every other command (heartbeats, outcome writes, Get)
+// waits about a BLOCK for its turn, or fails with a pool timeout. So every
+// Store sharing one client shares one limit: blocking reads hold at most
+// half of its pool (per node for a Cluster client, counted over all nodes:
+// stricter), and the rest is always there for short commands.
 
 // BlockingShare is how many blocking reads may run at once on a client
 // whose pool holds poolSize connections.

@@ -94,12 +94,17 @@ func (s *Store) WaitNew(ctx context.Context, count int, block time.Duration) (in
 	if last == "" {
 		return 0, fmt.Errorf("streams: wait for submissions: %w: group %s not on %s", ErrNoGroup, s.group, s.keys.Submissions())
 	}
-	if block <= 0 {
-		block = -1 // go-redis: a negative Block omits BLOCK
+	args := &redis.XReadArgs{
+		Streams: []string{s.keys.Submissions(), last}, Count: int64(max(1, count)),
+		Block: -1, // go-redis: a negative Block omits BLOCK
 	}
-	res, err := s.rdb.XRead(ctx, &redis.XReadArgs{
-		Streams: []string{s.keys.Submissions(), last}, Count: int64(max(1, count)), Block: block,
-	}).Result()
+	var res []redis.XStream
+	if block > 0 {
+		args.Block = block
+		err = s.blocking(ctx, func() error { res, err = s.rdb.XRead(ctx, args).Result(); return err })
+	} else {
+		res, err = s.rdb.XRead(ctx, args).Result()
+	}
 	if errors.Is(err, redis.Nil) {
 		return 0, nil
 	}
