@@ -162,6 +162,7 @@ func run(t *testing.T, url, ns, masterAddr string, kill func()) time.Duration {
 	require.Eventually(t, func() bool { return done() >= jobsPerRun/3 }, time.Minute, 5*time.Millisecond)
 	killedAt := time.Now()
 	kill()
+	getBack := firstGet(tctx, cl, ids[0], killedAt)
 	// The time to recover is how long a job submitted right after the
 	// master's death takes to complete: it goes through the new master only.
 	_, err = cl.Submit(tctx, client.SubmitOptions{ClientJobID: "probe", Input: map[string]any{"mock_delay": 1}})
@@ -228,5 +229,27 @@ func run(t *testing.T, url, ns, masterAddr string, kill func()) time.Duration {
 		require.True(t, redis.HasErrorPrefix(err, "NOGROUP"), "%v", err)
 	}
 
+	t.Logf("after the kill: the first Get answered %s later, the probe job completed %s later", <-getBack, recovered)
 	return recovered
+}
+
+// firstGet polls Get of id (a job on the dead master) from the kill until
+// one answers, and sends how long after killedAt that was; each Get rides
+// out the promotion with redisconn's retries or fails, and is sent again.
+func firstGet(ctx context.Context, cl *client.Client, id string, killedAt time.Time) <-chan time.Duration {
+	out := make(chan time.Duration, 1)
+	go func() {
+		for ctx.Err() == nil {
+			if _, err := cl.Get(ctx, id); err == nil {
+				out <- time.Since(killedAt)
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		out <- -1
+	}()
+	return out
 }

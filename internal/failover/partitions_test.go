@@ -146,6 +146,14 @@ func TestClusterPartitionedFailover(t *testing.T) {
 	}), "a third of the jobs did not finish: %d, and none finished for %s", finished(), stall)
 	killedAt := time.Now()
 	master.Kill()
+	var onDead string // a job of partition 0, on the dead master
+	for _, id := range ids {
+		if streams.PartitionOf(id, p) == 0 {
+			onDead = id
+			break
+		}
+	}
+	getBack := firstGet(tctx, cl, onDead, killedAt)
 	probe := ""
 	for i := 0; probe == ""; i++ { // a job of partition 0, whose master died
 		if id := fmt.Sprintf("probe-%d", i); streams.PartitionOf(id, p) == 0 {
@@ -158,6 +166,7 @@ func TestClusterPartitionedFailover(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, workflow.StateCompleted, res.Status)
 	recovered := time.Since(killedAt)
+	firstGetAfter := <-getBack
 
 	// Wait until every job is terminal: a pass that finds one that is not
 	// starts the next pass there (the client rides out the failover).
@@ -269,8 +278,8 @@ func TestClusterPartitionedFailover(t *testing.T) {
 	}
 	mu.Unlock()
 	t.Logf("partitioned cluster: P=%d on %d masters, %d jobs; master %s (partition 0) killed, replica %s took over; "+
-		"a partition-0 job submitted at the kill completed %s later; /run calls %d, possible duplicates %d, outcomes written again %d",
-		p, len(masters), partitionedJobs, master.Addr, replica.Addr, recovered, runs, rep.PossibleDuplicateGPUJobs, rewritten)
+		"a Get of a partition-0 job answered %s later, a partition-0 job submitted at the kill completed %s later; /run calls %d, possible duplicates %d, outcomes written again %d",
+		p, len(masters), partitionedJobs, master.Addr, replica.Addr, firstGetAfter, recovered, runs, rep.PossibleDuplicateGPUJobs, rewritten)
 }
 
 // stall is how long a wait of this package may see no progress at all
