@@ -120,6 +120,12 @@ func (k Keys) Workers() string { return k.prefix() + "workers" }
 // run's terminal outcome, so each run counts once. // HASH
 func (k Keys) GPU() string { return k.prefix() + "gpu" }
 
+// Alive is a worker's liveness key in this partition: its consumer name's
+// lease. heartbeat.lua sets it to a token with a TTL of the lease (PX, on
+// Redis's clock) at every beat; claimers take entries only from consumers
+// whose key is absent (claim.lua); handoff.lua deletes it. // STRING
+func (k Keys) Alive(consumer string) string { return k.prefix() + "alive:" + consumer }
+
 // Control is the pub/sub channel that nudges workers: cancels and handoffs.
 // It carries hints only; every fact it announces is also in a record. // CHANNEL
 func (k Keys) Control() string { return k.prefix() + "control" }

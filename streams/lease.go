@@ -179,10 +179,12 @@ func parseAutoClaim(v any) (msgs []redis.XMessage, deleted []string, next string
 	return msgs, deleted, next, nil
 }
 
-// leaseArgs builds the per-lease KEYS and ARGV of heartbeat.lua/handoff.lua.
-func (s *Store) leaseArgs(leases []Lease, args []any) ([]string, []any) {
-	keys := make([]string, 0, 1+len(leases))
-	keys = append(keys, s.keys.Submissions())
+// leaseArgs builds the KEYS and ARGV of heartbeat.lua/handoff.lua:
+// the submissions stream, consumer's liveness key, then per lease its
+// record (KEYS) and entry and epoch (ARGV, after args).
+func (s *Store) leaseArgs(consumer string, leases []Lease, args []any) ([]string, []any) {
+	keys := make([]string, 0, 2+len(leases))
+	keys = append(keys, s.keys.Submissions(), s.keys.Alive(consumer))
 	for _, l := range leases {
 		keys = append(keys, s.keys.Job(l.JobID))
 		args = append(args, l.Entry, strconv.FormatInt(l.Epoch, 10))
@@ -190,41 +192,152 @@ func (s *Store) leaseArgs(leases []Lease, args []any) ([]string, []any) {
 	return keys, args
 }
 
-// Heartbeat refreshes the idle time of the leases still held by consumer
-// (owner and epoch match in the record, and the PEL names consumer) and
-// returns those that are lost. It never takes an entry from another consumer.
-// Leases sorted by entry id (SortLeases), in batches cut from the sorted
-// list, cost one PEL read and one XCLAIM per call rather than per lease;
-// any order is correct.
-func (s *Store) Heartbeat(ctx context.Context, consumer string, leases []Lease) (lost []Lease, err error) {
-	if len(leases) == 0 {
-		return nil, nil
-	}
-	keys, args := s.leaseArgs(leases, []any{s.group, consumer})
-	v, err := s.runScript(ctx, "heartbeat", scriptHeartbeat, keys, args...)
-	if err != nil {
-		return nil, err
-	}
-	held, err := replyStrings("heartbeat", v)
-	if err != nil || len(held) != len(leases) {
-		return nil, fmt.Errorf("streams: heartbeat: bad reply %v: %w", v, err)
-	}
-	for i, h := range held {
-		if h != "1" {
-			lost = append(lost, leases[i])
-		}
-	}
-	return lost, nil
+// Liveness is what a beat writes to, and expects in, the consumer's
+// liveness key (Keys.Alive): the lease as the key's TTL, the token to write
+// and the token the previous beat wrote. Every beat writes a new token, so
+// a key that holds anything but Expect (or Token, written by an earlier
+// batch of the same beat) shows that the key expired or was lost or rolled
+// back, or that another process uses the same consumer name.
+type Liveness struct {
+	Lease  time.Duration // TTL of the key; 0 = do not write it, check every record
+	Token  string        // written by this beat
+	Expect string        // written by the previous beat; "" = check every record; ExpectAbsent on a first beat
 }
 
-// Handoff marks consumer's still-held leases as long idle and nudges the
-// other workers, so the next reclaim anywhere takes them at once. It returns
-// how many were handed off.
+// ExpectAbsent is Liveness.Expect for a worker's first beat in a partition:
+// the key should not exist (it holds another process's token when a process
+// with the same consumer name ran within the lease).
+const ExpectAbsent = "-"
+
+// BeatResult is what one Beat call found.
+type BeatResult struct {
+	// Lost lists the leases the consumer no longer holds.
+	Lost []Lease
+	// Checked is true when every lease's record was read (the liveness key
+	// was not as expected, or the caller asked): the caller should send
+	// the rest of this beat's batches with Expect "" too.
+	Checked bool
+}
+
+// Beat refreshes the consumer's liveness key and the idle time of the
+// leases it still holds (the PEL names consumer), and returns those that
+// are lost. It never takes an entry from another consumer. The leases'
+// records (owner, epoch, not terminal) are read only when the liveness key
+// was not as lv expects (see heartbeat.lua); otherwise a batch costs a few
+// commands whatever its size. Leases sorted by entry id (SortLeases), in
+// batches cut from the sorted list, cost one PEL read and one XCLAIM per
+// call; any order is correct.
+func (s *Store) Beat(ctx context.Context, consumer string, lv Liveness, leases []Lease) (BeatResult, error) {
+	if len(leases) == 0 {
+		return BeatResult{}, nil
+	}
+	lease := lv.Lease.Milliseconds()
+	if lv.Lease > 0 && lease < 1 {
+		lease = 1
+	}
+	keys, args := s.leaseArgs(consumer, leases, []any{s.group, consumer, lease, lv.Token, lv.Expect})
+	v, err := s.runScript(ctx, "heartbeat", scriptHeartbeat, keys, args...)
+	if err != nil {
+		return BeatResult{}, err
+	}
+	flags, err := replyStrings("heartbeat", v)
+	if err != nil || len(flags) != 1+len(leases) {
+		return BeatResult{}, fmt.Errorf("streams: heartbeat: bad reply %v: %w", v, err)
+	}
+	res := BeatResult{Checked: flags[0] == "1"}
+	for i, h := range flags[1:] {
+		if h != "1" {
+			res.Lost = append(res.Lost, leases[i])
+		}
+	}
+	return res, nil
+}
+
+// Heartbeat is Beat with every record checked and the liveness key left
+// alone: the lease check of workers before liveness keys (kept for tools
+// and tests).
+func (s *Store) Heartbeat(ctx context.Context, consumer string, leases []Lease) (lost []Lease, err error) {
+	res, err := s.Beat(ctx, consumer, Liveness{}, leases)
+	return res.Lost, err
+}
+
+// PendingConsumers returns, from XPENDING's summary, every consumer of the
+// group holding pending entries and how many: one call whatever the size
+// of the pending list.
+func (s *Store) PendingConsumers(ctx context.Context) (map[string]int64, error) {
+	p, err := s.rdb.XPending(ctx, s.keys.Submissions(), s.group).Result()
+	if err != nil {
+		return nil, fmt.Errorf("streams: pending consumers of %s: %w", s.group, noGroup(err))
+	}
+	return p.Consumers, nil
+}
+
+// Alive reports, per consumer, whether its liveness key exists in this
+// partition (one MGET).
+func (s *Store) Alive(ctx context.Context, consumers []string) ([]bool, error) {
+	out := make([]bool, len(consumers))
+	if len(consumers) == 0 {
+		return out, nil
+	}
+	keys := make([]string, len(consumers))
+	for i, c := range consumers {
+		keys[i] = s.keys.Alive(c)
+	}
+	vals, err := s.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("streams: liveness keys: %w", err)
+	}
+	for i, v := range vals {
+		out[i] = v != nil
+	}
+	return out, nil
+}
+
+// ClaimResult is what one ClaimFrom call took.
+type ClaimResult struct {
+	Msgs    []redis.XMessage // now pending for the taker: admit them (epoch bump)
+	Deleted []string         // pending ids whose entries no longer exist (acknowledged)
+	More    bool             // the page was full: the consumer may hold more idle entries
+	Alive   bool             // the consumer's liveness key exists: nothing taken
+}
+
+// ClaimFrom takes up to count entries that consumer from holds and has not
+// refreshed for minIdle, for consumer to, unless from's liveness key
+// exists (own = true takes them anyway: a worker's own entries it no longer
+// holds in memory). See claim.lua. The claimed entries must go through
+// Admit, which bumps their epoch.
+func (s *Store) ClaimFrom(ctx context.Context, to, from string, minIdle time.Duration, count int, own bool) (ClaimResult, error) {
+	ownArg := "0"
+	if own {
+		ownArg = "1"
+	}
+	v, err := s.runScript(ctx, "claim", scriptClaim, []string{s.keys.Submissions(), s.keys.Alive(from)},
+		s.group, to, from, minIdle.Milliseconds(), count, ownArg)
+	if err != nil {
+		return ClaimResult{}, fmt.Errorf("streams: claim from %s as %s: %w", from, to, noGroup(err))
+	}
+	arr, ok := v.([]any)
+	if !ok || len(arr) != 4 {
+		return ClaimResult{}, fmt.Errorf("streams: claim from %s: unexpected reply %v", from, v)
+	}
+	// The first two parts have XAUTOCLAIM's layout after its cursor.
+	msgs, deleted, _, err := parseAutoClaim([]any{"0-0", arr[0], arr[1]})
+	if err != nil {
+		return ClaimResult{}, fmt.Errorf("streams: claim from %s: %w", from, err)
+	}
+	found, _ := arr[2].(int64)
+	alive, _ := arr[3].(int64)
+	return ClaimResult{Msgs: msgs, Deleted: deleted, More: found >= int64(count), Alive: alive == 1}, nil
+}
+
+// Handoff marks consumer's still-held leases as long idle, deletes its
+// liveness key and nudges the other workers, so the next reclaim anywhere
+// takes them at once. It returns how many were handed off.
 func (s *Store) Handoff(ctx context.Context, consumer string, leases []Lease) (int, error) {
 	if len(leases) == 0 {
 		return 0, nil
 	}
-	keys, args := s.leaseArgs(leases, []any{s.group, consumer, HandoffIdle.Milliseconds(),
+	keys, args := s.leaseArgs(consumer, leases, []any{s.group, consumer, HandoffIdle.Milliseconds(),
 		s.keys.Control(), MessageHandoff})
 	v, err := s.runScript(ctx, "handoff", scriptHandoff, keys, args...)
 	if err != nil {

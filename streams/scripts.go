@@ -27,6 +27,7 @@ var (
 	scriptFinalize   = mustScript("finalize.lua")
 	scriptHeartbeat  = mustScript("heartbeat.lua")
 	scriptHandoff    = mustScript("handoff.lua")
+	scriptClaim      = mustScript("claim.lua")
 	scriptCancel     = mustScript("cancel.lua")
 	scriptRetry      = mustScript("retry.lua")
 	scriptPurge      = mustScript("purge.lua")
@@ -42,7 +43,7 @@ var (
 // allScripts lists every script, for LoadScripts.
 var allScripts = []*redis.Script{
 	scriptSubmit, scriptAdmit, scriptCheckpoint, scriptFinalize,
-	scriptHeartbeat, scriptHandoff, scriptCancel, scriptRetry, scriptPurge, scriptReveal, scriptPrune, scriptBudgetTake, scriptBudgetRep, scriptAdmission, scriptAdmReport, scriptChunks,
+	scriptHeartbeat, scriptHandoff, scriptClaim, scriptCancel, scriptRetry, scriptPurge, scriptReveal, scriptPrune, scriptBudgetTake, scriptBudgetRep, scriptAdmission, scriptAdmReport, scriptChunks,
 }
 
 // mustScript builds a script from the prelude and lua/<name>. The files are

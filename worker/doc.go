@@ -40,12 +40,14 @@
 //   - finalizer: decided outcomes are written in batches (a few ms, up to
 //     256) with one streams.Finalize call; a refused outcome (fenced, or
 //     already terminal) is dropped quietly, a Redis error retries later.
-//   - heartbeater: every HeartbeatInterval it refreshes all owned leases
-//     (streams.Heartbeat, batches of 500). Lost leases are dropped at once
-//     and their running action is canceled.
+//   - heartbeater: every HeartbeatInterval it writes its liveness key and
+//     refreshes all owned leases (streams.Beat, batches of 500; the records
+//     are read only when the key was not as the last beat left it). Lost
+//     leases are dropped at once and their running action is canceled.
 //   - claimer: at start, every ClaimInterval, and at once when a peer
-//     announces a handoff, it reclaims entries idle past MinIdle
-//     (XAUTOCLAIM pages) while capacity remains, and admits them: their
+//     announces a handoff, it reclaims entries idle past MinIdle of
+//     consumers without a liveness key, and its own entries it no longer
+//     holds (streams.ClaimFrom pages), while capacity remains, and admits them: their
 //     workflow resumes at the recorded step. RecoverNow (also named
 //     RecoverAllPending, the seed's recoverAllPending) runs one pass now.
 //   - control subscriber: "cancel <id>" wakes an owned job at once; the step

@@ -33,6 +33,10 @@ func selfReclaim(ctx context.Context, b *testBundle, w *Worker, entry string) er
 			"IDLE", 3600000, "JUSTID").Err(); err != nil {
 			return fmt.Errorf("age the entry: %w", err)
 		}
+		// A lapsed lease: the liveness key expired with the idle time.
+		if err := b.rdb.Del(ctx, keys.Alive(w.cfg.InstanceID)).Err(); err != nil {
+			return fmt.Errorf("lapse the liveness key: %w", err)
+		}
 		if _, err := w.RecoverNow(ctx); err != nil {
 			return err
 		}

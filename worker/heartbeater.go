@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -9,16 +10,21 @@ import (
 	"github.com/yourscope/runpod-orchestrator/streams"
 )
 
-// heartbeatLoop refreshes every owned lease each HeartbeatInterval, in
-// batches, until ctx is done. Leases the store reports lost belong to
-// another worker now: those jobs are dropped at once and their running
-// action is canceled. At shutdown it runs until in-flight work has drained
-// (so no lease lapses meanwhile) and stops just before the handoff (so no
-// heartbeat undoes it).
+// heartbeatLoop refreshes, each HeartbeatInterval, this worker's liveness
+// key in every partition where it holds leases and the idle time of every
+// owned lease, in batches, until ctx is done. Leases the store reports lost
+// belong to another worker now: those jobs are dropped at once and their
+// running action is canceled. At shutdown it runs until in-flight work has
+// drained (so no lease lapses meanwhile) and stops just before the handoff
+// (so no heartbeat undoes it).
 func (w *Worker) heartbeatLoop(ctx context.Context) {
 	log := w.log.Named("heartbeater")
 	t := time.NewTicker(w.cfg.HeartbeatInterval)
 	defer t.Stop()
+	// prev holds, per partition, the token the last beat wrote to our
+	// liveness key; none yet: the key should be absent.
+	prev := map[int]string{}
+	var seq uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -31,33 +37,56 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 			leases = append(leases, j.lease())
 		}
 		w.mu.Unlock()
+		seq++
+		token := w.aliveRun + ":" + strconv.FormatUint(seq, 10)
 		// Partition by partition, so one partition's failing Redis (its
 		// Cluster master away) does not stop the others' beats; batches of
 		// neighbouring entries: one PEL read and one XCLAIM each.
 		for k, ls := range w.store.splitLeases(leases) {
-			w.beatPartition(ctx, log, k, ls)
+			expect, ok := prev[k]
+			if !ok {
+				expect = streams.ExpectAbsent
+			}
+			if w.beatPartition(ctx, log, k, ls, expect, token) {
+				prev[k] = token
+			}
 		}
 	}
 }
 
-// beatPartition refreshes one partition's leases, in batches; a failed
-// batch ends this partition's beat (the next tick retries; MinIdle leaves
-// room for a few missed beats).
-func (w *Worker) beatPartition(ctx context.Context, log hclog.Logger, part int, leases []streams.Lease) {
+// beatPartition refreshes one partition's leases, in batches, writing token
+// to the liveness key where the previous beat wrote expect. It reports
+// whether the key now holds token. A failed batch ends this partition's
+// beat (the next tick retries; MinIdle leaves room for a few missed beats).
+func (w *Worker) beatPartition(ctx context.Context, log hclog.Logger, part int, leases []streams.Lease, expect, token string) bool {
 	streams.SortLeases(leases)
+	written := false
 	for start := 0; start < len(leases); start += w.hbBatch {
 		batch := leases[start:min(start+w.hbBatch, len(leases))]
-		lost, err := w.store.all[part].Heartbeat(ctx, w.cfg.InstanceID, batch)
+		res, err := w.store.all[part].Beat(ctx, w.cfg.InstanceID,
+			streams.Liveness{Lease: w.cfg.MinIdle, Token: token, Expect: expect}, batch)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("heartbeat failed", "partition", part, "leases", len(batch), "error", err)
 			}
-			return
+			return written
 		}
-		for _, l := range lost {
+		written = true
+		switch {
+		case res.Checked && expect != "":
+			// Our key had expired (a stall past the lease), was lost or
+			// rolled back by Redis, or another process uses our name: the
+			// rest of this beat reads every record too.
+			log.Info("liveness key was not as written; checking every lease's record", "partition", part)
+			expect = ""
+		case !res.Checked:
+			expect = token // later batches find this beat's token
+		}
+		for _, l := range res.Lost {
 			w.loseLease(l)
 		}
 	}
+	return written
 }
 
 // loseLease drops the job of a lease another worker took. While an admit

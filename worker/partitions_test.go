@@ -328,9 +328,9 @@ type hbFailing struct {
 	calls atomic.Int64
 }
 
-func (s *hbFailing) Heartbeat(context.Context, string, []streams.Lease) ([]streams.Lease, error) {
+func (s *hbFailing) Beat(context.Context, string, streams.Liveness, []streams.Lease) (streams.BeatResult, error) {
 	s.calls.Add(1)
-	return nil, errors.New("injected: partition's master unreachable")
+	return streams.BeatResult{}, errors.New("injected: partition's master unreachable")
 }
 
 // hbCounting counts a healthy partition's heartbeat calls.
@@ -339,9 +339,9 @@ type hbCounting struct {
 	calls atomic.Int64
 }
 
-func (s *hbCounting) Heartbeat(ctx context.Context, consumer string, leases []streams.Lease) ([]streams.Lease, error) {
+func (s *hbCounting) Beat(ctx context.Context, consumer string, lv streams.Liveness, leases []streams.Lease) (streams.BeatResult, error) {
 	s.calls.Add(1)
-	return s.store.Heartbeat(ctx, consumer, leases)
+	return s.store.Beat(ctx, consumer, lv, leases)
 }
 
 // TestHeartbeatPartitionFailureSparesOthers: partition 1's heartbeats

@@ -42,11 +42,11 @@ type pausableHeartbeat struct {
 	paused atomic.Bool
 }
 
-func (p *pausableHeartbeat) Heartbeat(ctx context.Context, consumer string, leases []streams.Lease) ([]streams.Lease, error) {
+func (p *pausableHeartbeat) Beat(ctx context.Context, consumer string, lv streams.Liveness, leases []streams.Lease) (streams.BeatResult, error) {
 	if p.paused.Load() {
-		return nil, nil
+		return streams.BeatResult{}, nil
 	}
-	return p.Store.Heartbeat(ctx, consumer, leases)
+	return p.Store.Beat(ctx, consumer, lv, leases)
 }
 
 // ageEntry makes the job's entry look idle for an hour, so any claim pass
@@ -56,6 +56,8 @@ func ageEntry(t *testing.T, b *testBundle, jobID string) {
 	rec := b.get(t, jobID)
 	require.NoError(t, b.rdb.Do(context.Background(), "XCLAIM", b.store.Keys().Submissions(), b.store.Group(), rec.Owner, 0, rec.Entry,
 		"IDLE", 3600000, "JUSTID").Err())
+	// A lapsed lease: the owner's liveness key expired with the idle time.
+	require.NoError(t, b.rdb.Del(context.Background(), b.store.Keys().Alive(rec.Owner)).Err())
 }
 
 // Worker A owns a job (epoch 1) and stalls with its /run answer (rp-1) in

@@ -22,7 +22,7 @@ type watchHandoff struct {
 	beatAfterSig chan struct{}
 }
 
-func (s *watchHandoff) Heartbeat(ctx context.Context, consumer string, leases []streams.Lease) ([]streams.Lease, error) {
+func (s *watchHandoff) Beat(ctx context.Context, consumer string, lv streams.Liveness, leases []streams.Lease) (streams.BeatResult, error) {
 	if s.handedOff.Load() {
 		s.beatsAfter.Add(1)
 		select {
@@ -30,7 +30,7 @@ func (s *watchHandoff) Heartbeat(ctx context.Context, consumer string, leases []
 		default:
 		}
 	}
-	return s.Store.Heartbeat(ctx, consumer, leases)
+	return s.Store.Beat(ctx, consumer, lv, leases)
 }
 
 func (s *watchHandoff) Handoff(ctx context.Context, consumer string, leases []streams.Lease) (int, error) {
@@ -106,10 +106,10 @@ func (s *stopAfterDelivery) Read(ctx context.Context, consumer string, count int
 	return msgs, err
 }
 
-func (s *stopAfterDelivery) Claim(ctx context.Context, consumer string, minIdle time.Duration, count int, cursor string) ([]redis.XMessage, []string, string, error) {
-	msgs, del, next, err := s.Store.Claim(ctx, consumer, minIdle, count, cursor)
-	s.hold(ctx, len(msgs))
-	return msgs, del, next, err
+func (s *stopAfterDelivery) ClaimFrom(ctx context.Context, to, from string, minIdle time.Duration, count int, own bool) (streams.ClaimResult, error) {
+	res, err := s.Store.ClaimFrom(ctx, to, from, minIdle, count, own)
+	s.hold(ctx, len(res.Msgs))
+	return res, err
 }
 
 // Entries delivered (by XREADGROUP or XAUTOCLAIM) just as the shutdown

@@ -16,12 +16,14 @@ type store interface {
 	EnsureGroup(ctx context.Context) error
 	Read(ctx context.Context, consumer string, count int, block time.Duration) ([]redis.XMessage, error)
 	WaitNew(ctx context.Context, count int, block time.Duration) (int, error)
-	Claim(ctx context.Context, consumer string, minIdle time.Duration, count int, cursor string) ([]redis.XMessage, []string, string, error)
+	PendingConsumers(ctx context.Context) (map[string]int64, error)
+	Alive(ctx context.Context, consumers []string) ([]bool, error)
+	ClaimFrom(ctx context.Context, to, from string, minIdle time.Duration, count int, own bool) (streams.ClaimResult, error)
 	Admit(ctx context.Context, reqs []streams.AdmitRequest, opts streams.AdmitOpts) ([]streams.AdmitResult, error)
 	Get(ctx context.Context, jobID string) (streams.Record, error)
 	Checkpoint(ctx context.Context, cp streams.Checkpoint, now time.Time) error
 	Finalize(ctx context.Context, outs []streams.Outcome, opts streams.FinalizeOpts) ([]error, error)
-	Heartbeat(ctx context.Context, consumer string, leases []streams.Lease) ([]streams.Lease, error)
+	Beat(ctx context.Context, consumer string, lv streams.Liveness, leases []streams.Lease) (streams.BeatResult, error)
 	Handoff(ctx context.Context, consumer string, leases []streams.Lease) (int, error)
 	TrimEvents(ctx context.Context, before time.Time, limit int64) (int64, error)
 	TrimDead(ctx context.Context, before time.Time, limit int64) (int64, error)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +29,7 @@ var errLeaseLost = errors.New("worker: lease lost")
 const (
 	readBlock            = 250 * time.Millisecond // XREADGROUP block: bounds shutdown latency (a blocked read ignores ctx)
 	readBatchMax         = 256                    // entries per XREADGROUP
-	claimBatchMax        = 100                    // entries per XAUTOCLAIM page
+	claimBatchMax        = 100                    // entries per claim.lua page
 	heartbeatBatch       = 500                    // leases per heartbeat script call
 	finalizeBatchMax     = 256                    // outcomes per finalize script call
 	finalizeLinger       = 5 * time.Millisecond   // how long a finalize batch waits to fill
@@ -142,6 +144,10 @@ type Worker struct {
 	finalizeQ    chan *job     // executors → finalizer
 
 	hbBatch int // leases per heartbeat call: heartbeatBatch (tests make batches small)
+	// aliveRun prefixes the tokens this worker writes to its liveness keys:
+	// random per Worker, so a later process with the same consumer name
+	// writes other tokens (heartbeat.lua then checks every record).
+	aliveRun string
 
 	claimMu   sync.Mutex // one claim pass at a time (claimer, RecoverNow)
 	claimNext int        // guarded by claimMu: the served partition the next pass starts at
@@ -221,6 +227,7 @@ func newWorkerParts(all []store, cfg Config) *Worker {
 		finalizeQ:    make(chan *job, finalizeQueueDepth),
 		faulted:      make(chan struct{}),
 		hbBatch:      heartbeatBatch,
+		aliveRun:     strconv.FormatUint(rand.Uint64(), 36),
 	}
 }
 
