@@ -84,6 +84,14 @@ func (c *Client) checkParts(ctx context.Context) error {
 	return nil
 }
 
+// Partitions returns the partition count this client is configured with
+// (Config.Partitions, at least 1).
+func (c *Client) Partitions() int { return c.parts.Count() }
+
+// PartitionOf returns the partition that holds job id (its events, its
+// record): crc32(id) mod Partitions (docs/wire-format.md, Partitions).
+func (c *Client) PartitionOf(id string) int { return streams.PartitionOf(id, c.parts.Count()) }
+
 // store returns the store of job id's partition.
 func (c *Client) store(id string) *streams.Store { return c.parts.For(id) }
 

@@ -288,6 +288,22 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) {
 	// terminal event trimmed away stops it an hour past finished_ms (Redis's
 	// clock, like the ids; it was once the finalizing worker's, and a worker
 	// minutes behind made the page stop before every event of the job).
+	// A job's events are all in its partition: the other partitions are
+	// read from their end (nothing of this job is there) and their events
+	// skipped, so they neither spend the scan nor stop it early.
+	part := s.cli.PartitionOf(id)
+	if p := s.cli.Partitions(); p > 1 {
+		end, err := s.cli.Position(r.Context())
+		if err != nil {
+			s.fail(w, r, "the job's events", err)
+			return
+		}
+		ids := strings.Split(end, ",")
+		if len(ids) == p {
+			ids[part] = from
+			from = strings.Join(ids, ",")
+		}
+	}
 	var until int64
 	terminal := j.State.Terminal()
 	if terminal && !j.FinishedAt.IsZero() {
@@ -299,6 +315,9 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			s.fail(w, r, "the job's events", err)
 			return
+		}
+		if ev.Partition != part {
+			continue
 		}
 		if scanned++; scanned > jobScanMax || len(d.Events) == jobEventsMax {
 			d.Truncated = true
