@@ -145,7 +145,7 @@ func TestHangReleasedOnClose(t *testing.T) {
 	b := setup(t, nil)
 	require.NoError(t, b.sim.SetFaults(OpHealth, Faults{HangProb: 1}))
 	ch := b.async(t, "GET", "health")
-	require.Eventually(t, func() bool { return b.sim.Stats().FaultsInjected["hang"] == 1 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return b.sim.Stats().FaultsInjected["hang"] == 1 }, waitMax, time.Millisecond)
 	b.sim.Close()
 	r := recv(t, ch)
 	require.NotEqual(t, 200, r.code)
@@ -269,7 +269,7 @@ func TestConcurrencyCap(t *testing.T) {
 	require.Eventually(t, func() bool {
 		r := b.call(t, "GET", "status/"+id, nil)
 		return r.code == 429
-	}, 5*time.Second, time.Millisecond, "a held status-sync occupies the status bucket's only slot")
+	}, waitMax, time.Millisecond, "a held status-sync occupies the status bucket's only slot")
 	b.sim.Close()
 	recv(t, ch)
 }

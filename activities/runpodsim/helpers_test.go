@@ -44,7 +44,7 @@ func setup(t *testing.T, mutate func(*Config)) *testBundle {
 	sim, err := New(cfg)
 	require.NoError(t, err)
 	srv := httptest.NewServer(sim)
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+	hc := &http.Client{Timeout: waitMax, Transport: &http.Transport{}}
 	// Cleanups run last-in first-out: the simulator closes first so held
 	// requests return before the server waits for them.
 	t.Cleanup(srv.Close)
@@ -134,7 +134,7 @@ func (b *testBundle) eventually(t *testing.T, id, want string) map[string]any {
 	require.Eventually(t, func() bool {
 		last = b.status(t, id)
 		return last["status"] == want
-	}, 5*time.Second, 2*time.Millisecond, "job %s never reached %s", id, want)
+	}, waitMax, 2*time.Millisecond, "job %s never reached %s", id, want)
 	return last
 }
 
@@ -172,11 +172,17 @@ func (b *testBundle) asyncPost(t *testing.T, path, body string) <-chan result {
 	return ch
 }
 
+// waitMax bounds every wait of these tests for something that must happen
+// (a goroutine reaching its point, a request returning). It is generous
+// on purpose: a loaded 2-core CI box may take seconds to schedule one, and
+// a wait that passes never waits this long.
+const waitMax = time.Minute
+
 // waitTimers waits until the manual clock has at least n pending timers, so
 // a long poll has registered its wait before the test advances time.
 func (b *testBundle) waitTimers(t *testing.T, n int) {
 	t.Helper()
-	require.Eventually(t, func() bool { return b.clock.PendingTimers() >= n }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return b.clock.PendingTimers() >= n }, waitMax, time.Millisecond)
 }
 
 func recv(t *testing.T, ch <-chan result) result {
@@ -184,7 +190,7 @@ func recv(t *testing.T, ch <-chan result) result {
 	select {
 	case r := <-ch:
 		return r
-	case <-time.After(5 * time.Second):
+	case <-time.After(waitMax):
 		t.Fatal("request did not return")
 		return result{}
 	}

@@ -49,7 +49,7 @@ func TestManyJobs(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	require.Eventually(t, func() bool { return b.sim.Stats().JobsCompleted == n }, 20*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return b.sim.Stats().JobsCompleted == n }, waitMax, 5*time.Millisecond)
 
 	st := b.sim.Stats()
 	require.LessOrEqual(t, st.PeakRunning, workers, "never more executions than workers")

@@ -20,7 +20,7 @@ func TestServeAndIntrospection(t *testing.T) {
 	require.Equal(t, srv.Root+"/v2", srv.URL)
 
 	b := &testBundle{sim: srv.Sim, root: srv.Root, base: srv.URL + "/" + testEndpoint,
-		hc: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}}
+		hc: &http.Client{Timeout: waitMax, Transport: &http.Transport{}}}
 	t.Cleanup(b.hc.CloseIdleConnections)
 	id := b.run(t, map[string]any{"k": "v"})
 	b.eventually(t, id, "COMPLETED")

@@ -58,16 +58,16 @@ func TestWebhookRetries(t *testing.T) {
 	id := r.obj(t)["id"].(string)
 	mc.Advance(100 * time.Millisecond)
 
-	require.Eventually(t, func() bool { return len(b.sim.Webhooks()) == 1 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return len(b.sim.Webhooks()) == 1 }, waitMax, time.Millisecond)
 	// The retry waits 10 s of simulated time.
-	require.Eventually(t, func() bool { mc.Advance(0); return mc.PendingTimers() >= 3 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { mc.Advance(0); return mc.PendingTimers() >= 3 }, waitMax, time.Millisecond)
 	mc.Advance(9 * time.Second)
 	require.Len(t, b.sim.Webhooks(), 1)
 	mc.Advance(time.Second)
-	require.Eventually(t, func() bool { return len(b.sim.Webhooks()) == 2 }, 5*time.Second, time.Millisecond)
-	require.Eventually(t, func() bool { return mc.PendingTimers() >= 3 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return len(b.sim.Webhooks()) == 2 }, waitMax, time.Millisecond)
+	require.Eventually(t, func() bool { return mc.PendingTimers() >= 3 }, waitMax, time.Millisecond)
 	mc.Advance(10 * time.Second)
-	require.Eventually(t, func() bool { return len(b.sim.Webhooks()) == 3 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return len(b.sim.Webhooks()) == 3 }, waitMax, time.Millisecond)
 
 	ds := b.sim.Webhooks()
 	require.Equal(t, []int{500, 204, 200}, []int{ds[0].Status, ds[1].Status, ds[2].Status})
@@ -89,7 +89,7 @@ func TestWebhookGivesUpAfterThreeAttempts(t *testing.T) {
 	b := setup(t, func(c *Config) { c.TimeScale = 1000; c.MockDelay = time.Millisecond })
 	rc := newReceiver(t, 500, 500, 500, 500)
 	b.call(t, "POST", "run", map[string]any{"input": map[string]any{"mock_error": "x"}, "webhook": rc.srv.URL})
-	require.Eventually(t, func() bool { return b.sim.Stats().WebhooksFailed == 1 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return b.sim.Stats().WebhooksFailed == 1 }, waitMax, time.Millisecond)
 	require.Len(t, b.sim.Webhooks(), 3)
 	require.Equal(t, "FAILED", rc.received()[0]["status"], "FAILED jobs fire webhooks")
 }
@@ -109,13 +109,13 @@ func TestWebhookOutcomes(t *testing.T) {
 		cancelled := r.obj(t)["id"].(string)
 		b.call(t, "POST", "run", map[string]any{"input": 2, "webhook": rc.srv.URL})
 		require.Equal(t, 200, b.call(t, "POST", "cancel/"+cancelled, nil).code)
-		require.Eventually(t, func() bool { return b.sim.Stats().JobsTimedOut == 1 }, 5*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return b.sim.Stats().JobsTimedOut == 1 }, waitMax, time.Millisecond)
 		if !on {
 			b.sim.Close() // waits for deliveries: none may have started
 			require.Empty(t, b.sim.Webhooks())
 			continue
 		}
-		require.Eventually(t, func() bool { return len(rc.received()) == 2 }, 5*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return len(rc.received()) == 2 }, waitMax, time.Millisecond)
 		got := map[string]bool{}
 		for _, m := range rc.received() {
 			got[m["status"].(string)] = true
@@ -135,7 +135,7 @@ func TestWebhookDropAndDuplicate(t *testing.T) {
 		for range 3 {
 			b.call(t, "POST", "run", map[string]any{"input": 1, "webhook": rc.srv.URL})
 		}
-		require.Eventually(t, func() bool { return b.sim.Stats().JobsCompleted == 3 }, 5*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return b.sim.Stats().JobsCompleted == 3 }, waitMax, time.Millisecond)
 		b.sim.Close() // waits for deliveries: none may have started
 		require.Empty(t, rc.received())
 		require.EqualValues(t, 3, b.sim.Stats().WebhooksDropped)
@@ -145,12 +145,12 @@ func TestWebhookDropAndDuplicate(t *testing.T) {
 		b := setup(t, func(c *Config) { c.WebhookDupProb = 1; c.MockDelay = time.Millisecond; c.TimeScale = 100 })
 		rc := newReceiver(t)
 		id := b.call(t, "POST", "run", map[string]any{"input": 1, "webhook": rc.srv.URL}).obj(t)["id"].(string)
-		require.Eventually(t, func() bool { return len(rc.received()) == 2 }, 5*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return len(rc.received()) == 2 }, waitMax, time.Millisecond)
 		for _, m := range rc.received() {
 			require.Equal(t, id, m["id"])
 		}
 		// The receiver sees a body before the simulator records the attempt.
-		require.Eventually(t, func() bool { return len(b.sim.Webhooks()) == 2 }, 5*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return len(b.sim.Webhooks()) == 2 }, waitMax, time.Millisecond)
 		ds := b.sim.Webhooks()
 		require.Equal(t, []bool{false, true}, []bool{ds[0].Duplicate, ds[1].Duplicate})
 		st := b.sim.Stats()
