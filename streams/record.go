@@ -39,9 +39,9 @@ const (
 	recRunpodWorker = "runpod_worker_id"
 	recFinalizedBy  = "finalized_by"
 	recChunks       = "chunks"
-	// fieldChunkData holds the chunks themselves (Get reads them; admit.lua's
-	// reply does not).
-	fieldChunkData = "chunk_data"
+	// fieldChunkPrefix + index holds one chunk (chunks.lua); Get joins them
+	// into Record.ChunkData, admit.lua's reply does not carry them.
+	fieldChunkPrefix = "chunk:"
 )
 
 // Get loads a job record. ErrNotFound if absent, or if the key holds only a
@@ -72,9 +72,6 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 	if rv := m[recRevealed]; rv != "" {
 		r.Revealed = strings.Fields(rv)
 	}
-	if cd, ok := m[fieldChunkData]; ok {
-		r.ChunkData = []byte(cd)
-	}
 	var attempts, deliveries, run, uncertain, uncertainAt, chunks int64
 	ints := []struct {
 		name string
@@ -98,6 +95,7 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 		*f.dst = n
 	}
 	r.Attempts, r.Deliveries, r.Run = int(attempts), int(deliveries), max(1, int(run))
+	r.ChunkData = joinChunks(m, int(chunks))
 	r.Uncertain, r.UncertainAttempt, r.Chunks = int(uncertain), int(uncertainAt), int(chunks)
 	if res, ok := m[recResult]; ok && res != "" {
 		res, err := decodeResult([]byte(res))
@@ -107,4 +105,25 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 		r.Output, r.Error, r.ErrorJSON = res.Output, res.Error, res.ErrorJSON
 	}
 	return r, nil
+}
+
+// joinChunks is the JSON array of a record's n chunks (fields chunk:0 ..
+// chunk:<n-1>, in order), nil when it has none.
+func joinChunks(m map[string]string, n int) []byte {
+	if n <= 0 {
+		return nil
+	}
+	size := n + 1
+	for i := range n {
+		size += len(m[fieldChunkPrefix+strconv.Itoa(i)])
+	}
+	out := make([]byte, 0, size)
+	out = append(out, '[')
+	for i := range n {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, m[fieldChunkPrefix+strconv.Itoa(i)]...)
+	}
+	return append(out, ']')
 }

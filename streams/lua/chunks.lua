@@ -25,8 +25,8 @@
 
 local job, events = KEYS[1], KEYS[2]
 local now = clock_ms(ARGV[4])
-local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of', 'owner', 'chunks', 'chunk_data', 'run', 'entry')
-if not rec[2] and not rec[8] then
+local rec = redis.call('HMGET', job, 'state', 'epoch', 'alias_of', 'owner', 'chunks', 'run', 'entry')
+if not rec[2] and not rec[7] then
   return 'not_found'
 end
 local state, epoch = nz(rec[1]), nz(rec[2]) or '0'
@@ -43,15 +43,25 @@ local function mp_uint(n)
     math.floor(n / 256) % 256, n % 256)
 end
 
+-- Each chunk is its own field, chunk:<index>: a call writes only its new
+-- chunks. One field holding them all (a JSON array rewritten whole) made a
+-- stream of n chunks read and write O(n^2) bytes: 6.9 MB written for 1,000
+-- chunks recorded one per call, 1.8 MB for 500 (TestChunksCostLinear).
 local have = tonumber(nz(rec[5]) or '0')
-local data = nz(rec[6]) or ''
 local base = tonumber(ARGV[5])
 local added = {}
+local f = { 'HSET', job }
 for i = 8, #ARGV do
   local idx = base + (i - 8)
   if idx >= have then
     local c = ARGV[i]
-    if data == '' then data = '[' .. c .. ']' else data = string.sub(data, 1, -2) .. ',' .. c .. ']' end
+    f[#f + 1] = 'chunk:' .. itoa(have)
+    f[#f + 1] = c
+    if #f >= 2002 then
+      -- At most 1,000 chunks per HSET: a command takes a bounded argument list.
+      redis.call(unpack(f))
+      f = { 'HSET', job }
+    end
     -- The event payload, as codec.go's payloadV1: v, runpod_id,
     -- runpod_status, output (the chunk) and chunk (its index).
     local parts = { mp_str('v') .. string.char(1), mp_str('output') .. mp_str(c), mp_str('chunk') .. mp_uint(have) }
@@ -64,8 +74,12 @@ end
 if #added == 0 then
   return { 'ok', have }
 end
-redis.call('HSET', job, 'chunks', tostring(have), 'chunk_data', data, 'updated_ms', now)
+f[#f + 1] = 'chunks'
+f[#f + 1] = itoa(have)
+f[#f + 1] = 'updated_ms'
+f[#f + 1] = now
+redis.call(unpack(f))
 for _, p in ipairs(added) do
-  emit(events, 'progress', ARGV[1], state, epoch, now, p, job, rec[7])
+  emit(events, 'progress', ARGV[1], state, epoch, now, p, job, rec[6])
 end
 return { 'ok', have }

@@ -31,7 +31,7 @@ local job, subs, events = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', job) == 0 or redis.call('HGET', job, 'stub') == '1' then
   return { 'not_found' }
 end
-local rec = redis.call('HMGET', job, 'state', 'alias_of', 'input', 'run', 'deadline_ms', 'created_ms', 'epoch')
+local rec = redis.call('HMGET', job, 'state', 'alias_of', 'input', 'run', 'deadline_ms', 'created_ms', 'epoch', 'chunks')
 local state = nz(rec[1])
 if nz(rec[2]) then
   return { 'alias' }
@@ -67,7 +67,15 @@ if KEYS[4] and nz(redis.call('HGET', job, 'input_hash')) then
 end
 redis.call('HDEL', job, 'runpod_id', 'runpod_status', 'result', 'finished_ms', 'owner', 'cancel', 'handoff',
   'uncertain', 'uncertain_attempt', 'delay_ms', 'exec_ms', 'runpod_worker_id', 'finalized_by', 'finalize_id',
-  'chunks', 'chunk_data')
+  'chunks')
+-- The previous run's stream chunks (chunk:<i>, chunks.lua), at most 1,000
+-- per HDEL.
+local nchunks = tonumber(nz(rec[8]) or '0') or 0
+for lo = 0, nchunks - 1, 1000 do
+  local del = { 'HDEL', job }
+  for i = lo, math.min(lo + 999, nchunks - 1) do del[#del + 1] = 'chunk:' .. itoa(i) end
+  redis.call(unpack(del))
+end
 redis.call('PERSIST', job)
 local epoch = nz(rec[7]) or '0'
 redis.call('XADD', events, '*', 'type', 'retried', 'job_id', ARGV[1], 'state', 'SUBMITTED',
