@@ -108,9 +108,10 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 }
 
 // joinChunks is the JSON array of a record's n chunks (fields chunk:0 ..
-// chunk:<n-1>, in order), nil when it has none.
+// chunk:<n-1>, in order), nil when it has none or m does not carry them
+// (admit.lua's reply carries only the count).
 func joinChunks(m map[string]string, n int) []byte {
-	if n <= 0 {
+	if _, ok := m[fieldChunkPrefix+"0"]; n <= 0 || !ok {
 		return nil
 	}
 	size := n + 1
