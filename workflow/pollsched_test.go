@@ -137,4 +137,11 @@ func TestFirstPollFromTurnaround(t *testing.T) {
 	j := BeginSubmit(newJob())
 	j, _ = Apply(j, Action{Kind: ActSubmit, At: t0}, Result{Job: RunpodJob{ID: "rp-1", Status: RunpodInQueue}}, t0, pol, nil)
 	require.Equal(t, t0.Add(31*time.Second), j.NextAt)
+
+	// A streaming job's chunks are wanted while it runs: its first look is
+	// at Initial, to find the start, not at the usual end.
+	s := BeginSubmit(newJob())
+	s.Streaming = true
+	s, _ = Apply(s, Action{Kind: ActSubmit, At: t0}, Result{Job: RunpodJob{ID: "rp-2", Status: RunpodInQueue}}, t0, pol, nil)
+	require.Equal(t, t0.Add(pol.Poll.Initial), s.NextAt)
 }

@@ -510,7 +510,13 @@ func applySubmit(j Job, r Result, now time.Time, p Policy, rnd Rand) (Job, Effec
 		j.RunpodStatus = RunpodInQueue
 	}
 	j.Retries, j.Polls = 0, 0
-	j.NextAt = now.Add(p.firstPoll(rnd))
+	if j.Streaming && !j.StreamOff {
+		// Its chunks are wanted while it runs: look for the start as usual,
+		// not at the usual end.
+		j.NextAt = now.Add(p.nextPoll(j, now, rnd))
+	} else {
+		j.NextAt = now.Add(p.firstPoll(rnd))
+	}
 	return j, Effect{Checkpoint: true, Event: EventQueued}
 }
 
