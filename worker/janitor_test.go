@@ -11,12 +11,18 @@ import (
 )
 
 // addOld appends n entries to stream key with ids from startMs on, one ms
-// apart, pipelined.
+// apart, pipelined. The pipeline goes over a client that never retries and
+// waits as long as the server takes: a 5,000-entry pipeline can outlast the
+// default 3 s read timeout on a loaded machine, and a retry after an applied
+// pipeline fails with "ID specified in XADD is equal or smaller".
 func (b *testBundle) addOld(t *testing.T, key string, n int, startMs int64) {
 	t.Helper()
 	ctx := context.Background()
+	seed := redis.NewClient(&redis.Options{Addr: b.rdb.Options().Addr, MaxRetries: -1,
+		ReadTimeout: -1, WriteTimeout: -1})
+	defer seed.Close()
 	for done := 0; done < n; {
-		pipe := b.rdb.Pipeline()
+		pipe := seed.Pipeline()
 		for k := 0; k < 5000 && done < n; k, done = k+1, done+1 {
 			pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, ID: fmt.Sprintf("%d-0", startMs+int64(done)),
 				Values: []any{"type", "submitted", "job_id", fmt.Sprint("old-", done)}})
