@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,12 +21,15 @@ import (
 // moment every record names the new owner under a newer epoch, and logged.
 func TestSIGTERMHandoff(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, runpodsim.Config{})
+	// The simulator's clock stands still until the handoff is measured: the
+	// jobs are held at POLL however long a loaded machine takes to start
+	// the peer and hand off, and finish as soon as the clock moves (30 s
+	// jobs on the wall clock made the test wait 30 s).
+	clock := runpodsim.NewManualClock(time.Now())
+	e := newEnv(t, runpodsim.Config{Clock: clock})
 	const n = 20
 	ids := jobIDs("handoff", n)
 	for i, id := range ids {
-		// Jobs that run for longer than a loaded machine takes to start the
-		// peer and hand off: held at POLL when SIGTERM comes.
 		e.submit(id, jobInput(id, map[string]any{"mock_delay": 30000 + 20*i}), 0)
 	}
 	leaving := e.startChild(childOpts{ID: "leaving", MinIdle: 10 * time.Minute, Heartbeat: time.Second,
@@ -87,7 +91,24 @@ func TestSIGTERMHandoff(t *testing.T) {
 	stats := leaving.stats(t)
 	require.Equal(t, uint64(n), stats.HandedOff, "leases handed off: %+v", stats)
 
+	// Let the jobs run out: the clock moves on until every job ended.
+	ended, advanced := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	stop := func() { once.Do(func() { close(ended) }); <-advanced }
+	t.Cleanup(stop)
+	go func() {
+		defer close(advanced)
+		for {
+			clock.Advance(5 * time.Second)
+			select {
+			case <-ended:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
 	recs := e.waitTerminal(ids, 2*time.Minute)
+	stop()
 	e.audit(ids)
 	for id, rec := range recs {
 		require.Equal(t, string(workflow.StateCompleted), rec.State, "job %s: %s", id, rec.Error)
