@@ -67,9 +67,9 @@ func (s *Store) CancelJob(ctx context.Context, jobID string, opts CancelOpts) (C
 		return CancelResult{}, err
 	}
 	v, err := s.runScript(ctx, "cancel "+jobID, scriptCancel,
-		[]string{s.keys.Job(jobID), s.keys.Events()},
+		[]string{s.keys.Job(jobID), s.keys.Events(), s.keys.Cancels()},
 		jobID, msArg(opts.Now), payload, s.keys.Control(), ControlMessage{Kind: ControlCancel, JobID: jobID}.String(),
-		opts.StubTTL.Milliseconds())
+		opts.StubTTL.Milliseconds(), CancelLogRetention.Milliseconds())
 	if err != nil {
 		return CancelResult{}, err
 	}
@@ -108,4 +108,30 @@ func (s *Store) CancelJob(ctx context.Context, jobID string, opts CancelOpts) (C
 	default:
 		return CancelResult{}, fmt.Errorf("streams: cancel %q: unexpected reply %q", jobID, code)
 	}
+}
+
+// CancelLogRetention is how long the cancel log (Keys.Cancels) keeps an
+// entry. An owner whose beats fail for longer may miss a cancel there; its
+// periodic re-read of the record (and the hint) still sees it.
+const CancelLogRetention = time.Hour
+
+// CancelsAfter reads up to count entries of the cancel log after position
+// after (a stream id; "0-0" = from the start) and returns their job ids and
+// the position to read from next (after itself when there was nothing).
+func (s *Store) CancelsAfter(ctx context.Context, after string, count int64) (jobIDs []string, next string, err error) {
+	if after == "" {
+		after = "0-0"
+	}
+	msgs, err := s.rdb.XRangeN(ctx, s.keys.Cancels(), "("+after, "+", count).Result()
+	if err != nil {
+		return nil, after, fmt.Errorf("streams: read the cancel log: %w", err)
+	}
+	next = after
+	for _, m := range msgs {
+		if id, ok := m.Values["job_id"].(string); ok && id != "" {
+			jobIDs = append(jobIDs, id)
+		}
+		next = m.ID
+	}
+	return jobIDs, next, nil
 }

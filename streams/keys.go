@@ -126,6 +126,13 @@ func (k Keys) GPU() string { return k.prefix() + "gpu" }
 // whose key is absent (claim.lua); handoff.lua deletes it. // STRING
 func (k Keys) Alive(consumer string) string { return k.prefix() + "alive:" + consumer }
 
+// Cancels logs, in this partition, the job ids whose cancel flag was just
+// set (cancel.lua, field job_id), so an owner's heartbeat learns of every
+// cancel with one read from its last position instead of re-reading each
+// job's record; trimmed by age (CancelLogRetention) as it is appended to.
+// // STREAM
+func (k Keys) Cancels() string { return k.prefix() + "cancels" }
+
 // Control is the pub/sub channel that nudges workers: cancels and handoffs.
 // It carries hints only; every fact it announces is also in a record. // CHANNEL
 func (k Keys) Control() string { return k.prefix() + "control" }

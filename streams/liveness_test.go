@@ -277,3 +277,28 @@ func TestFirstBeatExpectsNoKey(t *testing.T) {
 		require.Empty(t, res.Lost)
 	})
 }
+
+// cancel.lua logs the job id once, when it sets the flag: the owners'
+// heartbeats read the log instead of re-reading every record.
+func TestCancelAppendsToCancelLog(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b *testBundle) {
+		b.admitted(t, "cl")
+		ids, next, err := b.st.CancelsAfter(b.ctx, "0-0", 10)
+		require.NoError(t, err)
+		require.Empty(t, ids)
+		require.Equal(t, "0-0", next)
+		_, err = b.st.Cancel(b.ctx, "cl", CancelOpts{Now: b.now})
+		require.NoError(t, err)
+		_, err = b.st.Cancel(b.ctx, "cl", CancelOpts{Now: b.now})
+		require.NoError(t, err)
+		_, err = b.st.Cancel(b.ctx, "not-yet", CancelOpts{Now: b.now, StubTTL: time.Hour})
+		require.ErrorIs(t, err, ErrCancelPending)
+		ids, next, err = b.st.CancelsAfter(b.ctx, "0-0", 10)
+		require.NoError(t, err)
+		require.Equal(t, []string{"cl"}, ids, "logged once, and not for a stub")
+		ids, _, err = b.st.CancelsAfter(b.ctx, next, 10)
+		require.NoError(t, err)
+		require.Empty(t, ids)
+	})
+}

@@ -10,7 +10,7 @@ import (
 // <id>" wakes an owned job at once (its step re-reads the record's cancel
 // flag, which is the truth), "handoff" triggers an immediate claim pass.
 // Messages are hints; a subscription lost to a Redis error is re-made, and a
-// missed cancel is still seen by the periodic re-read before polls.
+// missed cancel is still seen at the next heartbeat (the cancel log).
 //
 // Each served partition has its own channel and loop.
 func (w *Worker) controlLoop(ctx context.Context, part int) {

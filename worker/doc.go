@@ -52,9 +52,11 @@
 //     RecoverAllPending, the seed's recoverAllPending) runs one pass now.
 //   - control subscriber: "cancel <id>" wakes an owned job at once; the step
 //     re-reads the record, because the cancel flag there is the truth and
-//     messages are only hints. Polls also re-read the flag every 30s, so a
-//     missed message (pub/sub drops messages while it reconnects) only
-//     delays a cancel.
+//     messages are only hints. Every heartbeat also reads the partition's
+//     cancel log (one read, whatever the number of jobs), so a missed
+//     message (pub/sub drops messages while it reconnects) delays a cancel
+//     by a beat at most; polls re-read the record every 10 minutes as a
+//     fallback (older clients log no cancel).
 //   - janitor: at start and every few minutes, trims events older than
 //     EventRetention.
 //

@@ -25,6 +25,15 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 	// liveness key; none yet: the key should be absent.
 	prev := map[int]string{}
 	var seq uint64
+	// cursor is, per partition, the position read up to in the cancel log.
+	// It starts a minute before Redis's now at start, which is before any
+	// job this worker admits: a cancel before the admit is in the record
+	// the admit returns, one after it is in the log after the cursor.
+	cursor := map[int]string{}
+	start := "0-0"
+	if t, err := w.store.Time(ctx); err == nil {
+		start = strconv.FormatInt(t.Add(-time.Minute).UnixMilli(), 10) + "-0"
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -50,6 +59,10 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 			if w.beatPartition(ctx, log, k, ls, expect, token) {
 				prev[k] = token
 			}
+			if _, ok := cursor[k]; !ok {
+				cursor[k] = start
+			}
+			cursor[k] = w.readCancels(ctx, log, k, cursor[k])
 		}
 	}
 }
@@ -87,6 +100,31 @@ func (w *Worker) beatPartition(ctx context.Context, log hclog.Logger, part int, 
 		}
 	}
 	return written
+}
+
+// readCancels reads partition part's cancel log after cursor and wakes
+// each held job named there for a re-read of its record (as a hint does),
+// returning the new position. It replaces the per-job periodic re-read of
+// the cancel flag: one read per partition and beat, whatever the number of
+// jobs. A failed read keeps the position for the next beat.
+func (w *Worker) readCancels(ctx context.Context, log hclog.Logger, part int, cursor string) string {
+	const page = 1000
+	for {
+		ids, next, err := w.store.all[part].CancelsAfter(ctx, cursor, page)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("cannot read the cancel log", "partition", part, "error", err)
+			}
+			return cursor
+		}
+		for _, id := range ids {
+			w.wakeForCancel(id)
+		}
+		if next == cursor || len(ids) < page {
+			return next
+		}
+		cursor = next
+	}
 }
 
 // loseLease drops the job of a lease another worker took. While an admit

@@ -134,3 +134,34 @@ func TestOwnStrandedEntryReclaimedWhileAlive(t *testing.T) {
 	require.Equal(t, "A", rec.Owner)
 	require.EqualValues(t, 1, rec.Epoch)
 }
+
+// noHints is the real store whose control subscription never delivers (a
+// hint missed while the subscription reconnects, or never published).
+type noHints struct{ *streams.Store }
+
+func (noHints) SubscribeControl(ctx context.Context) (<-chan streams.ControlMessage, error) {
+	ch := make(chan streams.ControlMessage)
+	go func() { <-ctx.Done(); close(ch) }()
+	return ch, nil
+}
+
+// A cancel whose hint never arrives is seen at the next heartbeat, which
+// reads the partition's cancel log (cancel.lua appends to it), not by a
+// per-job re-read of the record before a poll. Polls here are an hour away,
+// so before (the re-read came only with a poll, every 30 s at most) the job
+// was never cancelled.
+func TestCancelSeenByBeatWithoutHint(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config("w")
+	cfg.Poll.Initial, cfg.Poll.Max, cfg.Poll.QueueMax = time.Hour, time.Hour, time.Hour
+	w := newWorker(noHints{b.store}, cfg.WithDefaults())
+	b.run(t, w)
+	b.submit(t, "c1", `{"mock_delay":3600000}`, 0)
+	b.waitRecord(t, "c1", 30*time.Second, func(r streams.Record) bool { return r.RunpodID != "" })
+	_, err := b.store.Cancel(context.Background(), "c1", streams.CancelOpts{})
+	require.NoError(t, err)
+	b.waitState(t, "c1", "CANCELED", 30*time.Second)
+	_, _, cancels := b.rp.counts()
+	require.Equal(t, 1, cancels, "the Runpod job was cancelled")
+}

@@ -35,7 +35,7 @@ const (
 	finalizeLinger       = 5 * time.Millisecond   // how long a finalize batch waits to fill
 	persistTimeout       = 5 * time.Second        // bound of a write that must not be abandoned
 	handoffTimeout       = 5 * time.Second        // bound of the shutdown handoff
-	cancelRecheckEvery   = 30 * time.Second       // re-read the cancel flag before polls this often (fallback for lost hints)
+	cancelRecheckEvery   = 10 * time.Minute       // re-read the record before polls this often (fallback: the beat reads the cancel log)
 	loopBackoffMax       = 5 * time.Second        // cap of a loop's backoff after Redis errors
 	finalizeQueueDepth   = 1024                   // executors → finalizer buffer
 	statesFinalizedCount = 4

@@ -10,8 +10,14 @@
 -- submit.lua submits the id with its cancel flag set. A stub is not a job:
 -- Get reports it as not found. Cancelling a stub again refreshes its expiry.
 --
+-- A cancel that sets the flag also appends the job id to the partition's
+-- cancel log (KEYS[3], field job_id), trimmed to ARGV[7] ms by age in the
+-- same XADD: owners read it at every heartbeat, so a cancel whose hint was
+-- missed is seen within a beat without a per-job re-read.
+--
 -- KEYS[1] job record (HASH)
 -- KEYS[2] events stream
+-- KEYS[3] cancel log (STREAM)
 --
 -- ARGV[1] job id
 -- ARGV[2] now, unix ms: "" = Redis TIME; a value is a test override
@@ -19,6 +25,7 @@
 -- ARGV[4] control channel
 -- ARGV[5] control message ("cancel <job id>")
 -- ARGV[6] stub TTL in ms; 0 = no stub (an unknown id answers not_found)
+-- ARGV[7] cancel log retention in ms
 --
 -- Returns {"not_found"}, {"pending"} (a stub was written or refreshed),
 -- {"terminal", state}, {"alias", alias_of}, or {"requested", state, n} with
@@ -49,6 +56,15 @@ end
 if nz(rec[3]) ~= '1' then
   redis.call('HSET', job, 'cancel', '1', 'updated_ms', now)
   emit(events, 'cancel_requested', ARGV[1], state, epoch, now, ARGV[3], job)
+  local keep = tonumber(ARGV[7]) or 0
+  if keep > 0 then
+    -- The log's ids are on Redis's clock, whatever ARGV[2] says (tests).
+    local t = redis.call('TIME')
+    local cut = tonumber(t[1]) * 1000 - keep
+    redis.call('XADD', KEYS[3], 'MINID', '~', itoa(cut), '*', 'job_id', ARGV[1])
+  else
+    redis.call('XADD', KEYS[3], '*', 'job_id', ARGV[1])
+  end
 end
 local n = redis.pcall('PUBLISH', ARGV[4], ARGV[5])
 if type(n) == 'table' and n.err then
