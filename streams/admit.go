@@ -166,14 +166,14 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 	}
 	for n, i := range todo {
 		results[i].RedisNow = redisNow
-		r, err := replyStrings("admit", replies[n+1])
-		if err != nil || len(r) == 0 {
-			return nil, fmt.Errorf("streams: admit entry %s: bad reply: %v", reqs[i].Entry.ID, err)
-		}
-		switch r[0] {
-		case "admitted":
+		if arr, ok := replies[n+1].([]any); ok && len(arr) == 3 && arr[0] == "admitted" {
+			vals, err := replyStrings("admit", arr[1])
+			prev, ok := arr[2].(string)
+			if err != nil || !ok {
+				return nil, fmt.Errorf("streams: admit entry %s: bad admitted reply: %v", reqs[i].Entry.ID, err)
+			}
 			jobID, _ := admitJob(reqs[i])
-			rec, err := admittedRecord(jobID, reqs[i].Entry.ID, opts.Consumer, r[1:])
+			rec, err := admittedRecord(jobID, prev, vals)
 			if err != nil {
 				// Only this entry: failing the batch would leave its
 				// batch-mates admitted (epoch bumped) but never run.
@@ -184,6 +184,13 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 				rec.Input = reqs[i].Sub.Input
 			}
 			results[i].Status, results[i].Record = Admitted, rec
+			continue
+		}
+		r, err := replyStrings("admit", replies[n+1])
+		if err != nil || len(r) == 0 {
+			return nil, fmt.Errorf("streams: admit entry %s: bad reply: %v", reqs[i].Entry.ID, err)
+		}
+		switch r[0] {
 		case "duplicate":
 			results[i].Status = Duplicate
 		case "finished":
@@ -214,26 +221,27 @@ func (s *Store) admitPass(ctx context.Context, reqs []AdmitRequest, todo []int, 
 }
 
 // admitReplyFields are the record fields of admit.lua's admitted reply, by
-// position (its REPLY_FIELDS, in the same order): what a worker resumes a
-// job from. The script does not convert the rest of the record for every
-// admit; Get reads it.
-var admitReplyFields = []string{recState, recStep, recEpoch, recPrevOwner, recRunpodID, recRunpodStatus, recAttempts,
-	recUncertainAt, recDeliveries, recInputHash, recInput, recCancel, recDeadlineMs, recCreatedMs, recResult, recChunks, recRun}
+// position (its READ_FIELDS, in the same order): the fields an admit
+// decides on and those a worker resumes a job from, after the update. The
+// script does not convert the rest of the record for every admit; Get
+// reads it.
+var admitReplyFields = []string{recState, recStep, recEpoch, recOwner, recEntry, recRunpodID, recRunpodStatus,
+	recAttempts, recUncertainAt, recDeliveries, recInputHash, recInput, recCancel, recAliasOf, recDeadlineMs,
+	recCreatedMs, recResult, recStub, "handoff", recChunks, recRun}
 
 // admittedRecord builds an admitted job's Record from the script's
-// positional values. The entry and owner are not sent back: the script
-// admits only the record naming this entry, and makes consumer its owner.
-func admittedRecord(jobID, entry, consumer string, vals []string) (Record, error) {
+// positional values and the owner before the admit.
+func admittedRecord(jobID, prevOwner string, vals []string) (Record, error) {
 	if len(vals) != len(admitReplyFields) {
 		return Record{}, fmt.Errorf("streams: job %q: admitted reply has %d values, want %d", jobID, len(vals), len(admitReplyFields))
 	}
-	m := make(map[string]string, len(vals)+2)
+	m := make(map[string]string, len(vals)+1)
 	for i, v := range vals {
 		if v != "" {
 			m[admitReplyFields[i]] = v
 		}
 	}
-	m[recEntry], m[recOwner] = entry, consumer
+	m[recPrevOwner] = prevOwner
 	return parseRecord(jobID, m)
 }
 

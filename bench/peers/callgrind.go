@@ -137,31 +137,33 @@ func countInstructions(ctx context.Context, o options, stderr io.Writer) (callgr
 	warm := o
 	warm.jobs = 20
 	flush := func() error { return srv.rdb.FlushAll(ctx).Err() }
-	progress("asynq: %d tasks", o.jobs)
 	if err := flush(); err != nil {
 		return rep, err
 	}
-	if _, err := runAsynq(ctx, warm, srv, silent, nil); err != nil {
-		return rep, fmt.Errorf("asynq: warm-up: %w", err)
-	}
-	if err := flush(); err != nil {
-		return rep, err
-	}
-	if _, err := runAsynq(ctx, o, srv, silent, d.marker(ctx, "asynq ")); err != nil {
-		return rep, fmt.Errorf("asynq: %w", err)
-	}
-	progress("ours: %d jobs", o.jobs)
-	if err := flush(); err != nil {
-		return rep, err
-	}
-	if _, err := runOurs(ctx, warm, srv, silent, nil); err != nil {
-		return rep, fmt.Errorf("ours: warm-up: %w", err)
-	}
-	if err := flush(); err != nil {
-		return rep, err
-	}
-	if _, err := runOurs(ctx, o, srv, silent, d.marker(ctx, "ours ")); err != nil {
-		return rep, fmt.Errorf("ours: %w", err)
+	if !o.scriptsOnly {
+		progress("asynq: %d tasks", o.jobs)
+		if _, err := runAsynq(ctx, warm, srv, silent, nil); err != nil {
+			return rep, fmt.Errorf("asynq: warm-up: %w", err)
+		}
+		if err := flush(); err != nil {
+			return rep, err
+		}
+		if _, err := runAsynq(ctx, o, srv, silent, d.marker(ctx, "asynq ")); err != nil {
+			return rep, fmt.Errorf("asynq: %w", err)
+		}
+		progress("ours: %d jobs", o.jobs)
+		if err := flush(); err != nil {
+			return rep, err
+		}
+		if _, err := runOurs(ctx, warm, srv, silent, nil); err != nil {
+			return rep, fmt.Errorf("ours: warm-up: %w", err)
+		}
+		if err := flush(); err != nil {
+			return rep, err
+		}
+		if _, err := runOurs(ctx, o, srv, silent, d.marker(ctx, "ours ")); err != nil {
+			return rep, fmt.Errorf("ours: %w", err)
+		}
 	}
 	progress("ours, script by script: %d jobs in batches of %d", o.jobs, o.profileBatch)
 	if err := srv.rdb.FlushAll(ctx).Err(); err != nil {
@@ -299,5 +301,7 @@ func printInstructions(w io.Writer, r callgrindReport) {
 		fmt.Fprintf(w, "%-44s %10.0f %10.0f %10.0f %16.0f %10.0f\n", p.Phase, p.Instructions, p.Commands, p.Scripts,
 			p.ScriptCommands, p.Reader)
 	}
-	fmt.Fprintf(w, "\nsubmit to outcome: ours %.0f, asynq %.0f instructions per job: %.2fx\n", r.Ours, r.Asynq, r.Ratio)
+	if r.Asynq > 0 {
+		fmt.Fprintf(w, "\nsubmit to outcome: ours %.0f, asynq %.0f instructions per job: %.2fx\n", r.Ours, r.Asynq, r.Ratio)
+	}
 }

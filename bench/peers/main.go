@@ -52,6 +52,7 @@ type options struct {
 	// callgrind, when set, is the directory of a --callgrind run's dumps.
 	callgrind    string
 	profileBatch int
+	scriptsOnly  bool
 }
 
 // figures is one side's measurement of one round. Drain figures cover the
@@ -95,6 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.callgrind, "callgrind", "", "count the server's instructions instead of timing it: one round with redis-server under\n"+
 		"valgrind --tool=callgrind, its dumps in this directory; prints instructions per job for each phase and each script")
 	fs.IntVar(&o.profileBatch, "profile-batch", bench.ProfileBatchDefault, "--callgrind: batch size of the per-script phases")
+	fs.BoolVar(&o.scriptsOnly, "scripts-only", false, "--callgrind: only our per-script phases (quicker, to compare script changes)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

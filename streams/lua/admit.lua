@@ -64,9 +64,10 @@
 --
 -- Returns {now, reply1, ..., replyN}: the time used (unix ms, so the caller
 -- can relate Redis's clock to its own), then one reply per entry in entry
--- order: {code}, or for admitted {"admitted", v1, ..., v17}: the values of
--- REPLY_FIELDS in order after the update (nil when the record lacks the
--- field), {"retry_alias", holder} or {"error", text}.
+-- order: {code}, or for admitted {"admitted", values, prev_owner}: values
+-- are READ_FIELDS's in order after the update (false when the record lacks
+-- the field: nil in the reply), prev_owner the owner before;
+-- {"retry_alias", holder} or {"error", text}.
 
 local subs, events, dead = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
@@ -79,31 +80,25 @@ local dedupe_on = ARGV[8] == '1'
 local n = tonumber(ARGV[9])
 
 -- READ_FIELDS: what one HMGET reads of a record: the fields an admit
--- decides on and those of REPLY_FIELDS. A record always holds entry or
--- stub, so all nil = no record; the read tells whether it exists.
+-- decides on and those a worker resumes a job from. A record always holds
+-- entry or stub, so all nil = no record: the read tells whether it exists.
+-- The HMGET's own reply table, updated in place, is the admitted reply
+-- (streams/admit.go's admitReplyFields, in the same order; a test checks
+-- that both agree): no table per field, no second table for the reply.
 local READ_FIELDS = { 'state', 'step', 'epoch', 'owner', 'entry', 'runpod_id', 'runpod_status', 'attempts',
   'uncertain_attempt', 'deliveries', 'input_hash', 'input', 'cancel', 'alias_of', 'deadline_ms', 'created_ms',
   'result', 'stub', 'handoff', 'chunks', 'run' }
+local F = {} -- field name → its index in READ_FIELDS
+for i, f in ipairs(READ_FIELDS) do F[f] = i end
 
--- REPLY_FIELDS: the admitted reply, by position: what a worker resumes a
--- job from (streams/admit.go's admitReplyFields, in the same order; a test
--- checks that both agree). The rest of the record (timings, counters,
--- revealed jobs) is not converted twice per admit for nobody: Get reads it.
-local REPLY_FIELDS = { 'state', 'step', 'epoch', 'prev_owner', 'runpod_id', 'runpod_status', 'attempts',
-  'uncertain_attempt', 'deliveries', 'input_hash', 'input', 'cancel', 'deadline_ms', 'created_ms', 'result',
-  'chunks', 'run' }
-
+-- read_record returns the record's READ_FIELDS values (false = absent) and
+-- whether it exists.
 local function read_record(job)
   local vals = redis.call('HMGET', job, unpack(READ_FIELDS))
-  local cur, exists = {}, false
   for i = 1, #READ_FIELDS do
-    local v = vals[i]
-    if v then
-      cur[READ_FIELDS[i]] = v
-      exists = true
-    end
+    if vals[i] then return vals, true end
   end
-  return cur, exists
+  return vals, false
 end
 
 -- The PEL owners of this batch's entries: one XPENDING over their id range
@@ -198,13 +193,13 @@ local function admit_one(i)
     return { 'poisoned' }
   end
 
-  local cur, exists = read_record(job)
-  local state, rec_entry, alias = cur.state, cur.entry, cur.alias_of
-  local deliveries = tonumber(cur.deliveries or '0') or 0
-  local on_runpod = cur.runpod_id ~= nil
-  local own = ARGV[b + 13] ~= '' and cur.owner == consumer and (cur.epoch or '0') == ARGV[b + 13]
-  local counted = not on_runpod and cur.handoff ~= '1' and not own
-  if exists and cur.stub == '1' then
+  local v, exists = read_record(job)
+  local state, rec_entry, alias = nz(v[F.state]), nz(v[F.entry]), nz(v[F.alias_of])
+  local deliveries = tonumber(nz(v[F.deliveries]) or '0') or 0
+  local on_runpod = v[F.runpod_id] ~= false
+  local own = ARGV[b + 13] ~= '' and v[F.owner] == consumer and (nz(v[F.epoch]) or '0') == ARGV[b + 13]
+  local counted = not on_runpod and v[F.handoff] ~= '1' and not own
+  if exists and v[F.stub] == '1' then
     -- A cancel arrived before the job (cancel.lua's stub): it never runs.
     if poison ~= '' then
       redis.call('DEL', job)
@@ -220,7 +215,7 @@ local function admit_one(i)
     elseif alias_stale(alias_holder) then
       redis.call('DEL', job)
       exists, state, rec_entry, alias, deliveries, counted = false, nil, nil, nil, 0, true
-      cur = {}
+      for k = 1, #READ_FIELDS do v[k] = false end
     end
   end
   if exists and rec_entry ~= entry_id then
@@ -258,12 +253,15 @@ local function admit_one(i)
   end
   if not exists then
     local rf = create_record(job, entry_id, now, tonumber(timeout) or 0, hash, persist and input or nil)
-    for j = 3, #rf - 1, 2 do cur[rf[j]] = rf[j + 1] end
+    for j = 3, #rf - 1, 2 do
+      local k = F[rf[j]]
+      if k then v[k] = rf[j + 1] end
+    end
     emit(events, 'submitted', job_id, 'SUBMITTED', 0, now, envelope({}))
   end
-  if cur.handoff then
+  if v[F.handoff] then
     redis.call('HDEL', job, 'handoff')
-    cur.handoff = nil
+    v[F.handoff] = false
   end
   if counted then deliveries = deliveries + 1 end
   if counted and max_deliveries > 0 and deliveries > max_deliveries then
@@ -272,26 +270,26 @@ local function admit_one(i)
       dedupe, true, deliveries)
     return { 'poisoned' }
   end
-  local epoch = tonumber(cur.epoch or '0')
+  local epoch = tonumber(nz(v[F.epoch]) or '0')
   if epoch == nil then error('job record field epoch is not an integer') end
   -- prev_owner: who held the epoch this admit ends, so the new owner can
   -- tell whether anybody else owned the job since its own epoch.
-  local upd = { 'HSET', job, 'epoch', itoa(epoch + 1), 'owner', consumer, 'prev_owner', cur.owner or '',
+  local prev_owner = nz(v[F.owner]) or ''
+  local upd = { 'HSET', job, 'epoch', itoa(epoch + 1), 'owner', consumer, 'prev_owner', prev_owner,
     'deliveries', tostring(deliveries), 'updated_ms', now }
-  if default_timeout > 0 and not cur.deadline_ms then
-    local created = tonumber(cur.created_ms or now)
+  if default_timeout > 0 and not v[F.deadline_ms] then
+    local created = tonumber(nz(v[F.created_ms]) or now)
     upd[#upd + 1] = 'deadline_ms'
     upd[#upd + 1] = itoa(created + default_timeout)
   end
   redis.call(unpack(upd))
-  for j = 3, #upd - 1, 2 do cur[upd[j]] = upd[j + 1] end
+  for j = 3, #upd - 1, 2 do
+    local k = F[upd[j]]
+    if k then v[k] = upd[j + 1] end
+  end
   -- The record after the update, from what was read and written: no
   -- HGETALL.
-  local res = { 'admitted' }
-  for i = 1, #REPLY_FIELDS do
-    res[i + 1] = cur[REPLY_FIELDS[i]] or false
-  end
-  return res
+  return { 'admitted', v, prev_owner }
 end
 
 -- Each entry runs protected: an entry that still makes a command fail is
