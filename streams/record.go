@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -42,6 +43,10 @@ const (
 	// fieldChunkPrefix + index holds one chunk (chunks.lua); Get joins them
 	// into Record.ChunkData, admit.lua's reply does not carry them.
 	fieldChunkPrefix = "chunk:"
+	// fieldChunkDataV0 is where versions before chunk:<i> kept every chunk,
+	// one JSON array: Get still reads a record they began (a rolling
+	// upgrade), retry.lua clears it.
+	fieldChunkDataV0 = "chunk_data"
 )
 
 // Get loads a job record. ErrNotFound if absent, or if the key holds only a
@@ -109,22 +114,49 @@ func parseRecord(jobID string, m map[string]string) (Record, error) {
 
 // joinChunks is the JSON array of a record's n chunks (fields chunk:0 ..
 // chunk:<n-1>, in order), nil when it has none or m does not carry them
-// (admit.lua's reply carries only the count).
+// (admit.lua's reply carries only the count). A record an older version
+// began holds its first chunks in one array, chunk_data, and chunks.lua
+// numbers the rest on from its count. The join stops at the first missing
+// field: it is bounded by the fields m holds, never by the count alone (a
+// count written by someone else is not an allocation size), and what it
+// returns is always a JSON array.
 func joinChunks(m map[string]string, n int) []byte {
-	if _, ok := m[fieldChunkPrefix+"0"]; n <= 0 || !ok {
+	var old []json.RawMessage
+	if cd, ok := m[fieldChunkDataV0]; ok && n > 0 {
+		if json.Unmarshal([]byte(cd), &old) != nil {
+			old = nil
+		}
+		old = old[:min(len(old), n)]
+	}
+	k := len(old)
+	for k < n {
+		if _, ok := m[fieldChunkPrefix+strconv.Itoa(k)]; !ok {
+			break
+		}
+		k++
+	}
+	if k == 0 {
 		return nil
 	}
-	size := n + 1
-	for i := range n {
-		size += len(m[fieldChunkPrefix+strconv.Itoa(i)])
+	size := k + 1
+	for i := range k {
+		if i < len(old) {
+			size += len(old[i])
+		} else {
+			size += len(m[fieldChunkPrefix+strconv.Itoa(i)])
+		}
 	}
 	out := make([]byte, 0, size)
 	out = append(out, '[')
-	for i := range n {
+	for i := range k {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = append(out, m[fieldChunkPrefix+strconv.Itoa(i)]...)
+		if i < len(old) {
+			out = append(out, old[i]...)
+		} else {
+			out = append(out, m[fieldChunkPrefix+strconv.Itoa(i)]...)
+		}
 	}
 	return append(out, ']')
 }

@@ -67,10 +67,12 @@ if KEYS[4] and nz(redis.call('HGET', job, 'input_hash')) then
 end
 redis.call('HDEL', job, 'runpod_id', 'runpod_status', 'result', 'finished_ms', 'owner', 'cancel', 'handoff',
   'uncertain', 'uncertain_attempt', 'delay_ms', 'exec_ms', 'runpod_worker_id', 'finalized_by', 'finalize_id',
-  'chunks')
--- The previous run's stream chunks (chunk:<i>, chunks.lua), at most 1,000
--- per HDEL.
-local nchunks = tonumber(nz(rec[8]) or '0') or 0
+  'chunks', 'chunk_data')
+-- The previous run's stream chunks (chunk:<i>, chunks.lua; chunk_data is
+-- where older versions kept them all), at most 1,000 per HDEL. The count
+-- is bounded by the fields the record holds: a count written by someone
+-- else must not keep this script (and every client of Redis) busy.
+local nchunks = math.min(tonumber(nz(rec[8]) or '0') or 0, redis.call('HLEN', job))
 for lo = 0, nchunks - 1, 1000 do
   local del = { 'HDEL', job }
   for i = lo, math.min(lo + 999, nchunks - 1) do del[#del + 1] = 'chunk:' .. itoa(i) end
