@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 )
@@ -130,7 +131,10 @@ func (s *Store) AdmissionReport(ctx context.Context, p AdmissionParams, caller s
 	}
 	v, err := s.runScript(ctx, "admission report", scriptAdmReport,
 		[]string{s.keys.Admission(p.EndpointID), s.keys.AdmissionUnsent(p.EndpointID)},
-		scriptNow(now), caller, max(0, unsent), p.Interval.Milliseconds(), p.Stale.Milliseconds(), reading, max(0, n))
+		scriptNow(now), caller, max(0, unsent), p.Interval.Milliseconds(), p.Stale.Milliseconds(), reading, max(0, n),
+		// Unique per call, the same in go-redis's re-sends: a give-back
+		// whose reply was lost is not applied twice.
+		strconv.FormatUint(rand.Uint64(), 36))
 	if err != nil {
 		return false, err
 	}

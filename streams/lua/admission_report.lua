@@ -7,7 +7,7 @@
 -- reading they came from: a newer reading computed its room from Runpod's
 -- queue and the pool's unsent reports, which do not count these grants.
 --
--- KEYS[1] admission gate of the endpoint (HASH: read_ms, room, reader, reader_until)
+-- KEYS[1] admission gate of the endpoint (HASH: read_ms, room, reader, reader_until, back:<caller>)
 -- KEYS[2] unsent reports of the endpoint (HASH: instance -> "<count> <unix ms>")
 --
 -- ARGV[1] now, unix ms: "" (or "0") = Redis TIME; a value is a test override
@@ -18,6 +18,11 @@
 -- ARGV[6] read_ms of the reading the grants came from (admission_take.lua's
 --         reply); "" when no grants are given back
 -- ARGV[7] how many grants to give back (0: report only)
+-- ARGV[8] the give-back's id, unique per call (absent from older callers):
+--         a call re-sent after its reply was lost (go-redis retries) finds
+--         it in the gate's `back:<caller>` and returns nothing again, or the
+--         room would hold the grants twice and the pool admit past the
+--         depth; admission_take.lua's next reading drops these fields
 --
 -- Returns the room after the return, or -1 when nothing was returned (no
 -- grants, or the reading is no longer the gate's).
@@ -31,5 +36,12 @@ redis.call('PEXPIRE', unsent, math.max(tonumber(ARGV[4]) * 20, tonumber(ARGV[5])
 
 if n <= 0 or ARGV[6] == '' or redis.call('HGET', gate, 'read_ms') ~= ARGV[6] then
   return -1
+end
+local id = ARGV[8]
+if id and id ~= '' then
+  if redis.call('HGET', gate, 'back:' .. ARGV[2]) == id then
+    return tonumber(redis.call('HGET', gate, 'room') or '0')
+  end
+  redis.call('HSET', gate, 'back:' .. ARGV[2], id)
 end
 return redis.call('HINCRBY', gate, 'room', n)

@@ -12,7 +12,7 @@
 -- also records the caller's own unsent count (reports older than `stale` ms
 -- are dropped: a worker that stopped or has not asked for a while).
 --
--- KEYS[1] admission gate of the endpoint (HASH: read_ms, room, reader, reader_until)
+-- KEYS[1] admission gate of the endpoint (HASH: read_ms, room, reader, reader_until, back:<caller>)
 -- KEYS[2] unsent reports of the endpoint (HASH: instance -> "<count> <unix ms>")
 --
 -- ARGV[1] now, unix ms: "" (or "0") = Redis TIME; a value is a test override.
@@ -74,6 +74,8 @@ if ARGV[7] ~= '' then
     room = math.max(0, depth + tonumber(ARGV[8]) - tonumber(ARGV[7]) - pending)
   end
   read_ms, read_s = now, now_s
+  -- A new reading: the old one's give-back ids (admission_report.lua) go.
+  redis.call('DEL', gate)
   redis.call('HSET', gate, 'read_ms', now_s, 'room', tostring(room), 'reader', '', 'reader_until', '0')
 elseif now >= read_ms + interval then
   if now >= reader_until or nz(g[3]) == me then
