@@ -104,13 +104,7 @@ type admissionState struct {
 func (w *Worker) unsent() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := 0
-	for _, j := range w.jobs {
-		if j.wf.RunpodID == "" {
-			n++
-		}
-	}
-	return n
+	return w.unsentN
 }
 
 // admissionGrant returns how many of n reserved slots may be filled with
@@ -127,6 +121,7 @@ func (w *Worker) admissionGrant(ctx context.Context, n int) (int, string) {
 	if k < n {
 		w.mu.Lock()
 		w.reserved -= n - k
+		w.fetchReserved -= n - k
 		w.mu.Unlock()
 	}
 	if k == 0 {

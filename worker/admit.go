@@ -14,26 +14,55 @@ import (
 // reserve books up to max job slots of free capacity (MaxInFlight minus
 // owned jobs minus other reservations) for a read or claim in progress, so
 // the worker never holds more entries than it can run: the idle clock of an
-// entry starts at delivery. Release what was reserved with release.
-func (w *Worker) reserve(max int) int {
+// entry starts at delivery. A fetch (new submissions) is also bounded by
+// SubmitAhead minus the jobs not yet sent and other fetches' reservations,
+// so the backlog stays in the stream; a claim is not (a crashed worker's
+// jobs must be resumed). Release what was reserved with release.
+func (w *Worker) reserve(max int, fetch bool) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := min(max, w.cfg.MaxInFlight-len(w.jobs)-w.reserved)
+	if fetch {
+		n = min(n, w.cfg.SubmitAhead-w.unsentN-w.fetchReserved)
+	}
 	if n <= 0 {
 		return 0
 	}
 	w.reserved += n
-	if w.cfg.MaxInFlight-len(w.jobs)-w.reserved > 0 {
+	if fetch {
+		w.fetchReserved += n
+	}
+	if w.cfg.MaxInFlight-len(w.jobs)-w.reserved > 0 && (!fetch || w.cfg.SubmitAhead-w.unsentN-w.fetchReserved > 0) {
 		w.signalCapacity() // another partition's fetcher may be waiting
 	}
 	return n
 }
 
-func (w *Worker) release(n int) {
+func (w *Worker) release(n int, fetch bool) {
 	w.mu.Lock()
 	w.reserved -= n
+	if fetch {
+		w.fetchReserved -= n
+	}
 	w.mu.Unlock()
 	w.signalCapacity()
+}
+
+// setWFLocked replaces j's workflow state, keeping unsentN right: a job
+// whose Runpod id is recorded stops counting (and the fetcher may read
+// again); one that lost it (a resubmit) counts again. w.mu must be held.
+func (w *Worker) setWFLocked(j *job, wf workflow.Job) {
+	was, is := j.wf.RunpodID == "", wf.RunpodID == ""
+	j.wf = wf
+	if j.dropped || was == is {
+		return
+	}
+	if is {
+		w.unsentN++
+	} else {
+		w.unsentN--
+		w.signalCapacity()
+	}
 }
 
 // signalCapacity nudges the fetcher: capacity may have been freed.
@@ -241,5 +270,8 @@ func (w *Worker) adopt(req streams.AdmitRequest, rec streams.Record) {
 	}
 	j := &job{wf: wf, entry: entry, epoch: rec.Epoch, inputHash: inputHash, input: input, idx: -1, lastCheck: now}
 	w.jobs[wf.ID] = j
+	if wf.RunpodID == "" {
+		w.unsentN++
+	}
 	w.scheduleLocked(j, now)
 }

@@ -108,7 +108,7 @@ func (w *Worker) claimPartition(ctx context.Context, part int) (int, error) {
 	}
 	for _, c := range from {
 		for {
-			n := w.reserve(claimBatchMax)
+			n := w.reserve(claimBatchMax, false)
 			if n == 0 {
 				return total, nil
 			}
@@ -124,7 +124,7 @@ func (w *Worker) claimPartition(ctx context.Context, part int) (int, error) {
 				cancel()
 				total += k
 			}
-			w.release(n)
+			w.release(n, false)
 			if err != nil {
 				return total, wrapClaim(err)
 			}

@@ -20,6 +20,8 @@ import (
 const (
 	MaxInFlightDefault       = 100_000 // bounded by memory (~1.5 KiB of RSS a job), not by a guess at the rate
 	ConcurrencyDefault       = 64
+	// SubmitAheadPerSlot times Concurrency is SubmitAhead's default.
+	SubmitAheadPerSlot = 8
 	MinIdleDefault           = 30 * time.Second
 	ClaimIntervalDefault     = 5 * time.Second
 	MaxDeliveriesDefault     = 5
@@ -113,6 +115,17 @@ type Config struct {
 	// Concurrency bounds the Runpod calls in flight at once (executor
 	// goroutines). Defaults to 64.
 	Concurrency int
+	// SubmitAhead bounds the jobs this worker has admitted but not yet sent
+	// to Runpod (no Runpod id): the fetcher reads new submissions only
+	// while fewer are waiting for their /run, so a backlog Runpod cannot
+	// take yet (the /run budget, a slow /run) waits in the submissions
+	// stream, shared by every worker and cancellable without a Runpod
+	// call, not in one worker's memory. MaxInFlight still bounds the jobs
+	// owned (mostly on Runpod). Takeovers are not held back by it, but a
+	// taken-over job not yet sent counts against it. Defaults to
+	// SubmitAheadPerSlot × Concurrency (512): at 1,000 jobs/s a job waits
+	// for its /run about 0.5 s at most.
+	SubmitAhead int
 	// MinIdle is the lease: how long an entry may go without a heartbeat
 	// before other workers may reclaim it. Defaults to 30s; at least 1s.
 	MinIdle time.Duration
@@ -208,6 +221,9 @@ func (c Config) WithDefaults() Config {
 	if c.Concurrency == 0 {
 		c.Concurrency = ConcurrencyDefault
 	}
+	if c.SubmitAhead == 0 {
+		c.SubmitAhead = SubmitAheadPerSlot * c.Concurrency
+	}
 	if c.MinIdle == 0 {
 		c.MinIdle = MinIdleDefault
 	}
@@ -272,6 +288,8 @@ func (c Config) Validate() error {
 		return bad("MaxInFlight", "%d is less than 1", c.MaxInFlight)
 	case c.Concurrency < 1:
 		return bad("Concurrency", "%d is less than 1", c.Concurrency)
+	case c.SubmitAhead < 1:
+		return bad("SubmitAhead", "%d is less than 1", c.SubmitAhead)
 	case c.MinIdle < time.Second:
 		return bad("MinIdle", "must be at least 1s")
 	case c.HeartbeatInterval <= 0 || c.HeartbeatInterval >= c.MinIdle:

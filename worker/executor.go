@@ -109,7 +109,7 @@ func (w *Worker) settle(j *job, s snapshot, r stepResult) {
 		return
 	}
 	from := j.wf.State
-	j.wf = r.wf
+	w.setWFLocked(j, r.wf)
 	if r.clearPending {
 		j.pending = nil
 	}
@@ -182,6 +182,9 @@ func (w *Worker) dropLocked(j *job, lost bool) (hookLost bool) {
 	w.unscheduleLocked(j)
 	if cur := w.jobs[j.wf.ID]; cur == j {
 		delete(w.jobs, j.wf.ID)
+		if j.wf.RunpodID == "" {
+			w.unsentN--
+		}
 	}
 	if j.cancel != nil {
 		j.cancel(errLeaseLost)

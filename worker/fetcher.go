@@ -28,7 +28,7 @@ func (w *Worker) fetchLoop(ctx context.Context, part int) {
 	}
 	st := w.store.all[part]
 	gated := w.cfg.Admission.Depth > 0
-	share := max(1, (w.cfg.MaxInFlight+len(w.store.served)-1)/len(w.store.served))
+	share := max(1, (min(w.cfg.MaxInFlight, w.cfg.SubmitAhead)+len(w.store.served)-1)/len(w.store.served))
 	empty, more := false, false
 	var b backoff
 	// failed handles a Redis error; it reports whether the loop must stop.
@@ -62,7 +62,7 @@ func (w *Worker) fetchLoop(ctx context.Context, part int) {
 			}
 			want = min(want, k)
 		}
-		n := w.reserve(want)
+		n := w.reserve(want, true)
 		reading := ""
 		if n > 0 && gated {
 			if n, reading = w.admissionGrant(ctx, n); n == 0 {
@@ -96,7 +96,7 @@ func (w *Worker) fetchLoop(ctx context.Context, part int) {
 		if gated && len(msgs) < n {
 			w.admissionReport(ctx, reading, n-len(msgs))
 		}
-		w.release(n)
+		w.release(n, true)
 		if err != nil {
 			if failed(err) {
 				return
