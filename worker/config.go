@@ -18,10 +18,10 @@ import (
 // Defaults of Config. A zero field means its default; -1 is documented on
 // the fields that accept it as "disabled".
 const (
-	MaxInFlightDefault       = 100_000 // bounded by memory (~1.5 KiB of RSS a job), not by a guess at the rate
-	ConcurrencyDefault       = 64
+	MaxInFlightDefault = 100_000 // bounded by memory (~1.5 KiB of RSS a job), not by a guess at the rate
+	ConcurrencyDefault = 64
 	// SubmitAheadPerSlot times Concurrency is SubmitAhead's default.
-	SubmitAheadPerSlot = 8
+	SubmitAheadPerSlot       = 8
 	MinIdleDefault           = 30 * time.Second
 	ClaimIntervalDefault     = 5 * time.Second
 	MaxDeliveriesDefault     = 5

@@ -14,8 +14,9 @@
 // One Worker runs a fixed set of goroutines, each owned and awaited by Run:
 //
 //   - fetcher: XREADGROUP ">" for at most the free capacity (MaxInFlight
-//     minus owned jobs), never more, because an entry's idle clock starts at
-//     delivery; the batch is decoded (streams.NewAdmitRequest) and admitted
+//     minus owned jobs, and SubmitAhead minus owned jobs not yet sent to
+//     /run, so the backlog waits in the stream), never more, because an
+//     entry's idle clock starts at delivery; the batch is decoded (streams.NewAdmitRequest) and admitted
 //     in one streams.Admit call, which bumps each job's epoch and names this
 //     worker the owner; admitted jobs go to the scheduler.
 //   - scheduler: owned jobs are small structs in a min-heap ordered by the

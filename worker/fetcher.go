@@ -3,13 +3,16 @@ package worker
 import "context"
 
 // fetchLoop reads new submissions (XREADGROUP >) for at most the free
-// capacity, admits them and schedules them, until ctx is done. With no free
-// capacity it waits until a job leaves. Redis errors are logged and backed
+// capacity, admits them and schedules them, until ctx is done. The capacity
+// is MaxInFlight minus owned jobs, and at most SubmitAhead minus owned jobs
+// not yet sent to /run (reserve): a backlog Runpod cannot take yet stays in
+// the stream for every worker. With no free capacity it waits until a job
+// leaves or one is sent. Redis errors are logged and backed
 // off; entries delivered but not admitted stay pending and are reclaimed.
 //
 // Each served partition has its own fetch loop (a blocking XREADGROUP
 // cannot span slots). They share the capacity fairly: a read takes at most
-// an equal share of MaxInFlight, a loop whose partition was empty last time
+// an equal share of the smaller of MaxInFlight and SubmitAhead, a loop whose partition was empty last time
 // blocks holding a single slot (so idle partitions do not sit on capacity
 // a busy one could use), and waiting loops are woken in turn.
 //

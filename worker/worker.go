@@ -129,13 +129,13 @@ type Worker struct {
 	mu       sync.Mutex
 	jobs     map[string]*job
 	heap     jobHeap
-	reserved int      // capacity reserved by a fetch or claim in progress
+	reserved int // capacity reserved by a fetch or claim in progress
 	// unsent counts jobs in jobs with no Runpod id (admitted, not yet
 	// sent); fetchReserved the part of reserved held by fetch loops. The
 	// fetcher keeps their sum under SubmitAhead.
 	unsentN       int
 	fetchReserved int
-	orphanQ  []orphan // suspected orphans for the orphan loop
+	orphanQ       []orphan // suspected orphans for the orphan loop
 	// admitting counts admit calls in progress per job id: a heartbeat's
 	// "lost" for such a job may only be our own re-admit's new epoch
 	// (written in Redis, not yet in memory), so loseLease leaves it alone.

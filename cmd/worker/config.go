@@ -72,6 +72,7 @@ type options struct {
 
 	maxInFlight       int
 	concurrency       int
+	submitAhead       int
 	minIdle           time.Duration
 	heartbeatInterval time.Duration
 	claimInterval     time.Duration
@@ -223,6 +224,9 @@ func newFlagTable(o *options) *flagTable {
 	t.add(groupWorker, "concurrency", "N",
 		"most Runpod calls in flight at once (1..10000)", strconv.Itoa(worker.ConcurrencyDefault),
 		ints(&o.concurrency, 1, 10_000))
+	t.add(groupWorker, "submit-ahead", "N",
+		"most jobs this worker admits ahead of their /run (0..1000000; 0 = "+strconv.Itoa(worker.SubmitAheadPerSlot)+" x --concurrency): the backlog beyond it waits in the stream, shared by every worker",
+		"0", ints(&o.submitAhead, 0, 1_000_000))
 	t.add(groupWorker, "min-idle", "DURATION",
 		"lease: a job not heartbeated this long is taken over by another worker (at least 1s)",
 		worker.MinIdleDefault.String(), dur(&o.minIdle, time.Second, 0))
@@ -430,6 +434,7 @@ func (o *options) workerConfig(rp workflow.Runpod, log hclog.Logger, hooks worke
 		ServePartitions:   o.servePartitions,
 		MaxInFlight:       o.maxInFlight,
 		Concurrency:       o.concurrency,
+		SubmitAhead:       o.submitAhead,
 		MinIdle:           o.minIdle,
 		HeartbeatInterval: o.heartbeatInterval,
 		ClaimInterval:     o.claimInterval,
@@ -536,6 +541,7 @@ var fieldFlags = map[string]string{
 	"worker: ServePartitions":        "serve-partitions",
 	"worker: MaxInFlight":            "max-in-flight",
 	"worker: Concurrency":            "concurrency",
+	"worker: SubmitAhead":            "submit-ahead",
 	"worker: MinIdle":                "min-idle",
 	"worker: HeartbeatInterval":      "heartbeat-interval",
 	"worker: ClaimInterval":          "claim-interval",
