@@ -62,6 +62,7 @@ type Store struct {
 	dur   Durability // see SetDurability
 	group string
 	cps   checkpointBatch // concurrent Checkpoint calls share one script call
+	sem   chan struct{}   // the client's limit on blocking reads (blocking.go)
 }
 
 // New returns a Store for one namespace.
@@ -74,7 +75,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 	if group == "" {
 		group = GroupDefault
 	}
-	return &Store{rdb: rdb, keys: keys, group: group}, nil
+	return &Store{rdb: rdb, keys: keys, group: group, sem: blockingLimit(rdb)}, nil
 }
 
 // Keys returns the store's key builder.

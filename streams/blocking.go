@@ -2,7 +2,10 @@ package streams
 
 import (
 	"context"
+	"reflect"
+	"runtime"
 	"sync"
+	"weak"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -15,7 +18,7 @@ import (
 // each connection a reader gives back then goes straight to the next
 // waiting reader, and every other command (heartbeats, outcome writes, Get)
 // waits about a BLOCK for its turn, or fails with a pool timeout. So every
-// Store sharing one client shares one limit: blocking reads hold at most
+// Store sharing one client shares one limit (see blockingLimit): blocking reads hold at most
 // half of its pool (per node for a Cluster client, counted over all nodes:
 // stricter), and the rest is always there for short commands.
 
@@ -24,38 +27,54 @@ import (
 func BlockingShare(poolSize int) int { return max(1, poolSize/2) }
 
 // blockingLimits maps a client to its limit (a channel used as a
-// semaphore); clients whose pool size is unknown have none.
-var blockingLimits sync.Map // redis.UniversalClient -> chan struct{}
+// semaphore). The key is a weak pointer to the client, and the entry is
+// deleted once the client is collected: the map holds no client alive, and
+// it keeps one entry per client in use, not per client ever used.
+var blockingLimits sync.Map // weak.Pointer[byte] -> chan struct{}
 
-func blockingLimit(rdb redis.UniversalClient) chan struct{} {
-	if v, ok := blockingLimits.Load(rdb); ok {
-		return v.(chan struct{})
-	}
+// poolSize is rdb's pool size. A client go-redis does not define (a
+// wrapper) is asked for the Options of the client it embeds; one that has
+// none gets go-redis's default pool (10 per CPU).
+func poolSize(rdb redis.UniversalClient) int {
 	var size int
 	switch c := rdb.(type) {
-	case *redis.Client: // one server, or Sentinel's failover client
+	case interface{ Options() *redis.Options }: // one server, Sentinel
 		size = c.Options().PoolSize
-	case *redis.ClusterClient:
+	case interface{ Options() *redis.ClusterOptions }:
 		size = c.Options().PoolSize
-	case *redis.Ring:
+	case interface{ Options() *redis.RingOptions }:
 		size = c.Options().PoolSize
-	default:
-		return nil
 	}
 	if size <= 0 {
-		return nil
+		size = 10 * runtime.GOMAXPROCS(0)
 	}
-	v, _ := blockingLimits.LoadOrStore(rdb, make(chan struct{}, BlockingShare(size)))
-	return v.(chan struct{})
+	return size
+}
+
+// blockingLimit returns rdb's limit. A client whose dynamic value is not a
+// pointer cannot be keyed weakly: each call gets a fresh limit, held by the
+// Store that asked.
+func blockingLimit(rdb redis.UniversalClient) chan struct{} {
+	v := reflect.ValueOf(rdb)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Type().Elem().Size() == 0 {
+		return make(chan struct{}, BlockingShare(poolSize(rdb)))
+	}
+	obj := (*byte)(v.UnsafePointer())
+	key := weak.Make(obj)
+	if sem, ok := blockingLimits.Load(key); ok {
+		return sem.(chan struct{})
+	}
+	sem, loaded := blockingLimits.LoadOrStore(key, make(chan struct{}, BlockingShare(poolSize(rdb))))
+	if !loaded {
+		runtime.AddCleanup(obj, func(k weak.Pointer[byte]) { blockingLimits.Delete(k) }, key)
+	}
+	return sem.(chan struct{})
 }
 
 // blocking runs fn, a blocking read, within the client's limit. It waits
 // for a place as long as ctx allows.
 func (s *Store) blocking(ctx context.Context, fn func() error) error {
-	sem := blockingLimit(s.rdb)
-	if sem == nil {
-		return fn()
-	}
+	sem := s.sem
 	select {
 	case sem <- struct{}{}:
 	case <-ctx.Done():

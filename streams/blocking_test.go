@@ -3,6 +3,7 @@ package streams
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -83,4 +84,50 @@ func TestBlockingReadsLeaveConnectionsForCommands(t *testing.T) {
 		"commands waited for a pooled connection held by blocking reads")
 	require.LessOrEqual(t, blockedClients(t, base), BlockingShare(poolSize),
 		"blocking reads hold at most their share of the pool")
+}
+
+// wrappedClient is a caller's wrapper around a go-redis client (tracing,
+// metrics): not a type go-redis defines.
+type wrappedClient struct{ *redis.Client }
+
+// blockingLimitCount is how many clients currently have a limit.
+func blockingLimitCount() int {
+	n := 0
+	blockingLimits.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
+// TestBlockingLimitsDoNotLeak: the limit of a client no one holds any more
+// is dropped. Before, the global map kept one entry (and the client it was
+// keyed by, with its pool) per client ever used: 50 clients built and closed
+// left 50 entries however often the GC ran.
+func TestBlockingLimitsDoNotLeak(t *testing.T) {
+	base, ns := redistest.New(t)
+	before := blockingLimitCount()
+	func() {
+		for range 50 {
+			rdb := redis.NewClient(&redis.Options{Addr: base.Options().Addr, Protocol: 2})
+			st, err := New(rdb, Config{Namespace: ns})
+			require.NoError(t, err)
+			_, err = st.ReadEvents(context.Background(), "$", 1, time.Millisecond)
+			require.True(t, err == nil || err == redis.Nil, "%v", err)
+			require.NoError(t, rdb.Close())
+		}
+	}()
+	require.Eventually(t, func() bool { runtime.GC(); return blockingLimitCount() <= before },
+		time.Minute, 10*time.Millisecond, "limits of dropped clients stay in the map")
+}
+
+// TestBlockingLimitForWrappedClient: a client go-redis does not define (a
+// wrapper) gets a limit too. Before, it had none: its blocking reads could
+// take its whole pool.
+func TestBlockingLimitForWrappedClient(t *testing.T) {
+	base, _ := redistest.New(t)
+	inner := redis.NewClient(&redis.Options{Addr: base.Options().Addr, PoolSize: 6, Protocol: 2})
+	t.Cleanup(func() { _ = inner.Close() })
+	sem := blockingLimit(&wrappedClient{inner})
+	require.NotNil(t, sem, "a wrapped client has no limit")
+	require.Equal(t, BlockingShare(6), cap(sem), "the wrapper's limit follows the pool it wraps")
+	w := &wrappedClient{inner}
+	require.Equal(t, blockingLimit(w), blockingLimit(w), "one wrapper, one limit")
 }
