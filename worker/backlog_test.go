@@ -130,3 +130,60 @@ func TestBacklogWaitsInStream(t *testing.T) {
 	mu.Unlock()
 	require.False(t, ran, "the canceled job never reached Runpod")
 }
+
+// TestBacklogBoundWithTakeover: jobs taken over from a crashed worker
+// before their /run are not held back by SubmitAhead (they must be
+// resumed), but they count against it: once they are in, the fetcher reads
+// no more of the stream until /runs are sent.
+func TestBacklogBoundWithTakeover(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	const ahead = 5
+	for i := range ahead {
+		b.submit(t, fmt.Sprintf("dead-%d", i), `{"tag":"dead","mock_delay":10,"mock_return":1}`, 0)
+	}
+	// A worker that admitted them and died before any /run.
+	require.NoError(t, b.store.EnsureGroup(ctx))
+	msgs, err := b.store.Read(ctx, "crashed", ahead, 0)
+	require.NoError(t, err)
+	require.Len(t, msgs, ahead)
+	reqs := make([]streams.AdmitRequest, len(msgs))
+	for i, m := range msgs {
+		reqs[i] = streams.NewAdmitRequest(m, 1<<20)
+	}
+	_, err = b.store.Admit(ctx, reqs, streams.AdmitOpts{Consumer: "crashed", MaxDeliveries: 5, ResultTTL: time.Hour, Now: time.Now()})
+	require.NoError(t, err)
+	for i := range 2 * ahead {
+		b.submit(t, fmt.Sprintf("new-%d", i), `{"tag":"new","mock_delay":10,"mock_return":1}`, 0)
+	}
+	var budget atomic.Int64 // no /run budget: nothing is sent
+	var mu sync.Mutex
+	cfg := b.config("heir")
+	cfg.Runpod = budgetRunpod{fakeRunpod: b.rp, budget: &budget, mu: &mu, sent: map[string]string{}, name: "heir"}
+	cfg.Concurrency = 2
+	cfg.SubmitAhead = ahead
+	w := b.start(t, cfg)
+	unsent := func() int { return w.w.Stats().InFlightByState[workflow.StateSubmitted] }
+	require.Eventually(t, func() bool { return unsent() == ahead }, time.Minute, 5*time.Millisecond, "the fetcher fills its bound")
+	require.Eventually(t, func() bool {
+		_, err := w.w.claimPass(ctx)
+		return err == nil && w.w.Stats().Reclaimed == ahead
+	}, time.Minute, 50*time.Millisecond, "the crashed worker's jobs are taken over")
+	require.Equal(t, 2*ahead, unsent(), "taken-over jobs are unsent too")
+	groups, err := b.rdb.XInfoGroups(ctx, b.store.Keys().Submissions()).Result()
+	require.NoError(t, err)
+	require.EqualValues(t, ahead, groups[0].Lag, "the fetcher read only its bound of new entries")
+	runs, _, _ := b.rp.counts()
+	require.Zero(t, runs)
+
+	budget.Add(1 << 40)
+	for i := range ahead {
+		b.waitState(t, fmt.Sprintf("dead-%d", i), workflow.StateCompleted, time.Minute)
+	}
+	for i := range 2 * ahead {
+		b.waitState(t, fmt.Sprintf("new-%d", i), workflow.StateCompleted, time.Minute)
+	}
+	runs, _, _ = b.rp.counts()
+	require.Equal(t, 3*ahead, runs, "each job sent once")
+}
