@@ -194,14 +194,16 @@ func (s *Store) leaseArgs(consumer string, leases []Lease, args []any) ([]string
 
 // Liveness is what a beat writes to, and expects in, the consumer's
 // liveness key (Keys.Alive): the lease as the key's TTL, the token to write
-// and the token the previous beat wrote. Every beat writes a new token, so
-// a key that holds anything but Expect (or Token, written by an earlier
-// batch of the same beat) shows that the key expired or was lost or rolled
-// back, or that another process uses the same consumer name.
+// and the token the key should hold. Every beat writes a new token, so a
+// key that holds anything but Expect shows that the key expired or was
+// lost or rolled back, that another process uses the same consumer name,
+// or that this very call was resent after a lost reply (it holds Token:
+// the applied try may have found leases lost). A beat's later batches
+// expect its own Token.
 type Liveness struct {
 	Lease  time.Duration // TTL of the key; 0 = do not write it, check every record
 	Token  string        // written by this beat
-	Expect string        // written by the previous beat; "" = check every record; ExpectAbsent on a first beat
+	Expect string        // the previous beat's token (this beat's in its later batches); "" = check every record; ExpectAbsent on a first beat
 }
 
 // ExpectAbsent is Liveness.Expect for a worker's first beat in a partition:

@@ -10,11 +10,15 @@
 -- sorted by entry id), and per lease only when that answer may be cut.
 --
 -- The record of each lease (owner, epoch, not terminal) is read only when
--- it can tell something the PEL does not: when the liveness key held
--- neither the token the caller last wrote nor the one it writes now (it
--- expired during a stall past the lease, a restart from an older snapshot
--- or a failover lost or rolled it back, another process with the same
--- consumer name wrote it), or when the caller asks (ARGV[5] = ""). Claimers
+-- it can tell something the PEL does not: when the liveness key did not
+-- hold the token the caller expects (it expired during a stall past the
+-- lease, a restart from an older snapshot or a failover lost or rolled it
+-- back, another process with the same consumer name wrote it), or when the
+-- caller asks (ARGV[5] = ""). The key holding the token this call writes
+-- is not as expected either: it is this very call resent after its reply
+-- was lost (go-redis retries a broken connection), whose applied try may
+-- have read the records and found leases lost that the caller never heard
+-- of. A later batch of the same beat expects the beat's own token. Claimers
 -- take entries only from consumers whose liveness key is absent (claim.lua),
 -- so while the key stays ours the PEL cannot move under us unseen; the
 -- fenced writes refuse whatever else a lost write could leave stale.
@@ -28,8 +32,10 @@
 -- ARGV[3] lease, ms: the liveness key is set to ARGV[4] with this TTL;
 --         "0" = leave the key alone and check every record
 -- ARGV[4] token to write
--- ARGV[5] token the caller last wrote; "" = check every record; "-" = the
---         caller wrote none yet (its first beat): the key should be absent
+-- ARGV[5] token the caller expects in the key: the previous beat's (the
+--         first batch) or this beat's (later batches); "" = check every
+--         record; "-" = the caller wrote none yet (its first beat): the key
+--         should be absent
 -- ARGV[4+2i] entry id of lease i
 -- ARGV[5+2i] epoch of lease i
 --
@@ -42,9 +48,9 @@ local check = true
 if lease > 0 then
   local old = nz(redis.call('SET', alive, token, 'PX', lease, 'GET'))
   if expect == '-' then
-    check = old ~= nil and old ~= token
+    check = old ~= nil
   else
-    check = expect == '' or (old ~= expect and old ~= token)
+    check = expect == '' or old ~= expect
   end
 end
 
