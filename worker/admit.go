@@ -169,6 +169,7 @@ func (w *Worker) markAdmitting(reqs []streams.AdmitRequest, d int) {
 		id := r.Sub.JobID
 		if w.admitting[id] += d; w.admitting[id] <= 0 {
 			delete(w.admitting, id)
+			delete(w.admitWakes, id)
 		}
 	}
 }
@@ -243,11 +244,16 @@ func (w *Worker) adopt(req streams.AdmitRequest, rec streams.Record) {
 		w.mu.Unlock()
 		w.hookLeaseLost(wf.ID, lost)
 	}()
+	read, woken := w.admitWakes[wf.ID]
+	delete(w.admitWakes, wf.ID)
 	if j := w.jobs[wf.ID]; j != nil {
 		if rec.Epoch == j.epoch+1 && rec.PrevOwner == w.cfg.InstanceID {
 			// Only our own lease lapsed: same job, next epoch. A running
 			// action's fenced write is redone with it (checkpointOwned).
 			j.epoch, j.entry = rec.Epoch, rec.Entry
+			if woken {
+				j.checkCancel, j.readNow = true, j.readNow || read
+			}
 			if j.running {
 				j.wake = true
 			} else {
@@ -269,6 +275,11 @@ func (w *Worker) adopt(req streams.AdmitRequest, rec streams.Record) {
 		entry = req.Entry.ID
 	}
 	j := &job{wf: wf, entry: entry, epoch: rec.Epoch, inputHash: inputHash, input: input, idx: -1, lastCheck: now}
+	if woken {
+		// Woken while admitting: re-read the record (and Runpod) at once.
+		j.checkCancel, j.readNow = true, read
+		j.hints++
+	}
 	w.jobs[wf.ID] = j
 	if wf.RunpodID == "" {
 		w.unsentN++

@@ -59,6 +59,12 @@ func (w *Worker) wakeToRead(jobID string) { w.wake(jobID, true) }
 func (w *Worker) wake(jobID string, read bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.admitting[jobID] > 0 {
+		// The admit in progress may return a record older than what woke
+		// us (a cancel logged after admit.lua read it), for a job not held
+		// yet: adopt applies the wake. A hint or log entry is read once.
+		w.admitWakes[jobID] = w.admitWakes[jobID] || read
+	}
 	j := w.jobs[jobID]
 	if j == nil {
 		return

@@ -140,6 +140,12 @@ type Worker struct {
 	// "lost" for such a job may only be our own re-admit's new epoch
 	// (written in Redis, not yet in memory), so loseLease leaves it alone.
 	admitting map[string]int
+	// admitWakes holds the wakes (cancel hints, cancel-log entries,
+	// webhook reads) that came for a job while an admit of it was in
+	// progress: the record that admit returns may predate the cancel, and
+	// the job is not held yet (or its memory is about to be replaced), so
+	// the wake is applied when the job is adopted. true: read Runpod too.
+	admitWakes map[string]bool
 
 	wakeDispatch chan struct{} // nudges the dispatcher: a job became due earlier
 	capacity     chan struct{} // nudges the fetcher: capacity was freed
@@ -224,6 +230,7 @@ func newWorkerParts(all []store, cfg Config) *Worker {
 		log:          cfg.Logger.Named("worker").With("consumer", cfg.InstanceID),
 		jobs:         make(map[string]*job),
 		admitting:    make(map[string]int),
+		admitWakes:   make(map[string]bool),
 		wakeDispatch: make(chan struct{}, 1),
 		capacity:     make(chan struct{}, 1),
 		claimNow:     make(chan struct{}, 1),
