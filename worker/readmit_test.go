@@ -102,6 +102,11 @@ func TestReadmitAfterAnotherOwnerResumesFromRecord(t *testing.T) {
 	// B takes the job over and resubmits (SubmitUncertainPolicy resubmit).
 	cfgB := b.config("B")
 	cfgB.Runpod = sim.rp
+	// B's lease must not lapse on a loaded box (a 1s lease with 200ms beats
+	// did: a late beat let a claim pass re-admit the job at epoch 3 before
+	// the test read epoch 2); B's handoff at stop ends it, not its TTL.
+	cfgB.MinIdle = time.Minute
+	cfgB.HeartbeatInterval = time.Second
 	rB := b.start(t, cfgB)
 	ageEntry(t, b, "j")
 	require.Eventually(t, func() bool {
