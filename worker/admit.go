@@ -79,10 +79,12 @@ func (w *Worker) signalCapacity() {
 // consumer and are reclaimed after MinIdle: nothing is lost.
 func (w *Worker) admit(ctx context.Context, part int, msgs []redis.XMessage) (int, error) {
 	reqs := make([]streams.AdmitRequest, len(msgs))
+	foreign := false
 	for i, m := range msgs {
 		reqs[i] = streams.NewAdmitRequest(m, w.cfg.MaxInputBytes)
 		if r := &reqs[i]; r.Poison == "" && len(w.store.all) > 1 {
 			if want := streams.PartitionOf(r.Sub.JobID, len(w.store.all)); want != part {
+				foreign = true
 				// A raw producer wrote it to the wrong partition: its record
 				// would live where Get, Cancel and AwaitResult never look.
 				// Dead-lettered here without a record (no job id), loudly.
@@ -90,6 +92,15 @@ func (w *Worker) admit(ctx context.Context, part int, msgs []redis.XMessage) (in
 					r.Sub.JobID, want, len(w.store.all), part)
 				r.Sub, r.Foreign = streams.Submission{}, true
 			}
+		}
+	}
+	if foreign {
+		// An entry of another partition is a raw producer's mistake, or
+		// ours: the namespace was migrated to another count while we run,
+		// and a producer of the new count wrote a job (its record too) here.
+		// Dead-lettering that one would leave its record SUBMITTED forever.
+		if err := w.recheckPartitions(ctx); err != nil {
+			return 0, err // the entries stay pending, for a worker of the right count
 		}
 	}
 	w.markAdmitting(reqs, 1)

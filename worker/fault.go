@@ -35,16 +35,23 @@ func (w *Worker) checkFault(ctx context.Context, err error) error {
 
 // fault records the first worker fault and starts the shutdown.
 func (w *Worker) fault(err error) {
+	w.halt(err, "Runpod refuses this worker's API key or endpoint: it stops taking jobs and hands "+
+		"the ones it owns to the other workers; fix the configuration and restart it")
+}
+
+// halt records the first fault of this worker's own configuration (err,
+// logged with msg) and starts the shutdown; Fault returns err.
+func (w *Worker) halt(err error, msg string) {
 	w.faultOnce.Do(func() {
 		w.faultErr = err
-		w.log.Error("Runpod refuses this worker's API key or endpoint: it stops taking jobs and hands "+
-			"the ones it owns to the other workers; fix the configuration and restart it", "error", err)
+		w.log.Error(msg, "error", err)
 		close(w.faulted)
 	})
 }
 
 // Fault returns the worker fault that stopped Run (wrapping
-// workflow.ErrWorkerFault), or nil.
+// workflow.ErrWorkerFault, or streams.ErrPartitionsMismatch when the
+// namespace's partition count changed while it ran), or nil.
 func (w *Worker) Fault() error {
 	select {
 	case <-w.faulted:

@@ -358,7 +358,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	select {
 	case <-ctx.Done():
-	case <-w.faulted: // Runpod refuses our key or endpoint: leave the jobs to others
+	case <-w.faulted: // Runpod refuses our key or endpoint, or P changed: leave the jobs to others
 	}
 	w.log.Info("worker stopping", "in_flight", w.Stats().InFlight)
 
@@ -418,7 +418,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	if err := w.Fault(); err != nil {
-		errs = append(errs, fmt.Errorf("worker: stopped by a worker fault: %w", err))
+		if errors.Is(err, streams.ErrPartitionsMismatch) {
+			errs = append(errs, fmt.Errorf("worker: stopped: %w", err))
+		} else {
+			errs = append(errs, fmt.Errorf("worker: stopped by a worker fault: %w", err))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		w.log.Warn("worker stopped on a failure", "error", err)
@@ -445,6 +449,24 @@ func (w *Worker) checkPartitions(ctx context.Context) error {
 			return fmt.Errorf("check the partition count: %w", err)
 		}
 	}
+}
+
+// recheckPartitions reads the namespace's recorded partition count again
+// while the worker runs. A count that is no longer ours (a migration this
+// worker missed) stops the worker as a worker fault does: its jobs go to
+// the peers, and Run returns an error wrapping ErrPartitionsMismatch. Any
+// error means "do not act on the entries under our count".
+func (w *Worker) recheckPartitions(ctx context.Context) error {
+	if w.meta == nil {
+		return nil
+	}
+	err := w.meta.CheckPartitions(ctx, false)
+	if errors.Is(err, streams.ErrPartitionsMismatch) {
+		w.halt(err, "PARTITION COUNT CHANGED while this worker runs (a migration it missed): it stops "+
+			"taking jobs, leaves the entries of the new count to workers configured with it, and hands "+
+			"the jobs it owns to the other workers; restart it with the namespace's count")
+	}
+	return err
 }
 
 // ensureGroup creates the consumer group of every served partition,
