@@ -36,12 +36,21 @@ func (w *Worker) janitorLoop(ctx context.Context) {
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.Warn("janitor pass failed", "error", err)
-		case r.backlog:
+		case r.backlog && len(r.unserved) == 0:
 			log.Info("trim backlog left after a pass; continuing shortly",
 				"events_removed", r.events, "dead_removed", r.dead)
 		case r.events > 0 || r.dead > 0 || len(r.consumers) > 0:
 			log.Debug("janitor pass", "events_removed", r.events, "dead_removed", r.dead,
 				"consumers_removed", r.consumers)
+		}
+		for _, u := range r.unserved {
+			log.Error("PARTITION NOT SERVED: it holds submissions and no worker ever created its consumer group; "+
+				"its jobs wait until a worker serves it (every partition must be in some worker's --serve-partitions)",
+				"partition", u.part, "submissions", u.entries)
+		}
+		if r.backlog && len(r.unserved) > 0 {
+			log.Info("trim backlog left after a pass; continuing shortly",
+				"events_removed", r.events, "dead_removed", r.dead)
 		}
 		next := EventTrimIntervalDefault
 		if r.backlog {
@@ -56,6 +65,14 @@ type janitorResult struct {
 	events, dead int64
 	consumers    []string
 	backlog      bool // the budget ran out before a trim was done
+	// unserved are the partitions this worker does not serve that hold
+	// submissions but have no consumer group: no worker ever read them.
+	unserved []unservedPart
+}
+
+type unservedPart struct {
+	part    int
+	entries int64
 }
 
 // janitorPass trims events older than EventRetention and dead letters
@@ -90,7 +107,37 @@ func (w *Worker) janitorPass(ctx context.Context, budget time.Duration) (janitor
 			return r, err
 		}
 	}
-	return r, nil
+	r.unserved, err = w.unservedPartitions(ctx)
+	return r, err
+}
+
+// unservedPartitions looks at the partitions this worker does not serve:
+// one whose submissions stream holds entries but has no consumer group was
+// never read by any worker (each creates the groups of what it serves at
+// start), so subsets of --serve-partitions left it out and its jobs wait
+// silently. A group that exists is someone's: its backlog may be normal.
+func (w *Worker) unservedPartitions(ctx context.Context) ([]unservedPart, error) {
+	if w.meta == nil || len(w.store.served) == len(w.store.all) {
+		return nil, nil
+	}
+	served := make(map[int]bool, len(w.store.served))
+	for _, p := range w.store.served {
+		served[p] = true
+	}
+	var out []unservedPart
+	for i := range w.store.all {
+		if served[i] {
+			continue
+		}
+		q, err := w.meta.At(i).QueueInfo(ctx)
+		if err != nil {
+			return out, err
+		}
+		if !q.GroupExists && q.Length > 0 {
+			out = append(out, unservedPart{part: i, entries: q.Length})
+		}
+	}
+	return out, nil
 }
 
 // trimUntilDone repeats bounded approximate trims until one removes

@@ -1,12 +1,16 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/stretchr/testify/require"
 	"github.com/yourscope/runpod-orchestrator/streams"
 	"github.com/yourscope/runpod-orchestrator/workflow"
@@ -69,4 +73,47 @@ func TestStaleCountWorkerLeavesMigratedJobs(t *testing.T) {
 		rec, err := nu.For(id).Get(context.Background(), id)
 		return err == nil && rec.State == string(workflow.StateCompleted)
 	}, 30*time.Second, 20*time.Millisecond, "the job runs under the new count")
+}
+
+// TestUnservedPartitionIsLoud: --serve-partitions subsets that together
+// leave a partition unserved strand its jobs silently (no group, nobody
+// reads it). The janitor of a worker that does not serve a partition
+// holding submissions no consumer group was ever created for says so at
+// error level.
+func TestUnservedPartitionIsLoud(t *testing.T) {
+	t.Parallel()
+	b, ps := partsSetup(t, 3)
+	id := ""
+	for i := 0; id == ""; i++ {
+		if c := fmt.Sprintf("un-%d", i); streams.PartitionOf(c, 3) == 2 {
+			id = c
+		}
+	}
+	submitTo(t, ps, id, `{"mock_delay":1}`)
+	var logs syncBuffer
+	cfg := b.config("subset")
+	cfg.Partitions = 3
+	cfg.ServePartitions = []int{0, 1}
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
+	b.start(t, cfg) // its janitor runs a pass at start
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "PARTITION NOT SERVED") },
+		10*time.Second, 10*time.Millisecond, "no word about partition 2:\n%s", logs.String())
+	require.Contains(t, logs.String(), "partition=2")
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
