@@ -14,6 +14,11 @@ import (
 // records its partition count.
 const MetaPartitions = "partitions"
 
+// MetaPartitionOf is the field a partitioned namespace's workers write in
+// each partition's meta hash ({ns:i}:meta): the base namespace it is a
+// partition of. Namespace "ns:i" of its own would use the same keys.
+const MetaPartitionOf = "partition_of"
+
 // ErrPartitionsMismatch: the namespace's recorded partition count differs
 // from the one this process is configured with. Producers and workers must
 // agree on it, or jobs would be written where no worker reads them; changing
@@ -110,6 +115,9 @@ func (ps *Partitions) CheckPartitions(ctx context.Context, record bool) error {
 			if err := ps.checkLayout(ctx); err != nil {
 				return err
 			}
+		}
+		if err := ps.checkCollision(ctx); err != nil {
+			return err
 		}
 		if err := ps.rdb.HSetNX(ctx, ps.meta, MetaPartitions, len(ps.stores)).Err(); err != nil {
 			return fmt.Errorf("streams: record partitions in %s: %w", ps.meta, err)
@@ -210,6 +218,43 @@ func (ps *Partitions) checkLayout(ctx context.Context) error {
 				"written under another count; this process is configured with %d: "+
 				"set the count the producers used, or drain that stream (docs/operations.md, Partitions)",
 				ErrPartitionsMismatch, ps.ns, MetaPartitions, keys[i], c.Val(), p)
+		}
+	}
+	return nil
+}
+
+// checkCollision refuses a namespace whose keys are another namespace's
+// partition, or the reverse: partition i of "ns" has the hash tag {ns:i},
+// which is also namespace "ns:i"'s own, so the two pools would read each
+// other's submissions. A partitioned namespace's worker marks each of its
+// partitions' meta hashes (MetaPartitionOf) and refuses one that records a
+// partition count (a namespace of its own); an unpartitioned one refuses
+// a meta hash that marks it as a partition. Workers only (at start).
+func (ps *Partitions) checkCollision(ctx context.Context) error {
+	if len(ps.stores) == 1 {
+		of, err := ps.rdb.HGet(ctx, ps.meta, MetaPartitionOf).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("streams: read %s: %w", ps.meta, err)
+		}
+		if of != "" {
+			return fmt.Errorf("%w: namespace %q is partition of namespace %q (%s %s): both would read the same streams; "+
+				"rename one namespace (docs/operations.md, Partitions)", ErrPartitionsMismatch, ps.ns, of, ps.meta, MetaPartitionOf)
+		}
+		return nil
+	}
+	for _, st := range ps.stores {
+		meta := st.keys.Meta()
+		p, err := ps.rdb.HGet(ctx, meta, MetaPartitions).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("streams: read %s: %w", meta, err)
+		}
+		if p != "" {
+			return fmt.Errorf("%w: partition namespace %q of %q is a namespace of its own (%s records %s %s): "+
+				"both would read the same streams; rename one namespace (docs/operations.md, Partitions)",
+				ErrPartitionsMismatch, st.keys.Namespace(), ps.ns, meta, MetaPartitions, p)
+		}
+		if err := ps.rdb.HSetNX(ctx, meta, MetaPartitionOf, ps.ns).Err(); err != nil {
+			return fmt.Errorf("streams: record %s in %s: %w", MetaPartitionOf, meta, err)
 		}
 	}
 	return nil

@@ -113,3 +113,30 @@ func TestCheckPartitions(t *testing.T) {
 		require.ErrorContains(t, err, "configured with 1")
 	}
 }
+
+// TestNamespaceCollidingWithAPartition: namespace "x:1" (P = 1) and
+// partition 1 of namespace "x" (P = 2) are the same keys ({x:1}:...):
+// one pool's workers would read the other's submissions (running them on
+// the wrong endpoint, or dead-lettering them as in the wrong partition with
+// their records left SUBMITTED). Whichever worker starts second refuses.
+func TestNamespaceCollidingWithAPartition(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, ns := redistest.New(t)
+	for _, partitionedFirst := range []bool{true, false} {
+		base := fmt.Sprintf("%s-%v", ns, partitionedFirst)
+		split, err := NewPartitions(rdb, Config{Namespace: base}, 2)
+		require.NoError(t, err)
+		alone, err := NewPartitions(rdb, Config{Namespace: base + ":1"}, 1)
+		require.NoError(t, err)
+		first, second := split, alone
+		if !partitionedFirst {
+			first, second = alone, split
+		}
+		require.NoError(t, first.CheckPartitions(ctx, true))
+		require.NoError(t, first.CheckPartitions(ctx, true), "a restart of the first is fine")
+		err = second.CheckPartitions(ctx, true)
+		require.ErrorIs(t, err, ErrPartitionsMismatch, "partitioned first: %v", partitionedFirst)
+		require.ErrorContains(t, err, base+":1")
+	}
+}
