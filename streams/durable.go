@@ -119,17 +119,33 @@ func (s *Store) CheckDurability(ctx context.Context) error {
 // runDurable runs sc and then the durability wait on the same connection
 // (WAIT and WAITAOF wait for the writes of their own connection), as one
 // pipelined round trip. It returns the script's reply, and ErrNotDurable
-// (wrapped) when the wait fell short.
+// (wrapped) when the wait fell short. On a Cluster client the pipeline
+// goes to the keys' master itself: the cluster pipeline sends a keyless
+// WAIT to any master, where it has nothing to wait for and answers at once.
 func (s *Store) runDurable(ctx context.Context, op string, sc *redis.Script, keys []string, args ...any) (any, error) {
+	moved := 0
 	for try := 0; ; try++ {
-		pipe := s.rdb.Pipeline()
+		node, err := s.durableNode(ctx, keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("streams: %s: %w", op, err)
+		}
+		pipe := node.Pipeline()
 		ev := sc.EvalSha(ctx, pipe, keys, args...)
 		wait := pipe.Do(ctx, s.dur.waitCmd()...)
-		_, err := pipe.Exec(ctx)
+		_, err = pipe.Exec(ctx)
 		if err != nil && redis.HasErrorPrefix(ev.Err(), "NOSCRIPT") && try == 0 {
-			if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+			if err := sc.Load(ctx, node).Err(); err != nil {
 				return nil, fmt.Errorf("streams: %s: load script: %w", op, err)
 			}
+			continue
+		}
+		if cc, ok := s.rdb.(*redis.ClusterClient); ok && moved < 3 &&
+			(redis.HasErrorPrefix(ev.Err(), "MOVED") || redis.HasErrorPrefix(ev.Err(), "ASK")) {
+			// The slot moved (a failover, a reshard): the script did not
+			// run; find its master again. (ASK: the slot is migrating; the
+			// reloaded map says where it lands.)
+			moved++
+			cc.ReloadState(ctx)
 			continue
 		}
 		if ev.Err() != nil {
@@ -143,4 +159,24 @@ func (s *Store) runDurable(ctx context.Context, op string, sc *redis.Script, key
 		}
 		return ev.Val(), nil
 	}
+}
+
+// pipeliner is a client that pipelines on one connection: one server's
+// client (or Sentinel's), or one Cluster node's.
+type pipeliner interface {
+	redis.Scripter
+	Pipeline() redis.Pipeliner
+}
+
+// durableNode is the client a durable write pipelines on: the master
+// holding key on a Cluster, else the store's client.
+func (s *Store) durableNode(ctx context.Context, key string) (pipeliner, error) {
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		n, err := cc.MasterForKey(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("find the master of %s: %w", key, err)
+		}
+		return n, nil
+	}
+	return s.rdb, nil
 }

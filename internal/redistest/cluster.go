@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -38,6 +39,25 @@ func (n *Node) Kill() {
 	if n.cmd.Process != nil {
 		_ = n.cmd.Process.Kill()
 		_ = n.cmd.Wait()
+	}
+}
+
+// Pause stops the node with SIGSTOP (a stalled host: connections stay
+// open, nothing answers); Resume continues it.
+func (n *Node) Pause() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.dead && n.cmd.Process != nil {
+		_ = n.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+}
+
+// Resume continues a paused node (SIGCONT).
+func (n *Node) Resume() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.dead && n.cmd.Process != nil {
+		_ = n.cmd.Process.Signal(syscall.SIGCONT)
 	}
 }
 
