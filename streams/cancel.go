@@ -115,23 +115,55 @@ func (s *Store) CancelJob(ctx context.Context, jobID string, opts CancelOpts) (C
 // periodic re-read of the record (and the hint) still sees it.
 const CancelLogRetention = time.Hour
 
+// CancelLogRead is one read of the cancel log.
+type CancelLogRead struct {
+	// JobIDs are the jobs named by the entries read, in log order.
+	JobIDs []string
+	// Next is the position to read from next: the last entry read, or the
+	// position read from when there was nothing.
+	Next string
+	// Entry says Next is the id of an entry read (pass it as read).
+	Entry bool
+	// RolledBack reports that the position, an entry the reader had read,
+	// is no longer in the log while older entries are (Redis lost writes:
+	// a restart from an older snapshot, a promoted replica): the entries
+	// were read from the start of the log instead.
+	RolledBack bool
+}
+
 // CancelsAfter reads up to count entries of the cancel log after position
-// after (a stream id; "0-0" = from the start) and returns their job ids and
-// the position to read from next (after itself when there was nothing).
-func (s *Store) CancelsAfter(ctx context.Context, after string, count int64) (jobIDs []string, next string, err error) {
+// after (a stream id; "0-0" = from the start). read says the position is an
+// entry the caller read (a Next of an earlier read that returned entries):
+// the script then checks it is still in the log (cancels_read.lua), so a
+// rollback that lost the log's tail does not hide the cancels logged after
+// it under ids below the position.
+func (s *Store) CancelsAfter(ctx context.Context, after string, read bool, count int64) (CancelLogRead, error) {
 	if after == "" {
-		after = "0-0"
+		after, read = "0-0", false
 	}
-	msgs, err := s.rdb.XRangeN(ctx, s.keys.Cancels(), "("+after, "+", count).Result()
+	flag := "0"
+	if read {
+		flag = "1"
+	}
+	res := CancelLogRead{Next: after, Entry: read}
+	raw, err := scriptCancelsRd.Run(ctx, s.rdb, []string{s.keys.Cancels()}, after, count, flag).Slice()
 	if err != nil {
-		return nil, after, fmt.Errorf("streams: read the cancel log: %w", err)
+		return res, fmt.Errorf("streams: read the cancel log: %w", err)
 	}
-	next = after
-	for _, m := range msgs {
-		if id, ok := m.Values["job_id"].(string); ok && id != "" {
-			jobIDs = append(jobIDs, id)
+	if len(raw) == 0 || len(raw)%2 != 1 {
+		return res, fmt.Errorf("streams: read the cancel log: unexpected reply of %d values", len(raw))
+	}
+	if n, _ := raw[0].(int64); n == 1 {
+		res.RolledBack, res.Next, res.Entry = true, "0-0", false
+	}
+	for i := 1; i+1 < len(raw); i += 2 {
+		id, _ := raw[i].(string)
+		if job, _ := raw[i+1].(string); job != "" {
+			res.JobIDs = append(res.JobIDs, job)
 		}
-		next = m.ID
+		if id != "" {
+			res.Next, res.Entry = id, true
+		}
 	}
-	return jobIDs, next, nil
+	return res, nil
 }

@@ -38,12 +38,13 @@ var (
 	scriptAdmission  = mustScript("admission_take.lua")
 	scriptAdmReport  = mustScript("admission_report.lua")
 	scriptChunks     = mustScript("chunks.lua")
+	scriptCancelsRd  = mustScript("cancels_read.lua")
 )
 
 // allScripts lists every script, for LoadScripts.
 var allScripts = []*redis.Script{
 	scriptSubmit, scriptAdmit, scriptCheckpoint, scriptFinalize,
-	scriptHeartbeat, scriptHandoff, scriptClaim, scriptCancel, scriptRetry, scriptPurge, scriptReveal, scriptPrune, scriptBudgetTake, scriptBudgetRep, scriptAdmission, scriptAdmReport, scriptChunks,
+	scriptHeartbeat, scriptHandoff, scriptClaim, scriptCancel, scriptRetry, scriptPurge, scriptReveal, scriptPrune, scriptBudgetTake, scriptBudgetRep, scriptAdmission, scriptAdmReport, scriptChunks, scriptCancelsRd,
 }
 
 // mustScript builds a script from the prelude and lua/<name>. The files are

@@ -36,12 +36,12 @@ func (s *admitGateStore) Admit(ctx context.Context, reqs []streams.AdmitRequest,
 	return res, err
 }
 
-func (s *admitGateStore) CancelsAfter(ctx context.Context, after string, count int64) ([]string, string, error) {
-	ids, next, err := s.Store.CancelsAfter(ctx, after, count)
-	if slices.Contains(ids, s.gated) {
+func (s *admitGateStore) CancelsAfter(ctx context.Context, after string, read bool, count int64) (streams.CancelLogRead, error) {
+	r, err := s.Store.CancelsAfter(ctx, after, read, count)
+	if slices.Contains(r.JobIDs, s.gated) {
 		s.logOnce.Do(func() { close(s.logged) })
 	}
-	return ids, next, err
+	return r, err
 }
 
 // A cancel landing while a takeover admits a job already on Runpod: after

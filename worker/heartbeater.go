@@ -29,7 +29,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 	// It starts a minute before Redis's now at start, which is before any
 	// job this worker admits: a cancel before the admit is in the record
 	// the admit returns, one after it is in the log after the cursor.
-	cursor := map[int]string{}
+	cursor := map[int]cancelCursor{}
 	start := "0-0"
 	if t, err := w.store.Time(ctx); err == nil {
 		start = strconv.FormatInt(t.Add(-time.Minute).UnixMilli(), 10) + "-0"
@@ -60,7 +60,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 				prev[k] = token
 			}
 			if _, ok := cursor[k]; !ok {
-				cursor[k] = start
+				cursor[k] = cancelCursor{pos: start}
 			}
 			cursor[k] = w.readCancels(ctx, log, k, cursor[k])
 		}
@@ -102,25 +102,42 @@ func (w *Worker) beatPartition(ctx context.Context, log hclog.Logger, part int, 
 	return written
 }
 
+// cancelCursor is a position in a partition's cancel log: pos, and whether
+// it is the id of an entry read (then the read checks it is still there) or
+// a start time.
+type cancelCursor struct {
+	pos   string
+	entry bool
+}
+
 // readCancels reads partition part's cancel log after cursor and wakes
 // each held job named there for a re-read of its record (as a hint does),
 // returning the new position. It replaces the per-job periodic re-read of
-// the cancel flag: one read per partition and beat, whatever the number of
-// jobs. A failed read keeps the position for the next beat.
-func (w *Worker) readCancels(ctx context.Context, log hclog.Logger, part int, cursor string) string {
+// the cancel flag: one script call per partition and beat, whatever the
+// number of jobs. A failed read keeps the position for the next beat. A
+// read that finds the log went back (Redis lost its tail: the next cancels
+// may get ids below our position) reads it again from its start: a wake
+// for a job already seen only makes it re-read its record.
+func (w *Worker) readCancels(ctx context.Context, log hclog.Logger, part int, cursor cancelCursor) cancelCursor {
 	const page = 1000
 	for {
-		ids, next, err := w.store.all[part].CancelsAfter(ctx, cursor, page)
+		r, err := w.store.all[part].CancelsAfter(ctx, cursor.pos, cursor.entry, page)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("cannot read the cancel log", "partition", part, "error", err)
 			}
 			return cursor
 		}
-		for _, id := range ids {
+		if r.RolledBack {
+			w.stats.cancelLogRollbacks.Add(1)
+			log.Warn("the cancel log went back (Redis lost writes: an older snapshot or a promoted replica); reading it again from its start",
+				"partition", part, "position", cursor.pos)
+		}
+		for _, id := range r.JobIDs {
 			w.wakeForCancel(id)
 		}
-		if next == cursor || len(ids) < page {
+		next := cancelCursor{pos: r.Next, entry: r.Entry}
+		if (next == cursor && !r.RolledBack) || len(r.JobIDs) < page {
 			return next
 		}
 		cursor = next

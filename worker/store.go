@@ -30,7 +30,7 @@ type store interface {
 	PruneConsumers(ctx context.Context, minIdle time.Duration, keep string) ([]string, error)
 	Time(ctx context.Context) (time.Time, error)
 	SubscribeControl(ctx context.Context) (<-chan streams.ControlMessage, error)
-	CancelsAfter(ctx context.Context, after string, count int64) ([]string, string, error)
+	CancelsAfter(ctx context.Context, after string, read bool, count int64) (streams.CancelLogRead, error)
 	AddOrphan(ctx context.Context, runpodID, jobID string) error
 	RemoveOrphan(ctx context.Context, runpodID string) error
 	Orphans(ctx context.Context, max int) (map[string]string, error)

@@ -77,6 +77,10 @@ type Stats struct {
 	// GroupsRecreated counts the times this worker found the consumer group
 	// missing (NOGROUP) and created it again.
 	GroupsRecreated uint64
+	// CancelLogRollbacks counts the cancel-log reads that found the entry
+	// last read gone while older ones remain (Redis lost writes) and read
+	// the retained log again from its start.
+	CancelLogRollbacks uint64
 	// Deferred counts Runpod calls rescheduled because their operation's
 	// budget (or the open circuit) had nothing left, by operation ("run",
 	// "status", "cancel"). Not failures: nothing was sent.
@@ -95,7 +99,7 @@ var terminalStates = [statesFinalizedCount]workflow.State{
 
 type counters struct {
 	admitted, reclaimed, leasesLost, poisoned, handedOff, orphans, submitUncertain atomic.Uint64
-	groupsRecreated                                                                atomic.Uint64
+	groupsRecreated, cancelLogRollbacks                                            atomic.Uint64
 	orphanFailures                                                                 atomic.Uint64
 	orphansPending                                                                 atomic.Int64
 	finalized                                                                      [statesFinalizedCount]atomic.Uint64
@@ -275,6 +279,7 @@ func (w *Worker) Stats() Stats {
 		SubmitUncertain:      w.stats.submitUncertain.Load(),
 		Finalized:            make(map[workflow.State]uint64, statesFinalizedCount),
 		GroupsRecreated:      w.stats.groupsRecreated.Load(),
+		CancelLogRollbacks:   w.stats.cancelLogRollbacks.Load(),
 		AdmissionRoom:        w.admission.room.Load(),
 		AdmissionWaits:       w.admission.waits.Load(),
 	}
