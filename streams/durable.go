@@ -89,21 +89,27 @@ func (s *Store) CheckDurability(ctx context.Context) error {
 	if err := s.LoadScripts(ctx); err != nil {
 		return err
 	}
+	// The server that matters is the one holding the namespace: on a
+	// Cluster, the master of its slot (a keyless INFO goes to any master).
+	node, err := s.durableNode(ctx, s.keys.Submissions())
+	if err != nil {
+		return fmt.Errorf("streams: check durability: %w", err)
+	}
 	if d.LocalAOF {
-		info, err := s.rdb.Do(ctx, "COMMAND", "INFO", "WAITAOF").Result()
+		info, err := node.Do(ctx, "COMMAND", "INFO", "WAITAOF").Result()
 		if err != nil {
 			return fmt.Errorf("streams: check durability: %w", err)
 		}
 		if arr, ok := info.([]any); !ok || len(arr) == 0 || arr[0] == nil {
 			ver := ""
-			if m, err := s.rdb.InfoMap(ctx, "server").Result(); err == nil {
+			if m, err := node.InfoMap(ctx, "server").Result(); err == nil {
 				ver = m["Server"]["redis_version"]
 			}
 			return fmt.Errorf("streams: durability LocalAOF needs WAITAOF (Redis 7.2 or later); this server (redis_version %q) has none: use appendfsync always, or Replicas", ver)
 		}
 	}
 	if d.Replicas > 0 {
-		m, err := s.rdb.InfoMap(ctx, "replication").Result()
+		m, err := node.InfoMap(ctx, "replication").Result()
 		if err != nil {
 			return fmt.Errorf("streams: check durability: %w", err)
 		}
@@ -166,6 +172,8 @@ func (s *Store) runDurable(ctx context.Context, op string, sc *redis.Script, key
 type pipeliner interface {
 	redis.Scripter
 	Pipeline() redis.Pipeliner
+	InfoMap(ctx context.Context, sections ...string) *redis.InfoCmd
+	Do(ctx context.Context, args ...any) *redis.Cmd
 }
 
 // durableNode is the client a durable write pipelines on: the master

@@ -47,3 +47,34 @@ func TestClusterDurableWriteWaitsOnItsMaster(t *testing.T) {
 		require.ErrorIs(t, err, streams.ErrNotDurable, "submit %d: no replica has it", i)
 	}
 }
+
+// TestClusterCheckDurabilityAsksItsMaster: CheckDurability (the worker
+// refuses to start when fewer replicas are connected than asked) read INFO
+// replication from any master of a Cluster, so with the namespace's master
+// left without a replica it passed whenever another master answered.
+func TestClusterCheckDurabilityAsksItsMaster(t *testing.T) {
+	t.Parallel()
+	c, err := redistest.StartCluster()
+	skipIfMissing(t, err)
+	t.Cleanup(c.Stop)
+	ctx := context.Background()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	st, err := streams.New(rdb, streams.Config{Namespace: "durcheck"})
+	require.NoError(t, err)
+	st.SetDurability(streams.Durability{Replicas: 1, Timeout: time.Second})
+	require.NoError(t, st.CheckDurability(ctx))
+	master, replica, err := c.MasterOf(ctx, st.Keys().Submissions())
+	require.NoError(t, err)
+	require.NotNil(t, replica)
+	replica.Kill()
+	mc := redis.NewClient(&redis.Options{Addr: master.Addr})
+	t.Cleanup(func() { _ = mc.Close() })
+	require.Eventually(t, func() bool {
+		m, err := mc.InfoMap(ctx, "replication").Result()
+		return err == nil && m["Replication"]["connected_slaves"] == "0"
+	}, 30*time.Second, 20*time.Millisecond, "the master sees its replica gone")
+	for i := range 6 { // a keyless command goes to one of 3 masters
+		require.Error(t, st.CheckDurability(ctx), "check %d: the namespace's master has no replica", i)
+	}
+}
