@@ -77,13 +77,59 @@ func (c *Client) AwaitResult(ctx context.Context, id string) (Result, error) {
 			w.h.unregister(w)
 			return r, nil
 		}
-		ev, err := w.h.wait(ctx, w)
+		ev, rec, err := c.waitOrRecheck(ctx, w, id, func(j Job) bool { return j.State.Terminal() })
 		if err != nil {
 			return Result{}, fmt.Errorf("client: await job %q: %w", id, err)
+		}
+		if rec != nil {
+			if r, ok := rec.Result(); ok {
+				return r, nil
+			}
 		}
 		return c.resultFromEvent(ctx, ev), nil
 	}
 	return Result{}, fmt.Errorf("client: await job %q: more than %d alias hops", id, maxAliasHops)
+}
+
+// awaitRecheckDefault is how often a waiting AwaitResult re-reads the
+// record. The terminal event is how a waiter normally learns its outcome;
+// the record is the truth it falls back on. After a Redis rollback (a
+// restart from an older snapshot, a promoted replica that missed the last
+// writes, on a host whose clock is behind) the shared reader's position can
+// be past the stream's end, so events written afterwards get lower ids and
+// its XREAD never returns them; a trimmed or lost event is the same. One
+// HMGET per waiter per period bounds how long such a waiter waits.
+const awaitRecheckDefault = 30 * time.Second
+
+// waitOrRecheck waits for w's event, re-reading job id's record every
+// awaitRecheck in case the event is one the reader cannot see. It returns
+// the event, or the record once settled says it holds what w waits for.
+func (c *Client) waitOrRecheck(ctx context.Context, w *waiter, id string, settled func(Job) bool) (streams.Event, *Job, error) {
+	every := c.awaitRecheck
+	if every <= 0 {
+		every = awaitRecheckDefault
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case ev := <-w.ch:
+			return ev, nil, nil
+		case <-ctx.Done():
+			w.h.unregister(w)
+			return streams.Event{}, nil, ctx.Err()
+		case <-w.h.done:
+			w.h.unregister(w)
+			return streams.Event{}, nil, ErrClosed
+		case <-t.C:
+			job, err := c.Get(ctx, id)
+			if err == nil && settled(job) {
+				w.h.unregister(w)
+				return streams.Event{}, &job, nil
+			}
+			// Otherwise the reader or the next recheck answers.
+		}
+	}
 }
 
 // resultFromEvent builds a Result from a terminal event. Events carry the
@@ -261,21 +307,6 @@ func (h *hub) removeLocked(w *waiter) {
 		delete(h.waiters, w.jobID)
 	}
 	h.count--
-}
-
-// wait blocks until w's event arrives, ctx ends or the hub closes. w is
-// unregistered on every path.
-func (h *hub) wait(ctx context.Context, w *waiter) (streams.Event, error) {
-	select {
-	case ev := <-w.ch:
-		return ev, nil
-	case <-ctx.Done():
-		h.unregister(w)
-		return streams.Event{}, ctx.Err()
-	case <-h.done:
-		h.unregister(w)
-		return streams.Event{}, ErrClosed
-	}
 }
 
 // readerRetry is the wait after the n-th failed read in a row (n >= 1):

@@ -54,6 +54,10 @@ type Client struct {
 	hubs  []*hub           // one events reader per partition
 	now   func() time.Time // this process's clock (tests skew it)
 
+	// awaitRecheck is how often a waiting AwaitResult re-reads its job's
+	// record (awaitRecheckDefault; tests shorten it).
+	awaitRecheck time.Duration
+
 	// checkedUntil (unix nanos, monotonic-free: only compared with
 	// time.Now) is until when the last passing partition-count check
 	// holds (checkParts).

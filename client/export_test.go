@@ -25,3 +25,7 @@ func Waiters(c *Client) int {
 
 // SetClock replaces c's clock (a producer whose clock is off).
 func SetClock(c *Client, now func() time.Time) { c.now = now }
+
+// SetAwaitRecheck sets how often a waiting AwaitResult re-reads its job's
+// record (the safety net for events its reader cannot see).
+func SetAwaitRecheck(c *Client, d time.Duration) { c.awaitRecheck = d }

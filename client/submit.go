@@ -153,9 +153,13 @@ func (c *Client) waitAccepted(ctx context.Context, w *waiter, res SubmitResult) 
 		w.h.unregister(w)
 		return acceptedResult(res, job.RunpodID)
 	}
-	ev, err := w.h.wait(ctx, w)
+	ev, rec, err := c.waitOrRecheck(ctx, w, res.ClientJobID, func(j Job) bool { return j.RunpodID != "" || j.State.Terminal() })
 	if err != nil {
 		return res, fmt.Errorf("client: submit: wait for %q to be accepted: %w", res.ClientJobID, err)
+	}
+	if rec != nil {
+		res.State = rec.State
+		return acceptedResult(res, rec.RunpodID)
 	}
 	res.State = workflow.State(ev.State)
 	runpodID := ev.Payload.RunpodID
