@@ -65,8 +65,37 @@ func TestClusterMasterFailover(t *testing.T) {
 	require.ErrorIs(t, err, redisconn.ErrClusterNode)
 	require.ErrorContains(t, err, "MOVED")
 
-	d := run(t, url, ns, master.Addr, master.Kill)
+	_, d := run(t, url, ns, master.Addr, master.Kill)
 	t.Logf("cluster: master %s killed; replica %s took over; a job submitted at the kill completed %s later", master.Addr, replica.Addr, d)
+}
+
+// TestClusterSilentMaster: the master of the namespace's slot stops
+// (SIGSTOP: connections open, nothing answers) instead of refusing
+// connections. A command sent to it waits for its read timeout, not for
+// the kernel's TCP timeouts; the slot map is reloaded and the replica's
+// promotion found within a few read timeouts of the node timeout.
+// Measured before redisconn set its timeouts: the first Get answered
+// about 100 s after the pause.
+func TestClusterSilentMaster(t *testing.T) {
+	t.Parallel()
+	c, err := redistest.StartCluster()
+	skipIfMissing(t, err)
+	t.Cleanup(c.Stop)
+	url := "redis+cluster://" + strings.Join(c.Addrs()[:2], ",")
+	ns := redistest.Namespace(t)
+	master, replica, err := c.MasterOf(context.Background(), "{"+ns+"}:submissions")
+	require.NoError(t, err)
+	require.NotNil(t, replica, "the slot's master has a replica")
+	t.Cleanup(master.Kill) // SIGKILL ends a stopped process too
+	get, done := run(t, url, ns, master.Addr, master.Pause)
+	// The promotion takes a few node timeouts (failure detection, then the
+	// replica's election); a Get then loses at most a read timeout on the
+	// silent node per attempt, and one more for a slot map reload that
+	// asks it. The slack is for a loaded machine, not for the mechanism.
+	bound := 3*redistest.ClusterNodeTimeout + 4*redisconn.ReadTimeout + 20*time.Second
+	require.Less(t, get, bound, "the first Get after the pause answered %s later", get)
+	require.Less(t, done, bound+10*time.Second, "the first job after the pause completed %s later", done)
+	t.Logf("cluster: master %s paused; replica %s took over; first Get %s, first job completed %s after the pause", master.Addr, replica.Addr, get, done)
 }
 
 // TestSentinelMasterFailover: the same with a master, a replica and three
@@ -78,7 +107,7 @@ func TestSentinelMasterFailover(t *testing.T) {
 	t.Cleanup(s.Stop)
 	url := "redis+sentinel://" + strings.Join(s.SentinelAddrs(), ",") + "/" + redistest.SentinelMaster
 	ns := redistest.Namespace(t)
-	d := run(t, url, ns, s.Master.Addr, s.Master.Kill)
+	_, d := run(t, url, ns, s.Master.Addr, s.Master.Kill)
 	now, err := s.CurrentMaster(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, s.Replica.Addr, now, "the sentinels promoted the replica")
@@ -110,7 +139,7 @@ func connectAndSimulate(t *testing.T, url string, gpus int) (redis.UniversalClie
 	return rdb, sim, rp
 }
 
-func run(t *testing.T, url, ns, masterAddr string, kill func()) time.Duration {
+func run(t *testing.T, url, ns, masterAddr string, kill func()) (firstAnswer, recovered time.Duration) {
 	t.Helper()
 	rdb, _, rp := connectAndSimulate(t, url, 64)
 
@@ -167,7 +196,6 @@ func run(t *testing.T, url, ns, masterAddr string, kill func()) time.Duration {
 	// master's death takes to complete: it goes through the new master only.
 	_, err = cl.Submit(tctx, client.SubmitOptions{ClientJobID: "probe", Input: map[string]any{"mock_delay": 1}})
 	require.NoError(t, err, "a submit rides out the promotion")
-	var recovered time.Duration
 	require.Eventually(t, func() bool {
 		j, err := cl.Get(tctx, "probe")
 		if err == nil && j.State == workflow.StateCompleted {
@@ -229,8 +257,9 @@ func run(t *testing.T, url, ns, masterAddr string, kill func()) time.Duration {
 		require.True(t, redis.HasErrorPrefix(err, "NOGROUP"), "%v", err)
 	}
 
-	t.Logf("after the kill: the first Get answered %s later, the probe job completed %s later", <-getBack, recovered)
-	return recovered
+	firstAnswer = <-getBack
+	t.Logf("after the kill: the first Get answered %s later, the probe job completed %s later", firstAnswer, recovered)
+	return firstAnswer, recovered
 }
 
 // firstGet polls Get of id (a job on the dead master) from the kill until

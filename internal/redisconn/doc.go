@@ -26,7 +26,11 @@
 // without stalling: the slot map is reloaded every ClusterReloadInterval and
 // at once when a node connection fails or a node answers CLUSTERDOWN, and
 // commands are retried for about RetryWindow (MaxRetries, MinRetryBackoff,
-// MaxRetryBackoff, unless the URL sets them).
+// MaxRetryBackoff, unless the URL sets them). A command's round trip is
+// bounded by ReadTimeout and WriteTimeout, a connect by DialTimeout, so a
+// master that goes silent instead of refusing connections costs seconds,
+// not the kernel's TCP timeouts (URL options read_timeout, write_timeout,
+// dial_timeout win).
 //
 // # Secrets
 //

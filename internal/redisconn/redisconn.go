@@ -35,6 +35,19 @@ const (
 	MaxRetryBackoff = 2 * time.Second
 	// RetryWindow is roughly the sum of the backoffs above.
 	RetryWindow = 13 * time.Second
+	// ReadTimeout and WriteTimeout bound a command's round trip (not the
+	// blocking XREADs, which go-redis gives BLOCK + 10 s): a master that
+	// goes silent (a stalled host, a blackholed network) instead of
+	// refusing connections costs a command this long per attempt, and the
+	// cluster's retries and slot map reload each pay it. go-redis's 3 s
+	// default made the first answer after such a failure take 15 s. It
+	// must stay above the durability wait (streams.DurabilityTimeoutDefault,
+	// 1 s), which shares the script's round trip; our biggest scripts run
+	// in milliseconds.
+	ReadTimeout  = 2 * time.Second
+	WriteTimeout = 2 * time.Second
+	// DialTimeout bounds a connect (go-redis: 5 s).
+	DialTimeout = 2 * time.Second
 )
 
 // Mode is the kind of deployment a URL names.
@@ -240,7 +253,7 @@ func (c *Conn) parseSentinel(u *url.URL, base string, hosts []string, q url.Valu
 	return nil
 }
 
-// failoverDefaults sets the retry options a URL leaves out; retries names
+// failoverDefaults sets the retry and timeout options a URL leaves out; retries names
 // the option that counts them.
 func failoverDefaults(q url.Values, retries string) {
 	set := func(k, v string) {
@@ -251,6 +264,9 @@ func failoverDefaults(q url.Values, retries string) {
 	set(retries, strconv.Itoa(MaxRetries))
 	set("min_retry_backoff", MinRetryBackoff.String())
 	set("max_retry_backoff", MaxRetryBackoff.String())
+	set("read_timeout", ReadTimeout.String())
+	set("write_timeout", WriteTimeout.String())
+	set("dial_timeout", DialTimeout.String())
 }
 
 // applyTLS adds the CA, the client certificate and the server name.

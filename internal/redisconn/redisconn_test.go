@@ -44,11 +44,15 @@ func TestParseForms(t *testing.T) {
 			require.Zero(t, c.cluster.MaxRetries, "node clients keep go-redis's default")
 			require.Equal(t, MinRetryBackoff, c.cluster.MinRetryBackoff)
 			require.Equal(t, MaxRetryBackoff, c.cluster.MaxRetryBackoff)
+			require.Equal(t, ReadTimeout, c.cluster.ReadTimeout)
+			require.Equal(t, WriteTimeout, c.cluster.WriteTimeout)
+			require.Equal(t, DialTimeout, c.cluster.DialTimeout)
 		}},
-		{"cluster one seed and addr option", "redis+cluster://h1:7000?addr=h2:7001&max_redirects=2&dial_timeout=3s", ModeCluster, func(t *testing.T, c *Conn) {
+		{"cluster one seed and addr option", "redis+cluster://h1:7000?addr=h2:7001&max_redirects=2&dial_timeout=3s&read_timeout=4s", ModeCluster, func(t *testing.T, c *Conn) {
 			require.Equal(t, []string{"h1:7000", "h2:7001"}, c.cluster.Addrs)
 			require.Equal(t, 2, c.cluster.MaxRedirects, "a URL option wins over the failover default")
 			require.Equal(t, 3*time.Second, c.cluster.DialTimeout)
+			require.Equal(t, 4*time.Second, c.cluster.ReadTimeout)
 		}},
 		{"several addresses", "redis://h1:7000,h2:7001,h3:7002/0", ModeCluster, func(t *testing.T, c *Conn) {
 			require.Len(t, c.cluster.Addrs, 3)

@@ -110,6 +110,10 @@ func (c *Cluster) Stop() {
 	os.RemoveAll(c.dir)
 }
 
+// ClusterNodeTimeout is the cluster-node-timeout StartCluster gives each
+// node: a master that stops answering is failed over after a few of them.
+const ClusterNodeTimeout = time.Second
+
 // StartCluster starts six cluster-enabled redis-servers (node timeout
 // 1 s, so a replica takes over about two seconds after its master dies),
 // joins them with redis-cli --cluster create --cluster-replicas 1, and waits
@@ -140,7 +144,7 @@ func StartCluster() (*Cluster, error) {
 			return nil, err
 		}
 		n, err := startNode(server, nd, "node", port, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout/time.Millisecond)),
 			"--save", "", "--appendonly", "no", "--dir", nd, "--logfile", filepath.Join(nd, "redis.log"))
 		if err != nil {
 			c.Stop()
