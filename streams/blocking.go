@@ -2,9 +2,12 @@ package streams
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"reflect"
 	"runtime"
 	"sync"
+	"time"
 	"weak"
 
 	"github.com/redis/go-redis/v9"
@@ -71,9 +74,17 @@ func blockingLimit(rdb redis.UniversalClient) chan struct{} {
 	return sem.(chan struct{})
 }
 
-// blocking runs fn, a blocking read, within the client's limit. It waits
-// for a place as long as ctx allows.
-func (s *Store) blocking(ctx context.Context, fn func() error) error {
+// BlockingSlack is how long a blocking read may outlast its BLOCK before
+// it is given up: fn's context ends then. go-redis's own deadline for it is
+// BLOCK + 10 s, so a reader on a master that went silent (a stopped host)
+// would wait that long before it reads from the promoted replica. A client
+// with ContextTimeoutEnabled (redisconn's Cluster and Sentinel clients)
+// applies the context's deadline to the socket; others keep go-redis's.
+const BlockingSlack = 2 * time.Second
+
+// blocking runs fn, a blocking read of up to block, within the client's
+// limit. It waits for a place as long as ctx allows.
+func (s *Store) blocking(ctx context.Context, block time.Duration, fn func(context.Context) error) error {
 	sem := s.sem
 	select {
 	case sem <- struct{}{}:
@@ -81,5 +92,18 @@ func (s *Store) blocking(ctx context.Context, fn func() error) error {
 		return ctx.Err()
 	}
 	defer func() { <-sem }()
-	return fn()
+	rctx, cancel := context.WithTimeout(ctx, block+BlockingSlack)
+	defer cancel()
+	err := fn(rctx)
+	if err != nil && ctx.Err() == nil && rctx.Err() != nil {
+		// The read outlasted its deadline, not the caller's context: say
+		// so rather than "context deadline exceeded", which callers take
+		// for their own.
+		return fmt.Errorf("%w: blocking read of %s got no reply within %s more: %w", errBlockingStalled, block, BlockingSlack, err)
+	}
+	return err
 }
+
+// errBlockingStalled: a blocking read got no reply within its BLOCK and
+// BlockingSlack.
+var errBlockingStalled = errors.New("redis did not answer")

@@ -39,7 +39,7 @@ func (s *Store) ReadEvents(ctx context.Context, after string, count int, block t
 	var err error
 	if block > 0 {
 		args.Block = block
-		err = s.blocking(ctx, func() error { res, err = s.rdb.XRead(ctx, args).Result(); return err })
+		err = s.blocking(ctx, block, func(ctx context.Context) error { res, err = s.rdb.XRead(ctx, args).Result(); return err })
 	} else {
 		res, err = s.rdb.XRead(ctx, args).Result()
 	}

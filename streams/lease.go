@@ -54,7 +54,7 @@ func (s *Store) Read(ctx context.Context, consumer string, count int, block time
 	var err error
 	if block > 0 {
 		args.Block = block
-		err = s.blocking(ctx, func() error { res, err = s.rdb.XReadGroup(ctx, args).Result(); return err })
+		err = s.blocking(ctx, block, func(ctx context.Context) error { res, err = s.rdb.XReadGroup(ctx, args).Result(); return err })
 	} else {
 		res, err = s.rdb.XReadGroup(ctx, args).Result()
 	}
@@ -101,7 +101,7 @@ func (s *Store) WaitNew(ctx context.Context, count int, block time.Duration) (in
 	var res []redis.XStream
 	if block > 0 {
 		args.Block = block
-		err = s.blocking(ctx, func() error { res, err = s.rdb.XRead(ctx, args).Result(); return err })
+		err = s.blocking(ctx, block, func(ctx context.Context) error { res, err = s.rdb.XRead(ctx, args).Result(); return err })
 	} else {
 		res, err = s.rdb.XRead(ctx, args).Result()
 	}

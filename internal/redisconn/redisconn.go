@@ -197,6 +197,10 @@ func (c *Conn) parseCluster(u *url.URL, base string, hosts []string, q url.Value
 		opt.TLSConfig.MinVersion = tls.VersionTLS12
 	}
 	opt.ClusterStateReloadInterval = ClusterReloadInterval
+	// A caller's deadline reaches the socket: streams bounds its blocking
+	// reads by BLOCK + a slack, where go-redis would wait BLOCK + 10 s on a
+	// silent master.
+	opt.ContextTimeoutEnabled = true
 	c.cluster = opt
 	return nil
 }
@@ -246,6 +250,9 @@ func (c *Conn) parseSentinel(u *url.URL, base string, hosts []string, q url.Valu
 		opt.Password, _ = u.User.Password()
 	}
 	opt.SentinelUsername, opt.SentinelPassword = sUser, sPass
+	if !q.Has("context_timeout_enabled") {
+		opt.ContextTimeoutEnabled = true // as for a Cluster
+	}
 	if opt.TLSConfig != nil {
 		opt.TLSConfig.ServerName = ""
 	}

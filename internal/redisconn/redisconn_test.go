@@ -47,6 +47,7 @@ func TestParseForms(t *testing.T) {
 			require.Equal(t, ReadTimeout, c.cluster.ReadTimeout)
 			require.Equal(t, WriteTimeout, c.cluster.WriteTimeout)
 			require.Equal(t, DialTimeout, c.cluster.DialTimeout)
+			require.True(t, c.cluster.ContextTimeoutEnabled)
 		}},
 		{"cluster one seed and addr option", "redis+cluster://h1:7000?addr=h2:7001&max_redirects=2&dial_timeout=3s&read_timeout=4s", ModeCluster, func(t *testing.T, c *Conn) {
 			require.Equal(t, []string{"h1:7000", "h2:7001"}, c.cluster.Addrs)
