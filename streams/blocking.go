@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"runtime"
 	"sync"
@@ -95,10 +96,12 @@ func (s *Store) blocking(ctx context.Context, block time.Duration, fn func(conte
 	rctx, cancel := context.WithTimeout(ctx, block+BlockingSlack)
 	defer cancel()
 	err := fn(rctx)
-	if err != nil && ctx.Err() == nil && rctx.Err() != nil {
+	var ne net.Error
+	if err != nil && ctx.Err() == nil && (rctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()) {
 		// The read outlasted its deadline, not the caller's context: say
 		// so rather than "context deadline exceeded", which callers take
-		// for their own.
+		// for their own. (The socket's deadline is rctx's, and it may fire
+		// a moment before rctx's timer does.)
 		return fmt.Errorf("%w: blocking read of %s got no reply within %s more: %w", errBlockingStalled, block, BlockingSlack, err)
 	}
 	return err
