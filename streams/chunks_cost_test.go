@@ -83,7 +83,7 @@ func aofSize(t *testing.T, rdb *redis.Client) int64 {
 func commandCount(t *testing.T, rdb *redis.Client) int64 {
 	t.Helper()
 	var n int64
-	for name, c := range commandCounts(t, rdb) {
+	for name, c := range redistest.CommandCalls(t, rdb) {
 		if name != "info" {
 			n += c
 		}

@@ -2,8 +2,6 @@ package streams
 
 import (
 	"context"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,28 +10,6 @@ import (
 
 	"github.com/yourscope/runpod-orchestrator/internal/redistest"
 )
-
-// commandCounts reads INFO commandstats: calls per command, the commands
-// scripts run counted as well as the EVALSHA.
-func commandCounts(t *testing.T, rdb *redis.Client) map[string]int64 {
-	t.Helper()
-	info, err := rdb.Info(context.Background(), "commandstats").Result()
-	require.NoError(t, err)
-	out := map[string]int64{}
-	for _, line := range strings.Split(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok || !strings.HasPrefix(name, "cmdstat_") {
-			continue
-		}
-		for _, kv := range strings.Split(rest, ",") {
-			if v, ok := strings.CutPrefix(kv, "calls="); ok {
-				n, _ := strconv.ParseInt(v, 10, 64)
-				out[strings.TrimPrefix(name, "cmdstat_")] = n
-			}
-		}
-	}
-	return out
-}
 
 // TestHappyPathCommands counts, on a server of its own (so no other test's
 // commands are counted), every command Redis runs for one job at each step
@@ -51,10 +27,10 @@ func TestHappyPathCommands(t *testing.T) {
 	require.NoError(t, st.EnsureGroup(ctx))
 	require.NoError(t, st.LoadScripts(ctx))
 
-	prev := commandCounts(t, rdb)
+	prev := redistest.CommandCalls(t, rdb)
 	step := func(name string, want map[string]int64) {
 		t.Helper()
-		cur := commandCounts(t, rdb)
+		cur := redistest.CommandCalls(t, rdb)
 		got := map[string]int64{}
 		for k, v := range cur {
 			if d := v - prev[k]; d > 0 && k != "info" {
@@ -64,7 +40,7 @@ func TestHappyPathCommands(t *testing.T) {
 		if d := cur["info"] - prev["info"]; d > 1 {
 			got["info"] = d - 1 // this reading's own INFO
 		}
-		prev = commandCounts(t, rdb)
+		prev = redistest.CommandCalls(t, rdb)
 		require.Equal(t, want, got, "commands Redis ran for %s", name)
 	}
 

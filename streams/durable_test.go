@@ -3,8 +3,6 @@ package streams
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,24 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/yourscope/runpod-orchestrator/internal/redistest"
 )
-
-// commandCalls reads the calls of one command from INFO commandstats.
-func commandCalls(t *testing.T, rdb *redis.Client, cmd string) int64 {
-	t.Helper()
-	m, err := rdb.InfoMap(context.Background(), "commandstats").Result()
-	require.NoError(t, err)
-	var calls int64
-	for k, v := range m["Commandstats"] {
-		if k == "cmdstat_"+cmd {
-			for _, part := range strings.Split(v, ",") {
-				if strings.HasPrefix(part, "calls=") {
-					_, _ = fmt.Sscan(strings.TrimPrefix(part, "calls="), &calls)
-				}
-			}
-		}
-	}
-	return calls
-}
 
 // Durability Replicas=1: a durable checkpoint returns only once the replica
 // has it (read back from the replica at once), costs one WAIT in the same
@@ -78,7 +58,8 @@ func TestDurabilityWaitsForReplica(t *testing.T) {
 		recs = append(recs, r.Record)
 	}
 
-	waits0, evals0 := commandCalls(t, rdb, "wait"), commandCalls(t, rdb, "evalsha")
+	calls0 := redistest.CommandCalls(t, rdb)
+	waits0, evals0 := calls0["wait"], calls0["evalsha"]
 	start := time.Now()
 	for _, r := range recs {
 		require.NoError(t, st.Checkpoint(ctx, Checkpoint{JobID: r.JobID, Owner: "w", Epoch: r.Epoch, Step: "SUBMITTING", Attempts: 1, Durable: true}, now))
@@ -87,8 +68,9 @@ func TestDurabilityWaitsForReplica(t *testing.T) {
 		require.Equal(t, "SUBMITTING", step, "WAIT returned before the replica had the intent")
 	}
 	durable := time.Since(start)
-	require.Equal(t, int64(n), commandCalls(t, rdb, "wait")-waits0, "one WAIT per durable checkpoint")
-	require.Equal(t, int64(n), commandCalls(t, rdb, "evalsha")-evals0)
+	calls := redistest.CommandCalls(t, rdb)
+	require.Equal(t, int64(n), calls["wait"]-waits0, "one WAIT per durable checkpoint")
+	require.Equal(t, int64(n), calls["evalsha"]-evals0)
 	start = time.Now()
 	for _, r := range recs {
 		require.NoError(t, st.Checkpoint(ctx, Checkpoint{JobID: r.JobID, Owner: "w", Epoch: r.Epoch, State: "QUEUED", RunpodID: "rp-" + r.JobID}, now))

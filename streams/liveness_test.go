@@ -3,8 +3,6 @@ package streams
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -198,24 +196,6 @@ func TestLivenessMixedVersions(t *testing.T) {
 	})
 }
 
-// allCommandCalls reads INFO commandstats: calls per command.
-func allCommandCalls(t *testing.T, rdb *redis.Client) map[string]int64 {
-	t.Helper()
-	info, err := rdb.Info(context.Background(), "commandstats").Result()
-	require.NoError(t, err)
-	out := map[string]int64{}
-	for _, line := range strings.Split(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
-		if !ok {
-			continue
-		}
-		n, _, _ := strings.Cut(rest, ",")
-		v, _ := strconv.ParseInt(n, 10, 64)
-		out[strings.TrimPrefix(name, "cmdstat_")] = v
-	}
-	return out
-}
-
 // The keep-alive cost of a beat, counted by the server itself (its own
 // redis-server, so no other test's commands mix in): a beat whose liveness
 // key is as written reads no record (before: one HMGET per lease per beat)
@@ -241,7 +221,7 @@ func TestBeatCostDoesNotGrowWithLeases(t *testing.T) {
 		res, err := st.Beat(b.ctx, "A", lv, leases)
 		require.NoError(t, err)
 		require.Empty(t, res.Lost)
-		return res, allCommandCalls(t, rdb)
+		return res, redistest.CommandCalls(t, rdb)
 	}
 	res, calls := beat(Liveness{Lease: time.Minute, Token: "a:1"})
 	require.True(t, res.Checked)

@@ -3,8 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,24 +11,6 @@ import (
 	"github.com/yourscope/runpod-orchestrator/internal/redistest"
 	"github.com/yourscope/runpod-orchestrator/streams"
 )
-
-// serverCalls reads INFO commandstats: calls per command.
-func serverCalls(t *testing.T, rdb *redis.Client) map[string]int64 {
-	t.Helper()
-	info, err := rdb.Info(context.Background(), "commandstats").Result()
-	require.NoError(t, err)
-	out := map[string]int64{}
-	for _, line := range strings.Split(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
-		if !ok {
-			continue
-		}
-		n, _, _ := strings.Cut(rest, ",")
-		v, _ := strconv.ParseInt(n, 10, 64)
-		out[strings.TrimPrefix(name, "cmdstat_")] = v
-	}
-	return out
-}
 
 // deliver reads n new entries as consumer (XREADGROUP), as a worker's fetch
 // would, and returns their ids.
@@ -92,7 +72,7 @@ func TestClaimPassCostBoundedByPEL(t *testing.T) {
 		require.NoError(t, rdb.ConfigResetStat(ctx).Err())
 		n, err := w.claimPass(ctx)
 		require.NoError(t, err)
-		calls := serverCalls(t, rdb)
+		calls := redistest.CommandCalls(t, rdb)
 		require.Equal(t, 1, n, "one free slot: one of the dead consumer's jobs admitted")
 		var c int64
 		for _, name := range []string{"xautoclaim", "xclaim", "xpending", "mget", "exists"} {
