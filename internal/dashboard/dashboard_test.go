@@ -31,8 +31,16 @@ type testBundle struct {
 // setup serves a dashboard over a fresh namespace, with Run going.
 func setup(t *testing.T, mod ...func(*dashboard.Config)) testBundle {
 	t.Helper()
+	return setupClient(t, client.Config{PersistInput: true}, mod...)
+}
+
+// setupClient is setup with the dashboard's client configured by ccfg
+// (its Namespace is the fresh one).
+func setupClient(t *testing.T, ccfg client.Config, mod ...func(*dashboard.Config)) testBundle {
+	t.Helper()
 	rdb, ns := redistest.New(t)
-	cli, err := client.New(rdb, client.Config{Namespace: ns, PersistInput: true})
+	ccfg.Namespace = ns
+	cli, err := client.New(rdb, ccfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = cli.Close() })
 	cfg := dashboard.Config{Client: cli, SampleInterval: 50 * time.Millisecond}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"html"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,8 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/yourscope/runpod-orchestrator/client"
-	"github.com/yourscope/runpod-orchestrator/internal/dashboard"
-	"github.com/yourscope/runpod-orchestrator/internal/redistest"
 	"github.com/yourscope/runpod-orchestrator/streams"
 )
 
@@ -28,14 +25,8 @@ import (
 func TestDeadPagesAcrossPartitions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb, ns := redistest.New(t)
-	cli, err := client.New(rdb, client.Config{Namespace: ns, Partitions: 2})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = cli.Close() })
-	d, err := dashboard.New(dashboard.Config{Client: cli})
-	require.NoError(t, err)
-	srv := httptest.NewServer(d.Handler())
-	t.Cleanup(srv.Close)
+	b := setupClient(t, client.Config{Partitions: 2})
+	rdb, ns, srv := b.rdb, b.ns, b.srv
 
 	add := func(part int, seq int, job string) {
 		k, err := streams.NewKeys(streams.PartitionNamespace(ns, 2, part))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/yourscope/runpod-orchestrator/client"
-	"github.com/yourscope/runpod-orchestrator/internal/dashboard"
-	"github.com/yourscope/runpod-orchestrator/internal/redistest"
 	"github.com/yourscope/runpod-orchestrator/streams"
 )
 
@@ -27,14 +24,8 @@ import (
 func TestJobPageReadsItsPartition(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb, ns := redistest.New(t)
-	cli, err := client.New(rdb, client.Config{Namespace: ns, Partitions: 2})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = cli.Close() })
-	d, err := dashboard.New(dashboard.Config{Client: cli})
-	require.NoError(t, err)
-	srv := httptest.NewServer(d.Handler())
-	t.Cleanup(srv.Close)
+	b := setupClient(t, client.Config{Partitions: 2})
+	rdb, ns, cli, srv := b.rdb, b.ns, b.cli, b.srv
 
 	id := ""
 	for i := 0; id == ""; i++ {
@@ -42,7 +33,7 @@ func TestJobPageReadsItsPartition(t *testing.T) {
 			id = c
 		}
 	}
-	_, err = cli.Submit(ctx, client.SubmitOptions{ClientJobID: id, Input: map[string]int{"n": 1}})
+	_, err := cli.Submit(ctx, client.SubmitOptions{ClientJobID: id, Input: map[string]int{"n": 1}})
 	require.NoError(t, err)
 	ps, err := streams.NewPartitions(rdb, streams.Config{Namespace: ns}, 2)
 	require.NoError(t, err)
