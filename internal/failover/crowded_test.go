@@ -3,7 +3,6 @@ package failover
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,10 +32,7 @@ import (
 func TestClusterCrowdedNodeServesCommands(t *testing.T) {
 	t.Parallel()
 	const p = 6
-	c, err := redistest.StartCluster()
-	skipIfMissing(t, err)
-	t.Cleanup(c.Stop)
-	url := "redis+cluster://" + strings.Join(c.Addrs()[:2], ",")
+	c, url := startCluster(t)
 	ctx := context.Background()
 
 	// A namespace with 4 or more partitions on one master: the first of

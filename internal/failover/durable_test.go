@@ -9,7 +9,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"github.com/yourscope/runpod-orchestrator/internal/redistest"
 	"github.com/yourscope/runpod-orchestrator/streams"
 )
 
@@ -22,9 +21,7 @@ import (
 // replica had.
 func TestClusterDurableWriteWaitsOnItsMaster(t *testing.T) {
 	t.Parallel()
-	c, err := redistest.StartCluster()
-	skipIfMissing(t, err)
-	t.Cleanup(c.Stop)
+	c, _ := startCluster(t)
 	ctx := context.Background()
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -54,9 +51,7 @@ func TestClusterDurableWriteWaitsOnItsMaster(t *testing.T) {
 // left without a replica it passed whenever another master answered.
 func TestClusterCheckDurabilityAsksItsMaster(t *testing.T) {
 	t.Parallel()
-	c, err := redistest.StartCluster()
-	skipIfMissing(t, err)
-	t.Cleanup(c.Stop)
+	c, _ := startCluster(t)
 	ctx := context.Background()
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
 	t.Cleanup(func() { _ = rdb.Close() })

@@ -36,10 +36,7 @@ const partitionedJobs = 2000
 func TestClusterPartitionedFailover(t *testing.T) {
 	t.Parallel()
 	const p = 6
-	c, err := redistest.StartCluster()
-	skipIfMissing(t, err)
-	t.Cleanup(c.Stop)
-	url := "redis+cluster://" + strings.Join(c.Addrs()[:2], ",")
+	c, url := startCluster(t)
 	ns := redistest.Namespace(t)
 	ctx := context.Background()
 
